@@ -1,0 +1,52 @@
+"""Shared fixtures: paths to the real data in ../shared/data (never copied into
+the repo) and tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+CXR1000 = DATA / "covid-cxr-1000"
+CXR_EXTRA = DATA / "covid-cxr-extra-3000"
+DICOM_DIR = DATA / "dicom-samples"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def cxr1000() -> Path:
+    if not CXR1000.is_dir():
+        pytest.skip(f"{CXR1000} not found")
+    return CXR1000
+
+
+@pytest.fixture(scope="session")
+def dicom_dir() -> Path:
+    if not DICOM_DIR.is_dir():
+        pytest.skip(f"{DICOM_DIR} not found")
+    return DICOM_DIR

@@ -1,0 +1,195 @@
+"""Model files: one ``.safetensors`` file = weights + JSON metadata.
+
+The metadata (safetensors header ``__metadata__["xray_model"]``) makes a model
+self-describing, like torchxrayvision's models: architecture, class names,
+positive class, input size, preprocessing, decision threshold and operating
+points, training provenance and test metrics.  A SHA-256 of the weights is
+stored too and checked on load, so a tampered file is refused.
+
+Loading never executes code: safetensors holds raw tensors only, and the
+architecture is rebuilt from our own code by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import atomic
+from .errors import ModelFileError, XrayError
+from .models import ARCHITECTURES, ARCH_LABELS, build_model
+
+FORMAT = "xray-cxr-model"
+FORMAT_VERSION = 1
+META_KEY = "xray_model"
+
+
+@dataclass
+class ModelInfo:
+    """What a model file says about itself."""
+
+    arch: str
+    name: str = ""
+    version: str = "1"
+    class_names: list[str] = field(default_factory=lambda: ["Normal", "COVID"])
+    positive_class: str = "COVID"
+    input_size: int = 224
+    preprocessing: dict[str, Any] = field(default_factory=lambda: {
+        "resize": "bilinear, antialiased, aspect ratio not kept",
+        "scale": "pixel / 255 (loader output in [0, 1])",
+        "channels": "grey repeated to 3",
+        "normalize": None,
+    })
+    threshold: float = 0.5
+    operating_points: dict[str, float] = field(default_factory=dict)
+    dropout: float = 0.5
+    created: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or ARCH_LABELS.get(self.arch, self.arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    info: ModelInfo
+    path: Path | None = None
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.info.label} v{self.info.version}"
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, half: bool = False) -> Path:
+    """Write ``model`` + ``info`` to ``path`` atomically.  ``half`` stores fp16
+    weights (half the size; loaded back as fp32)."""
+    from safetensors.torch import save_file
+
+    if info.arch not in ARCHITECTURES:
+        raise XrayError(f"unknown architecture {info.arch!r}")
+    sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    tensors = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v.contiguous()
+    if not info.created:
+        info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **info.to_dict()}
+    header = {META_KEY: json.dumps(meta), "weights_sha256": weights_digest(tensors)}
+    out = Path(path)
+    atomic.write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    return out
+
+
+def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
+    """Read and validate only the metadata (fast; used by 'Open Model' dialogs)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"Model file not found: {p}")
+    if not p.is_file():
+        raise ModelFileError(f"{p} is a folder, not a model file.")
+    if p.stat().st_size == 0:
+        raise ModelFileError(f"{p.name} is empty (0 bytes).")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except Exception as exc:
+        raise ModelFileError(
+            f"{p.name} is not a readable model file (damaged, truncated, or not a .safetensors file).") from exc
+    if META_KEY not in header:
+        raise ModelFileError(f"{p.name} is a safetensors file but not a chest X-ray model (no model metadata).")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{p.name}: the model metadata is damaged.") from exc
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{p.name} is not a chest X-ray model file (format {meta.get('format')!r}).")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{p.name} was written by a newer version of this program (format {meta.get('format_version')}); "
+            "update the program to open it.")
+    if meta.get("arch") not in ARCHITECTURES:
+        raise ModelFileError(f"{p.name} uses an unknown architecture {meta.get('arch')!r}.")
+    try:
+        info = ModelInfo.from_dict(meta)
+    except TypeError as exc:
+        raise ModelFileError(f"{p.name}: the model metadata is incomplete.") from exc
+    if not (0.0 < float(info.threshold) < 1.0):
+        raise ModelFileError(f"{p.name}: decision threshold {info.threshold} is not between 0 and 1.")
+    return info, header
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load and verify a model file; the model is returned in eval mode on ``device``."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    info, header = read_info(p)
+    try:
+        tensors = load_file(str(p))
+    except Exception as exc:
+        raise ModelFileError(f"{p.name}: the weights cannot be read (file damaged or truncated).") from exc
+    expected = header.get("weights_sha256")
+    if not expected or weights_digest(tensors) != expected:
+        raise ModelFileError(f"{p.name}: the weights do not match their checksum; the file was altered or damaged.")
+    model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size))
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"{p.name}: the weights do not fit the {ARCH_LABELS[info.arch]} architecture of this program.") from exc
+    model.eval().to(device)
+    return LoadedModel(model=model, info=info, path=p)
+
+
+def loaded_from_module(model: nn.Module, info: ModelInfo) -> LoadedModel:
+    """Wrap an in-memory model (tests, the trainer) like a loaded file."""
+    return LoadedModel(model=model.eval(), info=info, path=None)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+__all__ = ["ModelInfo", "LoadedModel", "save_model", "load_model", "read_info", "loaded_from_module",
+           "weights_digest", "file_sha256"]
