@@ -1,0 +1,198 @@
+"""``xray-classify``: classify chest X-ray files and folders from the command line.
+
+    xray-classify scans/ more.dcm --csv results.csv --heatmaps heatmaps/
+
+Prints one tab-separated row per input on stdout (status, label, P(COVID),
+path, reason or warnings), a progress bar and a summary on stderr.  Exit code
+0 when the batch ran (also when some files were refused: their rows say why),
+2 on usage errors (no/bad model file, bad option values, nothing to classify),
+130 when interrupted (the CSV then holds the rows done so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from .device import DEVICE_CHOICES
+from .errors import XrayError
+
+PROG = "xray-classify"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # exit 2 with a one-line reason, like argparse, plus our prefix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Classify chest X-rays (PNG, JPEG, BMP, TIFF, DICOM) as COVID-19 or Normal. "
+                    "Research use only; not a medical device.")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", metavar="FILE", help="model file (.safetensors); default: the shipped model")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="decision threshold on P(COVID), 0<T<1 (default: the model file's)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--heatmaps", metavar="DIR", help="write a Grad-CAM overlay PNG per classified image into DIR")
+    p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in the overlays (default 0.4)")
+    p.add_argument("--csv", metavar="OUT", help="write the results as CSV (written atomically at the end)")
+    p.add_argument("--allow-any-header", action="store_true",
+                   help="classify anyway when the DICOM header says another modality, body part or a "
+                        "lateral view (these become warnings instead of refusals)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+
+
+def _heatmap_name(path: Path, used: set[str]) -> str:
+    """``<stem>_heatmap.png``; ``-2``, ``-3``... when two inputs share a stem
+    (a.png and a.dcm, or the same name in two folders).  Compared case-
+    insensitively (Windows/macOS file systems)."""
+    base = f"{path.stem}_heatmap"
+    name = f"{base}.png"
+    n = 2
+    while name.lower() in used:
+        name = f"{base}-{n}.png"
+        n += 1
+    used.add(name.lower())
+    return name
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    from . import atomic
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from .predict import CSV_COLUMNS, Classifier, validate_threshold
+    from .resources import default_model_path
+
+    model_path = Path(args.model) if args.model else default_model_path()
+    if model_path is None:
+        _err("error: no model file given and no default model is installed; "
+             "pass --model FILE (a .safetensors model written by xray-train or the app).")
+        return 2
+    if args.batch_size < 1:
+        _err(f"error: --batch-size must be at least 1, got {args.batch_size}.")
+        return 2
+    if not 0.0 <= args.alpha <= 1.0:
+        _err(f"error: --alpha must be between 0 and 1, got {args.alpha}.")
+        return 2
+    try:
+        if args.threshold is not None:
+            validate_threshold(args.threshold)
+        clf = Classifier.from_file(model_path, device=args.device, batch_size=args.batch_size)
+        if args.threshold is not None:
+            clf.threshold = args.threshold
+    except XrayError as exc:
+        _err(f"error: {exc.reason}")
+        return 2
+
+    from .loading import find_images
+
+    files, skipped = find_images([Path(p) for p in args.inputs])
+    if skipped:
+        examples = ", ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        _err(f"skipped {len(skipped)} path(s) that are not images: {examples}{more}")
+    if not files:
+        _err("error: no image files found in the given paths.")
+        return 2
+
+    heat_dir = Path(args.heatmaps) if args.heatmaps else None
+    if heat_dir is not None:
+        try:
+            heat_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _err(f"error: cannot create the heatmap folder {heat_dir}: {exc.strerror or exc}")
+            return 2
+    columns = list(CSV_COLUMNS) + (["heatmap"] if heat_dir is not None else [])
+
+    from tqdm import tqdm
+
+    print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
+          f"threshold {clf.threshold:.3g}", file=sys.stderr)
+    rows: list[dict[str, str]] = []
+    counts = {"ok": 0, "refused": 0, "error": 0}
+    labels: dict[str, int] = {}
+    used_names: set[str] = set()
+    heat_failures = 0
+    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    interrupted = False
+    try:
+        tqdm.write("#status\tlabel\tp_covid\tpath\tnote", file=sys.stdout)
+        for pred in clf.classify_paths(files, check_header=not args.allow_any_header):
+            row = pred.as_row()
+            counts[pred.status] = counts.get(pred.status, 0) + 1
+            if pred.ok:
+                labels[pred.label] = labels.get(pred.label, 0) + 1
+            if heat_dir is not None:
+                row["heatmap"] = ""
+                if pred.ok:
+                    try:
+                        from .explain import gradcam, save_overlay_png
+                        from .loading import load_image
+
+                        img = load_image(pred.path, check_header=not args.allow_any_header)
+                        out = heat_dir / _heatmap_name(pred.path, used_names)
+                        save_overlay_png(out, img.pixels, gradcam(clf, img.pixels), args.alpha)
+                        row["heatmap"] = str(out)
+                    except Exception as exc:  # a heatmap failure never stops the batch
+                        heat_failures += 1
+                        _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
+            rows.append(row)
+            note = pred.reason if not pred.ok else row["warnings"]
+            p_txt = "" if pred.p_covid is None else f"{pred.p_covid:.4f}"
+            tqdm.write(f"{pred.status}\t{pred.label or '-'}\t{p_txt or '-'}\t{pred.path}\t{note}", file=sys.stdout)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:  # e.g. piped into `head`
+        bar.close()
+        return 0
+    finally:
+        bar.close()
+
+    if args.csv:
+        try:
+            _write_csv(Path(args.csv), rows, columns)
+        except OSError as exc:
+            _err(f"error: cannot write {args.csv}: {exc.strerror or exc}")
+            return 2
+
+    failed = counts["refused"] + counts["error"]
+    by_label = ", ".join(f"{n} {lab}" for lab, n in sorted(labels.items())) or "none"
+    summary = (f"{len(rows)} of {len(files)} file(s) processed: {counts['ok']} classified ({by_label}); "
+               f"{failed} failed ({counts['refused']} refused, {counts['error']} errors)")
+    if skipped:
+        summary += f"; {len(skipped)} skipped (not images)"
+    if heat_dir is not None:
+        summary += f"; {counts['ok'] - heat_failures} heatmap(s) in {heat_dir}"
+    if args.csv:
+        summary += f"; CSV: {args.csv}"
+    print(summary, file=sys.stderr)
+    if interrupted:
+        _err("interrupted.")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

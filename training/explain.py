@@ -1,0 +1,228 @@
+"""Where did the model look?  Heatmaps at the image's own resolution.
+
+``gradcam(classifier, pixels)`` -> ``np.float32 (H, W)`` in [0, 1] (1 = most
+evidence for the positive class), for the image as loaded (not the 224 x 224
+model input).
+
+* ResNet50 and ResNet50-LSTM: Grad-CAM (Selvaraju et al. 2017) from the
+  ``grad-cam`` package (``pytorch_grad_cam.GradCAM``) on ``model.cam_layer``
+  (the last bottleneck block of ResNet50 stage 5, ``backbone.layer4[-1]``: a
+  2048 x 7 x 7 map at 224 input, the last layer with a spatial layout).  Our
+  models return one logit per image, shape ``(N,)``; the package expects
+  ``(N, classes)``, so the model is wrapped in ``_TwoDimOutput`` that returns
+  ``(N, 1)``, and the target is explicit:
+  ``BinaryClassifierOutputTarget(1)`` = the COVID logit itself (gradients of
+  the positive-class score, whatever the prediction was; "Normal" evidence
+  would be its negative).  The CAM (ReLU of the weighted map, min-max scaled)
+  is bilinearly resized to the image's size.
+* LSTM (no convolutional map): SmoothGrad (Smilkov et al. 2017) - the mean
+  gradient of the COVID logit w.r.t. the input over ``n`` noisy copies
+  (sigma = 10 % of the intensity range), absolute value, summed over the 3
+  identical channels, blurred with a Gaussian (sigma = 1.5 % of the input size)
+  and scaled to [0, 1] with the 99.5th percentile as the top (one hot pixel
+  must not flatten the map).  Plain gradients, not gradient x input: air-filled
+  lungs are dark (close to 0) on a radiograph, and multiplying by the input
+  would blank exactly the region of interest.
+
+Both run with gradients enabled (``torch.inference_mode(False)`` +
+``torch.enable_grad()``, so they work even when called from inside an
+inference-mode block), in fp32 (no autocast), on a single image, with the
+model's parameters temporarily frozen (only the input needs a gradient; no
+``.grad`` buffers are left behind on the weights).
+
+CUDA: cuDNN's LSTM kernels implement backward only in training mode
+("cudnn RNN backward can only be called in training mode"), and the model must
+stay in eval mode (dropout off, BatchNorm running statistics).  For models with
+an LSTM the explanation pass therefore runs under
+``torch.backends.cudnn.flags(enabled=False)``: PyTorch's native LSTM and
+convolution kernels are used for that one image.  The flag is process-wide for
+the duration of the call (a concurrent prediction in another thread would run
+on the native kernels meanwhile: slower, same result).
+
+``overlay_rgb`` / ``save_overlay_png`` draw the heatmap (jet colormap from
+``matplotlib.colormaps``, no pyplot, so no GUI backend) over the grey image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import atomic
+from .preprocess import preprocess
+
+
+class _TwoDimOutput(nn.Module):
+    """``(N,)`` logits -> ``(N, 1)``, the shape ``pytorch_grad_cam`` expects."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).reshape(x.shape[0], -1)
+
+
+def _has_lstm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+@contextlib.contextmanager
+def _grad_pass(model: nn.Module, device: torch.device):
+    """Gradients on, fp32, weights frozen; cuDNN off for LSTMs on CUDA (see module doc)."""
+    params = [p for p in model.parameters()]
+    flags = [p.requires_grad for p in params]
+    was_training = model.training
+    cudnn_off = (torch.backends.cudnn.flags(enabled=False)
+                 if device.type == "cuda" and _has_lstm(model) else contextlib.nullcontext())
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        model.eval()
+        with torch.inference_mode(False), torch.enable_grad(), \
+                torch.autocast(device_type=device.type, enabled=False), cudnn_off:
+            yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def _resize_to(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(h, w) -> (H, W), bilinear."""
+    if tuple(heat.shape[-2:]) == tuple(size):
+        return heat
+    return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _normalise(heat: np.ndarray, top_percentile: float | None = None) -> np.ndarray:
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo = float(heat.min())
+    hi = float(np.percentile(heat, top_percentile)) if top_percentile else float(heat.max())
+    if hi - lo <= 1e-12:
+        return np.zeros_like(heat, dtype=np.float32)
+    return np.clip((heat - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _input_tensor(classifier, pixels: np.ndarray) -> torch.Tensor:
+    x = preprocess(pixels, int(classifier.info.input_size))[None].to(classifier.device)
+    if getattr(classifier, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def gradcam(classifier, pixels: np.ndarray) -> np.ndarray:
+    """Heatmap ``(H, W)`` float32 in [0, 1] for the grey image ``pixels`` (H, W).
+
+    Grad-CAM on ``model.cam_layer`` for the convolutional models, SmoothGrad for
+    the ``lstm`` model (see the module docstring)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
+    model = classifier.model
+    layer = getattr(model, "cam_layer", None)
+    if layer is None:
+        return smoothgrad(classifier, pixels)
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    device = classifier.device
+    with _grad_pass(model, device):
+        x = _input_tensor(classifier, pixels)  # created here: not an inference tensor
+        cam = GradCAM(model=_TwoDimOutput(model), target_layers=[layer])
+        try:
+            # compute_input_gradient: the input carries the gradient (weights are
+            # frozen) so the hook on the cam layer's output sees a graph
+            cam.compute_input_gradient = True
+            maps = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)])
+        finally:
+            cam.activations_and_grads.release()
+    heat = torch.from_numpy(np.ascontiguousarray(maps[0], dtype=np.float32))
+    heat = _resize_to(heat, pixels.shape)
+    return _normalise(heat.numpy())
+
+
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a 2-D tensor (reflect padding)."""
+    if sigma <= 0:
+        return img
+    radius = min(max(1, int(round(3 * sigma))), img.shape[0] - 1, img.shape[1] - 1)
+    if radius < 1:
+        return img
+    xs = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-(xs ** 2) / (2 * sigma * sigma))
+    k = k / k.sum()
+    t = img[None, None]
+    t = F.pad(t, (radius, radius, 0, 0), mode="reflect")
+    t = F.conv2d(t, k.view(1, 1, 1, -1))
+    t = F.pad(t, (0, 0, radius, radius), mode="reflect")
+    t = F.conv2d(t, k.view(1, 1, -1, 1))
+    return t[0, 0]
+
+
+def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
+    """SmoothGrad saliency ``(H, W)`` float32 in [0, 1] for any model (used for
+    the ``lstm`` model, which has no convolutional map)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
+    model = classifier.model
+    device = classifier.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with _grad_pass(model, device):
+        x = preprocess(pixels, int(classifier.info.input_size))[None].to(device)
+        size = x.shape[-1]
+        grads = torch.zeros_like(x[0])
+        remaining = n
+        while remaining > 0:
+            m = min(remaining, 8)
+            eps = torch.randn((m, *x.shape[1:]), generator=gen).to(device) * noise
+            xi = (x.expand(m, -1, -1, -1) + eps).detach().requires_grad_(True)
+            out = model(xi).reshape(m, -1)[:, 0]
+            (g,) = torch.autograd.grad(out.sum(), xi)
+            grads += g.detach().sum(0)
+            remaining -= m
+    sal = (grads / n).abs().sum(0).float()  # (S, S)
+    sal = _gaussian_blur(sal, sigma=max(1.0, 0.015 * size))
+    sal = _resize_to(sal.cpu(), pixels.shape)
+    return _normalise(sal.numpy(), top_percentile=99.5)
+
+
+# ---------------------------------------------------------------- overlays
+def _colormap(name: str = "jet"):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """Blend ``heatmap`` (jet colours) over the grey image: ``uint8 (H, W, 3)``.
+
+    ``alpha`` is the heatmap's weight (0 = grey image only, 1 = heatmap only).
+    A heatmap of another size is resized to the image's."""
+    grey = np.clip(np.nan_to_num(np.asarray(pixels, dtype=np.float32)), 0.0, 1.0)
+    if grey.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {grey.shape}")
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    if heat.shape != grey.shape:
+        heat = _resize_to(torch.from_numpy(np.ascontiguousarray(heat)), grey.shape).numpy()
+    a = float(np.clip(alpha, 0.0, 1.0))
+    colours = _colormap(cmap)(heat)[..., :3].astype(np.float32)  # (H, W, 3) in [0, 1]
+    rgb = (1.0 - a) * grey[..., None] + a * colours
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_overlay_png(path: str | os.PathLike, pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> None:
+    """Write the overlay as an RGB PNG, atomically."""
+    from PIL import Image
+
+    rgb = overlay_rgb(pixels, heatmap, alpha)
+    atomic.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+
+
+__all__ = ["gradcam", "smoothgrad", "overlay_rgb", "save_overlay_png"]

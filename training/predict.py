@@ -1,0 +1,318 @@
+"""Classify chest X-rays with a loaded model: one image, a list of arrays, or a
+batch of files (the app's folder mode and ``xray-classify``).
+
+``Classifier`` wraps a :class:`training.modelfile.LoadedModel`:
+
+* ``predict_arrays(images)`` - grey ``(H, W)`` float arrays in [0, 1] -> P(COVID)
+  per image (``numpy.float32``), batched, under ``torch.inference_mode``.
+* ``predict_image(loaded_image)`` -> :class:`Prediction`.
+* ``classify_paths(paths, cancel=None)`` -> one :class:`Prediction` per path, in
+  input order.  Files are decoded and preprocessed in a small thread pool (PIL,
+  pydicom's decoders and torch's resize release the GIL) while the model runs
+  on the previous batch.  A file that is refused (``ImageRefused``) or breaks
+  the decoder yields a Prediction with status ``'refused'`` / ``'error'`` and a
+  one-line reason; it never stops the batch.  ``cancel`` (a callable returning
+  True, or a ``threading.Event``) is checked between batches; when it fires
+  the iterator simply ends early.
+
+Speed levers (measured in ``bench/bench_classify.py``, see docs/INFERENCE.md):
+batching, ``channels_last`` memory format for the convolutional models, decode
+threads overlapping inference, and mixed precision only where
+``training.device.autocast_for`` enables it (CUDA fp16; CPU bf16 only on CPUs
+with native bf16 instructions - on AVX2-only CPUs bf16 is emulated and slower).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .device import autocast_for, pick_device
+from .errors import ImageRefused, XrayError
+from .loading import load_image
+from .modelfile import LoadedModel, ModelInfo, load_model
+from .preprocess import preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loading import ImageMeta, LoadedImage
+
+STATUSES = ("ok", "refused", "error")
+CSV_COLUMNS = ("path", "label", "p_covid", "threshold", "status", "reason", "warnings")
+
+
+def one_line(exc: BaseException, limit: int = 240) -> str:
+    """A one-line, bounded description of an unexpected exception."""
+    text = str(exc).strip().splitlines()
+    msg = f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
+
+
+@dataclass
+class Prediction:
+    """The result for one input.
+
+    ``status`` is ``'ok'`` (``label``/``p_covid`` set), ``'refused'`` (the image
+    must not or cannot be classified; ``reason`` says why, ``code`` is the
+    ``ImageRefused.code``) or ``'error'`` (an unexpected failure; ``reason`` is
+    one line).  ``warnings`` are the loader's plain-language flags."""
+
+    path: Path | None
+    status: str
+    label: str | None = None
+    p_covid: float | None = None
+    threshold: float | None = None
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    meta: "ImageMeta | None" = None
+    code: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_row(self) -> dict[str, str]:
+        """The CSV row (``CSV_COLUMNS``) for this prediction."""
+        return {
+            "path": "" if self.path is None else str(self.path),
+            "label": self.label or "",
+            "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
+            "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
+            "status": self.status,
+            "reason": self.reason,
+            "warnings": "; ".join(self.warnings),
+        }
+
+
+@dataclass
+class _Decoded:
+    """A file after the worker thread: preprocessed tensor or a failure."""
+
+    path: Path
+    status: str
+    tensor: torch.Tensor | None = None
+    meta: Any = None
+    warnings: list[str] = field(default_factory=list)
+    reason: str = ""
+    code: str = ""
+
+
+def _default_decode_workers() -> int:
+    n = os.cpu_count() or 1
+    return max(1, min(4, n // 2))
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def validate_threshold(value: float) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise XrayError(f"The decision threshold must be a number, got {value!r}.", code="threshold") from None
+    if not (0.0 < t < 1.0) or t != t:
+        raise XrayError(f"The decision threshold must be between 0 and 1 (exclusive), got {value}.",
+                        code="threshold")
+    return t
+
+
+class Classifier:
+    """P(COVID) for grey chest X-rays with one loaded model.
+
+    ``device``: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``,
+    ``'mps'`` or a ``torch.device``.  ``batch_size``: images per forward pass.
+    ``mixed_precision``: ``None`` follows ``training.device.autocast_for`` (fp16
+    on CUDA, bf16 only on CPUs with native bf16), ``False`` forces fp32, ``True``
+    forces bf16 on CPU / fp16 on CUDA.  ``channels_last``: ``None`` = on for
+    the convolutional models.  ``decode_workers``: threads decoding files in
+    ``classify_paths``.
+
+    The wrapped model is moved to ``device`` and put in eval mode (in place).
+    """
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", batch_size: int = 16, *,
+                 mixed_precision: bool | None = None, channels_last: bool | None = None,
+                 decode_workers: int | None = None):
+        self.loaded = loaded
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        if int(batch_size) < 1:
+            raise XrayError(f"The batch size must be at least 1, got {batch_size}.", code="batch_size")
+        self.batch_size = int(batch_size)
+        self.decode_workers = int(decode_workers) if decode_workers else _default_decode_workers()
+        self._threshold = validate_threshold(loaded.info.threshold)
+        model = loaded.model
+        model.eval().to(self.device)
+        if channels_last is None:
+            channels_last = getattr(model, "cam_layer", None) is not None and self.device.type != "mps"
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.mixed_precision = mixed_precision
+        self.model = model
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device: str | torch.device = "auto", **kwargs) -> "Classifier":
+        """Load and verify a model file (``ModelFileError`` on a bad file)."""
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        return cls(load_model(path, device=dev), device=dev, **kwargs)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.loaded.info
+
+    @property
+    def input_size(self) -> int:
+        return int(self.info.input_size)
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = validate_threshold(value)
+
+    @property
+    def positive_class(self) -> str:
+        return self.info.positive_class
+
+    @property
+    def negative_class(self) -> str:
+        others = [c for c in self.info.class_names if c != self.info.positive_class]
+        return others[0] if others else f"not {self.info.positive_class}"
+
+    def label_for(self, p: float) -> str:
+        return self.positive_class if p >= self._threshold else self.negative_class
+
+    def _autocast(self):
+        if self.mixed_precision is None:
+            return autocast_for(self.device)
+        if not self.mixed_precision:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        if self.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -------------------------------------------------------------- inference
+    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
+        if batch.shape[0] == 0:
+            return np.empty(0, dtype=np.float32)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, batch.shape[0], self.batch_size):
+                x = batch[start:start + self.batch_size].to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = self.model(x)
+                out.append(torch.sigmoid(logits.float()).cpu())
+        return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Grey ``(H, W)`` images in [0, 1] -> P(COVID) per image (float32)."""
+        images = list(images)
+        if not images:
+            return np.empty(0, dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = torch.stack([preprocess(im, self.input_size) for im in chunk])
+            out.append(self.predict_batch(batch))
+        return np.concatenate(out)
+
+    def _ok(self, path, p: float, meta, warnings) -> Prediction:
+        p = float(p)
+        return Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
+                          p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta)
+
+    def predict_image(self, image: "LoadedImage") -> Prediction:
+        """Classify one already-loaded image."""
+        p = self.predict_arrays([image.pixels])[0]
+        meta = getattr(image, "meta", None)
+        return self._ok(getattr(meta, "path", None), p, meta, getattr(image, "warnings", []))
+
+    # ----------------------------------------------------------- file batches
+    def _decode(self, path: Path, check_header: bool) -> _Decoded:
+        try:
+            img = load_image(path, check_header=check_header)
+        except ImageRefused as exc:
+            return _Decoded(path, "refused", reason=exc.reason, code=exc.code)
+        except Exception as exc:  # a decoder bug, MemoryError, ... never stops the batch
+            return _Decoded(path, "error", reason=one_line(exc), code="error")
+        try:
+            tensor = preprocess(img.pixels, self.input_size)
+        except Exception as exc:
+            return _Decoded(path, "error", reason=one_line(exc), code="error", meta=img.meta,
+                            warnings=list(img.warnings))
+        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings))
+
+    def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
+                       check_header: bool = True) -> Iterator[Prediction]:
+        """One :class:`Prediction` per path, in input order (fewer if cancelled).
+
+        Decoding runs ``decode_workers`` threads ahead (at most two batches in
+        flight, so memory stays bounded for any number of files)."""
+        it = iter(paths)
+        window = 2 * self.batch_size
+        pending: collections.deque[tuple[Path, cf.Future]] = collections.deque()
+        pool = cf.ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="xray-decode")
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < window:
+                try:
+                    raw = next(it)
+                except StopIteration:
+                    exhausted = True
+                    return
+                p = Path(raw)
+                pending.append((p, pool.submit(self._decode, p, check_header)))
+
+        try:
+            fill()
+            while pending:
+                if _is_cancelled(cancel):
+                    return
+                chunk = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
+                fill()  # the next batch decodes while this one runs through the model
+                decoded = [fut.result() for _, fut in chunk]
+                ok = [d for d in decoded if d.status == "ok"]
+                probs: dict[int, float] = {}
+                failure = ""
+                if ok:
+                    try:
+                        values = self.predict_batch(torch.stack([d.tensor for d in ok]))
+                        probs = {id(d): float(v) for d, v in zip(ok, values)}
+                    except Exception as exc:  # e.g. out of memory: report, keep going
+                        failure = one_line(exc)
+                for d in decoded:
+                    if d.status == "ok" and not failure:
+                        yield self._ok(d.path, probs[id(d)], d.meta, d.warnings)
+                    elif d.status == "ok":
+                        yield Prediction(path=d.path, status="error", threshold=self._threshold,
+                                         reason=f"the model failed on this batch: {failure}",
+                                         warnings=d.warnings, meta=d.meta, code="error")
+                    else:
+                        yield Prediction(path=d.path, status=d.status, threshold=self._threshold,
+                                         reason=d.reason, warnings=d.warnings, meta=d.meta, code=d.code)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "validate_threshold", "one_line"]
