@@ -510,7 +510,7 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
     chosen = next(h for h in history if h["epoch"] == best["epoch"])
     result = {"arch": arch, "label": label, "best_epoch": best["epoch"], "epochs_run": len(history),
               "chosen_epoch": chosen, "threshold": threshold, "operating_point_sens": thr_sens,
-              "target_sensitivity": cfg.target_sensitivity, "precision": precision,
+              "target_sensitivity": cfg.target_sensitivity, "precision": precision, "world_size": dist.world,
               "evaluations": evals, "model_file": str(run_dir / "models" / f"{arch}.safetensors")}
     if dist.main:
         test = evals["test"]["at_0.5"]

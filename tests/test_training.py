@@ -1,0 +1,167 @@
+"""The training engine end to end on a tiny real data set (covid-cxr-1000
+images, 32 x 32, 2 epochs): outputs, metrics consistency, cancel + resume,
+split, broken images, both entry points (function and CLI) and a 2-process
+DDP run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.config import make_config
+from training.data import read_manifest, scan_folders, stratified_split
+from training.errors import DataError, TrainingCancelled
+from training.metrics import confusion, point_metrics
+from training.modelfile import load_model
+from training.trainer import run_training, train_events
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, cxr1000) -> Path:
+    """12 COVID + 12 Normal real images, plus one broken file."""
+    root = tmp_path_factory.mktemp("tinydata")
+    for cls in ("COVID", "Normal"):
+        (root / cls).mkdir()
+        for p in sorted((cxr1000 / cls).glob("*.png"))[:12]:
+            shutil.copy(p, root / cls / p.name)
+    (root / "COVID" / "broken.png").write_text("this is not a png\n")
+    return root
+
+
+def tiny_config(data: Path, out: Path, **kw):
+    base = dict(input_size=32, epochs=2, batch_size=8, threads=1)
+    base.update(kw)
+    return make_config([data], out, "paper", **base)
+
+
+def test_end_to_end_outputs_and_metrics(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    events = []
+    result = run_training(tiny_config(tiny_data, out), on_event=events.append)
+    kinds = {e.kind for e in events}
+    assert {"log", "data", "batch", "epoch", "model_done", "done"} <= kinds
+    for f in ("config.json", "split.csv", "data.json", "report.md", "report.json", "confusion_all.png"):
+        assert (out / f).is_file(), f
+    for arch in ("resnet50", "lstm", "resnet50_lstm"):
+        for f in ("history.csv", "history.json", "metrics.json", "curves.png", "confusion.png", "reliability.png",
+                  "predictions.json"):
+            assert (out / arch / f).is_file(), (arch, f)
+        model_file = out / "models" / f"{arch}.safetensors"
+        assert Path(result["models"][arch]) == model_file
+        loaded = load_model(model_file)
+        assert loaded.info.arch == arch and loaded.info.input_size == 32 and loaded.info.threshold == 0.5
+        m = json.loads((out / arch / "metrics.json").read_text())
+        hist = json.loads((out / arch / "history.json").read_text())
+        assert [h["epoch"] for h in hist] == [1, 2]
+        # the chosen epoch follows the rule: best val acc, ties by lower val loss
+        best = max(hist, key=lambda h: (h["val_acc"], -h["val_loss"]))
+        assert m["best_epoch"] == best["epoch"]
+        # metrics agree with the confusion matrix and with the stored predictions
+        preds = json.loads((out / arch / "predictions.json").read_text())["test"]
+        test = m["evaluations"]["test"]["at_0.5"]
+        cm = confusion(preds["label"], (np.array(preds["p_covid"]) >= 0.5).astype(int))
+        assert cm == test["confusion"]
+        assert sum(cm.values()) == test["n"] == len(preds["label"])
+        pm = point_metrics(cm)
+        for k in ("accuracy", "precision", "recall", "f1"):
+            assert test[k] == pytest.approx(pm[k])
+            lo, hi = test["ci95"][k]
+            if not np.isnan(lo):  # NaN when undefined (e.g. precision with no positive prediction)
+                assert lo <= test[k] + 1e-9 and test[k] <= hi + 1e-9
+    report = (out / "report.md").read_text()
+    assert "Table 2" in report and "Table 6" in report and "47/3/2/48" in report
+    data = json.loads((out / "data.json").read_text())
+    assert data["images_used"] == 24 and any("broken.png" in s["path"] for s in data["skipped"])
+    assert data["split_counts"]["test"] == {"Normal": 1, "COVID": 1}
+    assert data["split_counts"]["val"] == {"Normal": 1, "COVID": 1}
+
+
+def test_cancel_leaves_no_partial_model_and_resume_completes(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_data, out, models=["resnet50", "lstm"])
+    seen = {"epochs": 0}
+
+    def stop():
+        return seen["epochs"] >= 1
+
+    with pytest.raises(TrainingCancelled):
+        for ev in train_events(cfg, should_stop=stop):
+            if ev.kind == "epoch":
+                seen["epochs"] += 1
+    assert (out / "checkpoints" / "resnet50_last.pt").is_file()
+    assert not (out / "models").exists() or not list((out / "models").iterdir())
+    assert not list(out.rglob("*.tmp"))
+    # resume the same run (what `xray-train --resume` does)
+    from training.config import TrainConfig
+
+    cfg2 = TrainConfig.load(out / "config.json")
+    events = []
+    run_training(cfg2, on_event=events.append)
+    assert any("resuming after epoch 1" in e.message for e in events)
+    for arch in ("resnet50", "lstm"):
+        hist = json.loads((out / arch / "history.json").read_text())
+        assert [h["epoch"] for h in hist] == [1, 2]
+        assert (out / "models" / f"{arch}.safetensors").is_file()
+
+
+def test_split_is_stratified_and_reproducible(tiny_data, tmp_path):
+    labels = [0] * 50 + [1] * 30
+    a = stratified_split(labels, seed=7)
+    b = stratified_split(labels, seed=7)
+    c = stratified_split(labels, seed=8)
+    assert a == b and a != c
+    for cls, n in ((0, 50), (1, 30)):
+        got = [s for s, lab in zip(a, labels) if lab == cls]
+        assert got.count("val") == round(0.1 * n) and got.count("test") == round(0.1 * n)
+    with pytest.raises(DataError, match="at least 5"):
+        stratified_split([0] * 20 + [1] * 3)
+
+
+def test_data_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        scan_folders([tmp_path / "nope"])
+    (tmp_path / "COVID").mkdir()
+    with pytest.raises(DataError, match="Normal"):
+        scan_folders([tmp_path])
+
+
+def test_cli_reuses_split_file(tiny_data, tmp_path):
+    from training.cli_train import main
+
+    out1, out2 = tmp_path / "a", tmp_path / "b"
+    assert main(["--data", str(tiny_data), "--out", str(out1), "--models", "lstm", "--input-size", "32",
+                 "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+    assert main(["--data", str(tiny_data), "--out", str(out2), "--models", "lstm", "--input-size", "32",
+                 "--epochs", "1", "--batch-size", "8", "--seed", "99", "--split", str(out1 / "split.csv"),
+                 "--quiet"]) == 0
+    assert read_manifest(out1 / "split.csv") == read_manifest(out2 / "split.csv")
+    assert main(["--resume", str(tmp_path / "missing")]) == 2
+
+
+def test_torchrun_two_processes_gloo(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "training.cli_train", "--data", str(tiny_data), "--out", str(out), "--models", "lstm", "resnet50",
+           "--input-size", "32", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--quiet"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arch in ("lstm", "resnet50"):
+        m = json.loads((out / arch / "metrics.json").read_text())
+        assert m["world_size"] == 2
+        assert m["evaluations"]["test"]["at_0.5"]["n"] == 2  # gathered from both ranks
+        hist = json.loads((out / arch / "history.json").read_text())
+        assert [h["epoch"] for h in hist] == [1, 2]
+    # only rank 0 writes: each event was logged once, and the epoch lines were printed once
+    lines = (out / "events.jsonl").read_text().splitlines()
+    assert sum("Reading images" in line for line in lines) == 1
+    assert proc.stdout.count("LSTM epoch 1/2") == 1
