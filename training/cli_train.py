@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--recipe", default="paper", choices=sorted(RECIPES), help="named recipe (default: paper)")
     ap.add_argument("--models", nargs="+", choices=ARCHITECTURES, help="models to train (default: all three)")
     ap.add_argument("--split", dest="split_file", metavar="FILE", help="reuse a split manifest (split.csv)")
+    ap.add_argument("--holdout-split", metavar="FILE",
+                    help="hold out the 'test' images of this split.csv as an extra evaluation set 'paper_test'")
     ap.add_argument("--split-fractions", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--seed", type=int)
     ap.add_argument("--input-size", type=int)
@@ -77,11 +79,12 @@ def main(argv=None) -> int:
             over = {k: getattr(a, k) for k in (
                 "models", "split_file", "seed", "input_size", "batch_size", "lr", "epochs", "weight_decay",
                 "lr_schedule", "augment", "balanced_sampling", "early_stopping", "init", "lstm_init", "dropout",
-                "device", "precision", "threads", "threshold_rule", "half_weights", "model_name")}
+                "device", "precision", "threads", "threshold_rule", "half_weights", "model_name", "holdout_split")}
             if a.split_fractions:
                 over["split"] = tuple(a.split_fractions)
-            if over.get("split_file"):
-                over["split_file"] = str(Path(over["split_file"]).resolve())
+            for key in ("split_file", "holdout_split"):
+                if over.get(key):
+                    over[key] = str(Path(over[key]).resolve())
             cfg = make_config([str(Path(d).resolve()) for d in a.data], a.out, a.recipe, **over)
         return _run(cfg, quiet=a.quiet or rank != 0)
     except KeyboardInterrupt:

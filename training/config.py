@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 42
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_file: str = ""
+    holdout_split: str = ""  # a split.csv whose 'test' images are held out as the extra set 'paper_test'
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     threads: int = 0  # torch intra-op threads; 0 = torch's default

@@ -216,7 +216,15 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, dist: Dist, *, should_stop=Non
     cache = decode_all(items, cfg.input_size, should_stop=should_stop, progress=progress)
     skipped = scan.skipped + cache.skipped
     if splits is None:
-        split_list = stratified_split(cache.labels, cfg.split, cfg.seed)
+        held = set()
+        if cfg.holdout_split:
+            held = {k for k, (_, sp) in read_manifest(cfg.holdout_split).items() if sp == "test"}
+        is_held = np.array([(it.dataset, it.file) in held for it in cache.items], dtype=bool)
+        split_arr = np.empty(len(cache.items), dtype=object)
+        split_arr[is_held] = "paper_test"
+        rest = np.flatnonzero(~is_held)
+        split_arr[rest] = stratified_split(cache.labels[rest], cfg.split, cfg.seed)
+        split_list = list(split_arr)
     else:
         keep = {str(it.path) for it in cache.items}
         split_list = [s for it, s in zip(items, splits) if str(it.path) in keep]
