@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _final_mode(target: Path) -> int:
+    """The mode a plain ``open(target, 'w')`` would give: the old file's, or
+    0666 minus the umask (mkstemp's 0600 would hide files from other users)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``."""
@@ -23,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _final_mode(target))
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,0 +1,83 @@
+"""Menus, actions and keyboard shortcuts of the main window."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+
+from .dialogs import DEVICE_LABELS
+
+
+def _act(window, text, slot, shortcuts=(), tip="", checkable=False):
+    a = QAction(text, window)
+    if shortcuts:
+        a.setShortcuts([QKeySequence(s) for s in shortcuts])
+    if tip:
+        a.setStatusTip(tip)
+    a.setCheckable(checkable)
+    a.triggered.connect(slot)
+    window.addAction(a)  # shortcuts work even while the menu bar is hidden
+    return a
+
+
+def build_menus(w) -> dict[str, QAction]:
+    """Create the menu bar of MainWindow ``w``; returns the actions by name."""
+    A: dict[str, QAction] = {}
+    mb = w.menuBar()
+
+    m = mb.addMenu("&File")
+    A["open"] = _act(w, "&Open Image…", w.choose_image, ["Ctrl+O"],
+                     "Open a chest X-ray (PNG, JPEG, BMP, TIFF or DICOM)")
+    A["open_folder"] = _act(w, "Open &Folder…", w.choose_folder, ["Ctrl+Shift+O"],
+                            "Classify every image in a folder (and its subfolders)")
+    m.addAction(A["open"])
+    m.addAction(A["open_folder"])
+    w.recent_menu = m.addMenu("Open &Recent")
+    w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
+    m.addSeparator()
+    A["open_model"] = _act(w, "Open &Model…", w.choose_model, ["Ctrl+M"], "Load another model file (.safetensors)")
+    m.addAction(A["open_model"])
+    m.addSeparator()
+    A["export_report"] = _act(w, "Export &Report (PDF)…", w.choose_report, ["Ctrl+E"],
+                              "PDF of the current image, heatmap and prediction")
+    A["export_csv"] = _act(w, "Export Batch Results (&CSV)…", w.choose_csv, ["Ctrl+Shift+E"],
+                           "The batch table as shown (sorted and filtered)")
+    m.addAction(A["export_report"])
+    m.addAction(A["export_csv"])
+    m.addSeparator()
+    A["quit"] = _act(w, "&Quit", w.close, ["Ctrl+Q"])
+    m.addAction(A["quit"])
+
+    v = mb.addMenu("&View")
+    A["zoom_in"] = _act(w, "Zoom &In", w.viewer.zoom_in, ["+", "=", "Ctrl++"])
+    A["zoom_out"] = _act(w, "Zoom &Out", w.viewer.zoom_out, ["-", "Ctrl+-"])
+    A["fit"] = _act(w, "&Fit to Window", w.viewer.fit, ["0", "Ctrl+0"])
+    A["heatmap"] = _act(w, "Show &Heatmap", w.pred_panel.heatmap.toggle, ["H"], checkable=True)
+    w.pred_panel.heatmap.toggled.connect(A["heatmap"].setChecked)
+    A["invert"] = _act(w, "&Invert", w.meta_panel.invert.toggle, ["I"], checkable=True)
+    w.meta_panel.invert.toggled.connect(A["invert"].setChecked)
+    A["next"] = _act(w, "&Next Image in Batch", lambda: w.batch_panel.step(+1), ["PgDown", "N"])
+    A["prev"] = _act(w, "&Previous Image in Batch", lambda: w.batch_panel.step(-1), ["PgUp", "P"])
+    for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "invert", None, "next", "prev"):
+        v.addSeparator() if key is None else v.addAction(A[key])
+    v.addSeparator()
+    v.addAction(w.side_dock.toggleViewAction())
+    v.addAction(w.batch_dock.toggleViewAction())
+
+    s = mb.addMenu("&Settings")
+    dm = s.addMenu("&Device")
+    group = QActionGroup(w)
+    group.setExclusive(True)
+    w.device_actions = {}
+    for key, text in DEVICE_LABELS.items():
+        a = QAction(text, w, checkable=True)
+        a.triggered.connect(lambda _=False, k=key: w.choose_device(k))
+        group.addAction(a)
+        dm.addAction(a)
+        w.device_actions[key] = a
+    A["settings"] = _act(w, "&Settings…", w.show_settings, ["Ctrl+,"])
+    s.addAction(A["settings"])
+
+    h = mb.addMenu("&Help")
+    A["about"] = _act(w, "&About and Model Card…", w.show_about, ["F1"])
+    h.addAction(A["about"])
+    return A

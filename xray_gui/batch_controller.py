@@ -1,0 +1,96 @@
+"""Folder / multi-file mode: find the images (recursive), classify them in one
+worker (results and thumbnails arrive one by one), cancel, export CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from .batch_table import BatchPanel
+from .tasks import batch_task
+
+
+class BatchController(QObject):
+    started = Signal(int)      # number of files
+    resultAdded = Signal(int)  # source row
+    finished = Signal(str)     # "done" | "cancelled" | "failed"
+
+    def __init__(self, panel: BatchPanel, jobs, notifier, parent=None):
+        super().__init__(parent)
+        self.panel, self.jobs, self.notifier = panel, jobs, notifier
+        self.classifier = None  # the model that made the rows
+        self.cancelled = False
+        self.state = "idle"
+        panel.cancelRequested.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.jobs.running("batch")
+
+    def start(self, paths, classifier) -> bool:
+        if classifier is None:
+            self.notifier.warning("No model loaded — open one (File → Open Model…) before classifying a folder.")
+            return False
+        self.classifier = classifier
+        self.cancelled = False
+        self.state = "running"
+        self.panel.start([], [])
+        self.panel.eta.setText("looking for images…")
+        self.jobs.start("batch", batch_task, classifier, [str(p) for p in paths],
+                        on_yield=self._on_item, on_done=self._on_done, context="Batch")
+        return True
+
+    def cancel(self) -> None:
+        if self.jobs.stop("batch"):
+            self.cancelled = True
+            self.panel.cancel.setEnabled(False)
+            self.panel.eta.setText("cancelling…")
+
+    def _on_item(self, item) -> None:
+        kind = item[0]
+        if kind == "found":
+            _, files, skipped = item
+            self.panel.start(files, skipped)
+            self.started.emit(len(files))
+            if skipped:
+                self.notifier.info(f"{len(files)} images found; {len(skipped)} other files skipped.")
+        elif kind == "result":
+            _, i, pred, thumb = item
+            self.panel.model.set_result(i, pred, thumb)
+            self.resultAdded.emit(i)
+        elif kind == "progress":
+            _, done, total, left = item
+            self.panel.set_progress(done, total, left)
+
+    def _on_done(self) -> None:
+        rows = self.panel.model.rows
+        done = self.panel.model.done_count()
+        bad = sum(r.status in ("refused", "error") for r in rows)
+        total = sum(r.status != "skipped" for r in rows)
+        if self.cancelled:
+            self.state = "cancelled"
+            text = f"cancelled after {done} of {total}"
+        elif done < total:
+            self.state = "failed"
+            text = f"stopped after {done} of {total}"
+        else:
+            self.state = "done"
+            text = f"{done} done" + (f", {bad} not classified" if bad else "")
+        self.panel.finish(text)
+        self.notifier.info(f"Batch {text}.")
+        self.finished.emit(self.state)
+
+    def relabel(self, classifier) -> None:
+        if classifier is not None and classifier is self.classifier:
+            self.panel.model.relabel(classifier.label_for, classifier.threshold)
+
+    def export_csv(self, path) -> Path:
+        """Write the rows as shown (sorted and filtered) as CSV, atomically."""
+        from training import atomic
+        from training.predict import CSV_COLUMNS
+
+        text = self.panel.model.csv_text(self.panel.visible_source_rows(), CSV_COLUMNS)
+        out = Path(path)
+        atomic.write_text(out, text)
+        return out

@@ -1,0 +1,103 @@
+"""Dialogs: Help → About (model card + model metadata) and Settings (device)."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QRadioButton, QTabWidget,
+                               QTextBrowser, QVBoxLayout)
+
+from . import APP_NAME, RESEARCH_NOTICE
+
+DEVICE_LABELS = {"auto": "Automatic (GPU when available, else CPU)", "cuda": "NVIDIA GPU (CUDA)", "cpu": "CPU"}
+
+
+def model_info_html(classifier) -> str:
+    if classifier is None:
+        return "<p>No model loaded — use <b>File → Open Model…</b>.</p>"
+    info = classifier.info
+    rows = [("Name", info.label), ("Version", info.version), ("Architecture", info.arch),
+            ("Classes", ", ".join(info.class_names)), ("Positive class", info.positive_class),
+            ("Input size", f"{info.input_size} × {info.input_size}"),
+            ("Decision threshold (file)", f"{info.threshold:g}"),
+            ("Threshold in use", f"{classifier.threshold:g}"),
+            ("Created", info.created or "—"), ("File", str(classifier.loaded.path or "—")),
+            ("Running on", str(classifier.device))]
+    if info.operating_points:
+        rows.append(("Operating points", ", ".join(f"{k}: {v:g}" for k, v in info.operating_points.items())))
+    if info.description:
+        rows.append(("Description", info.description))
+    table = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    extra = ""
+    for title, d in (("Test metrics", info.metrics), ("Training", info.training)):
+        if d:
+            extra += (f"<h4>{title}</h4><pre>{html.escape(json.dumps(d, indent=2, default=str)[:4000])}</pre>")
+    return f"<table cellpadding='3'>{table}</table>{extra}"
+
+
+class AboutDialog(QDialog):
+    def __init__(self, classifier, card_path, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"About {APP_NAME}")
+        self.resize(720, 620)
+        lay = QVBoxLayout(self)
+        from training import __version__
+
+        head = QLabel(f"<h2>{APP_NAME}</h2><p>Version {__version__}. COVID-19 vs normal on chest radiographs "
+                      f"with a ResNet50-LSTM, Grad-CAM explanations and batch folders.</p>"
+                      f"<p style='color:#c44'><b>{RESEARCH_NOTICE}.</b></p>")
+        head.setWordWrap(True)
+        lay.addWidget(head)
+        tabs = QTabWidget()
+        info = QTextBrowser()
+        info.setHtml(model_info_html(classifier))
+        tabs.addTab(info, "Model")
+        card = QTextBrowser()
+        card.setOpenExternalLinks(True)
+        text = None
+        if card_path is not None:
+            try:
+                text = card_path.read_text(encoding="utf-8")
+            except OSError:
+                text = None
+        if text:
+            card.setMarkdown(text)
+        else:
+            card.setHtml("<p>No model card is installed with this copy of the program.</p>")
+        tabs.addTab(card, "Model card")
+        lay.addWidget(tabs, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+
+class SettingsDialog(QDialog):
+    """Device choice; applying reloads the model on that device."""
+
+    def __init__(self, device: str, cuda_available: bool | None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel("<b>Run the model on:</b>"))
+        self.group = QButtonGroup(self)
+        self.buttons: dict[str, QRadioButton] = {}
+        for key, text in DEVICE_LABELS.items():
+            b = QRadioButton(text)
+            if key == "cuda" and cuda_available is False:
+                b.setEnabled(False)
+                b.setText(text + " — not available on this computer")
+            self.group.addButton(b)
+            self.buttons[key] = b
+            lay.addWidget(b)
+        self.buttons.get(device, self.buttons["auto"]).setChecked(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+    def device(self) -> str:
+        for key, b in self.buttons.items():
+            if b.isChecked():
+                return key
+        return "auto"

@@ -1,0 +1,301 @@
+"""The current image: open it (worker), show it, classify it, its heatmap
+(worker, cached per image and model), window/level and invert.
+
+Drives the viewer, the prediction panel and the metadata panel; all image and
+model work is the core's, run through ``Jobs``."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+
+from .display_state import DisplayState
+from .images import grey_to_qimage
+from .tasks import HEADER_CODES, gradcam_task, open_image_task, predict_task
+
+HEAT_CACHE_SIZE = 8
+
+
+class ImageController(QObject):
+    imageShown = Signal(str)        # path
+    predictionShown = Signal(object)  # Prediction
+    heatmapShown = Signal(str)      # path: the heatmap is on screen
+    heatmapReady = Signal(str)      # path: computed (shown or not)
+    refusalShown = Signal(str)      # reason
+    heatmapFailed = Signal(str)
+
+    def __init__(self, window, viewer, pred_panel, meta_panel, jobs, notifier):
+        super().__init__(window)
+        self.window = window
+        self.viewer, self.panel, self.meta_panel = viewer, pred_panel, meta_panel
+        self.jobs, self.notifier = jobs, notifier
+        self.classifier = None
+        self.model_pending = False  # a model is being loaded (set by the window)
+        self.path: Path | None = None
+        self.image = None
+        self.display: DisplayState | None = None
+        self.pred = None
+        self.refusal = None  # ImageRefused shown for the current path
+        self.overridden = False
+        self.heat_cache: OrderedDict = OrderedDict()
+        self.show_heatmap = True
+        self.opacity = 0.45
+        self._wl_timer = QTimer(self, singleShot=True, interval=15)
+        self._wl_timer.timeout.connect(self._redraw)
+        viewer.windowDragged.connect(self.window_drag)
+        meta_panel.presetChosen.connect(self.window_preset)
+        meta_panel.invertToggled.connect(self.set_invert)
+
+    # -- model -----------------------------------------------------------------
+    def set_classifier(self, classifier) -> None:
+        """A new model: drop cached heatmaps and classify the current image again."""
+        self.classifier = classifier
+        self.heat_cache.clear()
+        self.viewer.set_overlay(None)
+        if self.image is not None and (self.refusal is None or self.overridden):
+            self._predict()
+
+    # -- opening -----------------------------------------------------------------
+    def open(self, path, *, check_header: bool = True, pred=None) -> None:
+        """Show ``path``; classify it unless ``pred`` (a batch result) is given."""
+        self.path = Path(path)
+        self.image = self.display = self.pred = self.refusal = None
+        self.overridden = not check_header
+        self.viewer.set_image(None)
+        self.viewer.set_placeholder(f"Opening {self.path.name}…")
+        self.meta_panel.set_meta(None)
+        self.panel.clear("Opening the image…")
+        self.jobs.cancel("heatmap")
+        classify = self.classifier if pred is None else None
+        self.jobs.start("image", open_image_task, str(self.path), check_header, classify,
+                        on_yield=lambda item, b=pred: self._on_image_item(item, b),
+                        on_error=self._on_open_error, context=f"Opening {self.path.name}")
+
+    def classify_anyway(self) -> None:
+        """Header refusal overridden: classify the already decoded image."""
+        if self.path is None:
+            return
+        self.overridden = True
+        self.refusal = None
+        self.panel.show_refusal(None)
+        if self.image is None:
+            self.open(self.path, check_header=False)
+        else:
+            self.panel.show_warnings(list(self.image.warnings))
+            self._predict()
+
+    def _on_image_item(self, item, batch_pred) -> None:
+        kind = item[0]
+        if kind in ("image", "refused"):
+            if kind == "refused":
+                _, exc, img, raw_range = item
+            else:
+                _, img, raw_range = item
+            self.image = img
+            self.display = DisplayState(img, raw_range)
+            self.meta_panel.set_meta(img.meta)
+            self.meta_panel.set_dicom_controls(self.display.has_raw)
+            self.meta_panel.set_window_text(self.display.center, self.display.width)
+            if self.meta_panel.invert.isChecked():
+                self.meta_panel.invert.setChecked(False)
+            self.viewer.set_image(grey_to_qimage(self.display.pixels()))
+            # a header-refused image was decoded with the gates as warnings: those
+            # repeat the refusal, so they are shown only once the user overrides it
+            self.panel.show_warnings([] if kind == "refused" else list(img.warnings))
+            self.window.setWindowTitle(f"{self.path.name} — {self.window.base_title}")
+            self.imageShown.emit(str(self.path))
+            if kind == "refused":
+                self.notifier.warning(f"{self.path.name} was not classified: {exc.reason}")
+                self._show_refusal(exc)
+            elif batch_pred is not None:
+                self._show_prediction(batch_pred)
+            elif self.classifier is None:
+                self.panel.clear("Waiting for the model to load…" if self.model_pending else
+                                 "No model loaded — open one (File → Open Model…) to classify this image.")
+                self.panel.show_warnings(list(img.warnings))
+            else:
+                self.panel.set_busy("Classifying…")
+        elif kind == "prediction":
+            self._show_prediction(item[1])
+
+    def _on_open_error(self, exc) -> bool:
+        from training.errors import ImageRefused
+
+        self.viewer.set_placeholder("")
+        if isinstance(exc, ImageRefused):
+            self._show_refusal(exc)
+            self.notifier.warning(f"{self.path.name} was not classified: {exc.reason}")
+            return True
+        self.panel.clear("")
+        self.panel.show_refusal(f"the file could not be opened ({type(exc).__name__}: {exc})")
+        return False  # unexpected: the notifier shows it as an error too
+
+    def _show_refusal(self, exc) -> None:
+        self.refusal = exc
+        can = getattr(exc, "code", "") in HEADER_CODES
+        if self.image is None:
+            self.panel.clear("")
+        else:
+            self.panel.set_busy("")
+        self.panel.show_refusal(exc.reason, can_override=can)
+        self.refusalShown.emit(exc.reason)
+
+    # -- prediction ----------------------------------------------------------------
+    def _predict(self) -> None:
+        if self.classifier is None or self.image is None:
+            return
+        self.panel.set_busy("Classifying…")
+        self.jobs.start("predict", predict_task, self.classifier, self.image,
+                        on_yield=lambda item: self._show_prediction(item[1]), context="Classification")
+
+    def _show_prediction(self, pred) -> None:
+        if pred.status != "ok":  # a batch row that was refused or failed
+            self._show_refusal(_Reason(pred.reason, pred.code))
+            return
+        self.pred = pred
+        self.panel.show_warnings(list(pred.warnings))
+        self._label_prediction()
+        self.predictionShown.emit(pred)
+        self.refresh_heatmap()
+
+    def _label_prediction(self) -> None:
+        p = self.pred
+        positive = self.classifier.positive_class if self.classifier is not None else "COVID"
+        self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive)
+
+    def relabel(self) -> None:
+        """The threshold changed: relabel with the core's rule; no model run."""
+        if self.pred is not None and self.classifier is not None and self.pred.p_covid is not None:
+            self.pred.label = self.classifier.label_for(self.pred.p_covid)
+            self.pred.threshold = self.classifier.threshold
+            self._label_prediction()
+
+    # -- heatmap -------------------------------------------------------------------
+    def _heat_key(self):
+        return (str(self.path), self.overridden, id(self.classifier))
+
+    def heatmap(self):
+        """(heatmap array, colour QImage) for the current image, or None."""
+        return self.heat_cache.get(self._heat_key()) if self.path is not None else None
+
+    def set_heatmap_visible(self, on: bool) -> None:
+        self.show_heatmap = on
+        self.refresh_heatmap()
+
+    def set_opacity(self, percent: int) -> None:
+        self.opacity = percent / 100.0
+        self.viewer.set_overlay_opacity(self.opacity)
+
+    def refresh_heatmap(self) -> None:
+        """Show the heatmap when wanted: from the cache, else compute it."""
+        if not self.show_heatmap or self.pred is None or self.image is None:
+            self.viewer.set_overlay(None)
+            self.panel.heat_state.setText("" if self.show_heatmap or self.pred is None
+                                          else "Heatmap hidden (H shows it).")
+            return
+        cached = self.heatmap()
+        if cached is not None:
+            self.heat_cache.move_to_end(self._heat_key())
+            self.viewer.set_overlay(cached[1], self.opacity)
+            self.panel.heat_state.setText("Red = regions that raised P(COVID) most (Grad-CAM).")
+            self.heatmapShown.emit(str(self.path))
+            return
+        self.compute_heatmap()
+
+    def compute_heatmap(self) -> bool:
+        """Start the Grad-CAM worker for the current image (False: nothing to do)."""
+        if self.classifier is None or self.image is None or self.pred is None:
+            return False
+        key = self._heat_key()
+        w = self.jobs.worker("heatmap")
+        if w is not None and getattr(w, "heat_key", None) == key:
+            return True  # already on its way
+        self.panel.heat_state.setText("Computing heatmap…")
+        w = self.jobs.start("heatmap", gradcam_task, key, self.classifier, self.image.pixels,
+                            on_yield=self._on_heatmap, on_error=self._on_heatmap_error, context="Heatmap")
+        if w is not None:
+            w.heat_key = key
+        return True
+
+    def _on_heatmap(self, item) -> None:
+        _, key, heat, colour = item
+        self.heat_cache[key] = (heat, colour)
+        while len(self.heat_cache) > HEAT_CACHE_SIZE:
+            self.heat_cache.popitem(last=False)
+        if key == self._heat_key():
+            self.heatmapReady.emit(str(self.path))
+            if self.show_heatmap:
+                self.refresh_heatmap()
+            else:
+                self.panel.heat_state.setText("Heatmap ready (H shows it).")
+
+    def _on_heatmap_error(self, exc) -> bool:
+        self.panel.heat_state.setText("The heatmap could not be computed.")
+        self.heatmapFailed.emit(str(exc))
+        return False
+
+    # -- window / level / invert -------------------------------------------------
+    def window_drag(self, dx: float, dy: float) -> None:
+        if self.display is None or not self.display.has_raw:
+            return
+        self.display.drag(dx, dy)
+        self._wl_timer.start()  # coalesce mouse moves into one redraw
+
+    def window_preset(self, name: str) -> None:
+        if self.display is not None and self.display.has_raw:
+            self.display.preset(name)
+            self._redraw()
+
+    def set_invert(self, on: bool) -> None:
+        if self.display is not None:
+            self.display.user_invert = on
+            self._redraw()
+
+    def _redraw(self) -> None:
+        if self.display is None:
+            return
+        self.viewer.set_image(grey_to_qimage(self.display.pixels()), keep_view=True)
+        self.meta_panel.set_window_text(self.display.center, self.display.width)
+
+
+class _Reason:
+    """A batch row's refusal, shaped like ImageRefused for ``_show_refusal``."""
+
+    def __init__(self, reason: str, code: str):
+        self.reason, self.code = reason or "not classified", code or ""
+
+
+def report_content(ctl: ImageController, *, patient: dict | None):
+    """What the PDF report shows for the controller's current image."""
+    from training.explain import overlay_rgb
+
+    from .images import rgb_to_qimage
+    from .report_pdf import ReportContent
+
+    if ctl.pred is None or ctl.display is None:
+        return None
+    px = ctl.display.pixels()
+    limit = 1200  # enough for print; keeps the PDF small
+
+    def small(img):
+        return img if max(img.width(), img.height()) <= limit else img.scaled(
+            limit, limit, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+
+    heat = ctl.heatmap()
+    overlay = small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity))) if heat is not None else None
+    meta = ctl.image.meta
+    d = ctl.display
+    metadata = [("Modality", meta.modality or "not recorded"), ("Body part", meta.body_part or "not recorded"),
+                ("View", meta.view or "not recorded"),
+                ("Size", f"{meta.original_size[1]} × {meta.original_size[0]} px")]
+    if d.has_raw:
+        metadata.append(("Display window", f"level {d.center:.4g}, width {d.width:.4g}"
+                         + ("" if d.windowed else " (file default)")))
+    info = ctl.classifier.info if ctl.classifier is not None else None
+    return ReportContent(
+        file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=ctl.pred.label,
+        p_covid=float(ctl.pred.p_covid), threshold=float(ctl.pred.threshold),
+        model_name=info.label if info else "unknown", model_version=info.version if info else "?",
+        warnings=list(ctl.pred.warnings), metadata=metadata, patient=patient)

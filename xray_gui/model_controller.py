@@ -1,0 +1,120 @@
+"""The loaded model: load/verify a model file in a worker (torch is imported
+there), keep the previous model when a new one fails, device choice, and the
+decision threshold (per model file, remembered)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from .tasks import load_model_task
+
+
+class ModelController(QObject):
+    changed = Signal(object)   # the new Classifier
+    loading = Signal(str)      # a progress line ("loading model…")
+    failed = Signal(str)       # the reason; the previous model is kept
+    settled = Signal()         # a load attempt ended (either way)
+
+    def __init__(self, settings, jobs, notifier, parent=None):
+        super().__init__(parent)
+        self.settings, self.jobs, self.notifier = settings, jobs, notifier
+        self.classifier = None
+        self.path: Path | None = None
+        self.device = settings.device
+        self.cuda_available: bool | None = None
+        self.last_error = ""
+        self._loading = False
+
+    @property
+    def busy(self) -> bool:
+        """A model file is being loaded (the current model, if any, still works)."""
+        return self._loading
+
+    def status_text(self) -> str:
+        if self.classifier is None:
+            return "no model loaded — open one"
+        return f"{self.classifier.loaded.display_name} · {self.classifier.device.type.upper()}"
+
+    def load(self, path, device: str | None = None, *, remember: bool = True, context: str = "") -> None:
+        """Load ``path`` on ``device`` in a worker. On success it becomes the
+        current model; on failure the reason is shown and the old one stays."""
+        path = Path(path)
+        device = device or self.device
+        self._loading = True
+        self.loading.emit(f"loading model {path.name}…")
+
+        def on_item(item):
+            if item[0] == "status":
+                self.loading.emit(item[1])
+            elif item[0] == "loaded":
+                self._loading = False
+                self._loaded(item[1], item[2], path, device, remember)
+
+        def on_error(exc) -> bool:
+            self._loading = False
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            self.last_error = reason
+            kept = (f" The previous model ({self.classifier.loaded.display_name}) is still in use."
+                    if self.classifier is not None else "")
+            self.notifier.exception(exc, context or f"Could not open the model {path.name}")
+            self.failed.emit(reason + kept)
+            return True
+
+        def on_done():
+            self._loading = False
+            self.settled.emit()
+
+        self.jobs.start("model", load_model_task, str(path), device, on_yield=on_item, on_error=on_error,
+                        on_done=on_done)
+
+    def use(self, classifier, path=None, *, remember: bool = False) -> None:
+        """Adopt an already loaded Classifier (tests, or a model handed over by
+        another part of the program)."""
+        import torch
+
+        self._loaded(classifier, bool(torch.cuda.is_available()),
+                     Path(path or classifier.loaded.path or "model"), self.device, remember)
+
+    def _loaded(self, clf, cuda: bool, path: Path, device: str, remember: bool) -> None:
+        self.cuda_available = cuda
+        self.classifier, self.path, self.device = clf, path, device
+        saved = self.settings.threshold_for(str(path))
+        if saved is not None:
+            try:
+                clf.threshold = saved
+            except Exception:  # an out-of-range value in the settings file
+                self.settings.set_threshold_for(str(path), None)
+        if remember:
+            self.settings.model_path = str(path)
+            self.settings.device = device
+        self.notifier.info(f"Model loaded: {clf.loaded.display_name} on {clf.device}")
+        self.changed.emit(clf)
+
+    def set_device(self, device: str) -> None:
+        """Reload the current model on another device (kept on failure)."""
+        if self.path is None:
+            self.device = device
+            self.settings.device = device
+            return
+        self.load(self.path, device, context=f"Could not use the device '{device}'")
+
+    # -- threshold ---------------------------------------------------------------
+    def set_threshold(self, value: float) -> bool:
+        if self.classifier is None:
+            return False
+        try:
+            self.classifier.threshold = value
+        except Exception as exc:  # XrayError from the core's validation
+            self.notifier.exception(exc, "Threshold")
+            return False
+        self.settings.set_threshold_for(str(self.path), value)
+        return True
+
+    def reset_threshold(self) -> float | None:
+        if self.classifier is None:
+            return None
+        self.classifier.threshold = float(self.classifier.info.threshold)
+        self.settings.set_threshold_for(str(self.path), None)
+        return self.classifier.threshold

@@ -1,0 +1,96 @@
+"""A one-page PDF report of the current image (QPdfWriter + QTextDocument),
+written atomically (temporary file in the same folder, then renamed)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QMarginsF, QSizeF, QUrl
+from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
+
+from . import RESEARCH_NOTICE
+
+IMAGE_WIDTH_PX = 330  # each of the two images, in document pixels
+
+
+@dataclass
+class ReportContent:
+    file_name: str
+    image: QImage                     # the image as displayed (window/level applied)
+    overlay: QImage | None            # the same with the heatmap blended in
+    label: str
+    p_covid: float
+    threshold: float
+    model_name: str
+    model_version: str
+    warnings: list[str] = field(default_factory=list)
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    patient: dict[str, str] | None = None  # only when the user chose to show identifiers
+    created: str = ""
+
+
+def _rows(pairs) -> str:
+    return "".join(f"<tr><td style='color:#555;padding-right:12px'>{html.escape(k)}</td>"
+                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+
+
+def build_document(c: ReportContent) -> QTextDocument:
+    doc = QTextDocument()
+    created = c.created or _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    imgs = [("img://plain", c.image, "Image")]
+    if c.overlay is not None:
+        imgs.append(("img://heatmap", c.overlay, "Grad-CAM heatmap"))
+    for url, img, _ in imgs:
+        doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(url), img)
+    cells = "".join(
+        f"<td align='center' style='padding:4px'><img src='{url}' width='{IMAGE_WIDTH_PX}'"
+        f" height='{int(IMAGE_WIDTH_PX * img.height() / max(1, img.width()))}'><br>"
+        f"<span style='color:#555'>{cap}</span></td>" for url, img, cap in imgs)
+    result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f}"),
+              ("Decision threshold", f"{c.threshold:.3f}"),
+              ("Model", f"{c.model_name} (version {c.model_version})"), ("Report created", created)]
+    parts = [
+        "<h2 style='margin-bottom:2px'>Chest X-ray assistant — report</h2>",
+        f"<p style='color:#a33;font-weight:bold'>{html.escape(RESEARCH_NOTICE)}. "
+        "The output of a research model must not be used on its own for diagnosis or treatment.</p>",
+        f"<p><b>File:</b> {html.escape(c.file_name)}</p>",
+        f"<table><tr>{cells}</tr></table>",
+        f"<h3>Result</h3><table>{_rows(result)}</table>",
+    ]
+    if c.warnings:
+        parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in c.warnings)
+                     + "</ul>")
+    if c.metadata:
+        parts.append(f"<h3>Image</h3><table>{_rows(c.metadata)}</table>")
+    if c.patient:
+        parts.append(f"<h3>Patient</h3><table>{_rows(c.patient.items())}</table>")
+    parts.append("<p style='color:#777;font-size:small'>P(COVID) is the model's output probability; "
+                 "images at or above the threshold are labelled COVID. The heatmap shows which regions "
+                 "raised the model's COVID score, not where disease is.</p>")
+    doc.setHtml("<html><body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
+    return doc
+
+
+def write_report(path, content: ReportContent) -> Path:
+    """Render ``content`` to ``path`` (A4 PDF), atomically."""
+    from training import atomic
+
+    out = Path(path)
+    doc = build_document(content)
+
+    def render(tmp: Path) -> None:
+        writer = QPdfWriter(str(tmp))
+        writer.setTitle(f"Chest X-ray report — {content.file_name}")
+        writer.setCreator("Chest X-ray Assistant")
+        writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                                         QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
+        writer.setResolution(96)
+        doc.setPageSize(QSizeF(writer.width(), writer.height()))
+        doc.print_(writer)
+        del writer  # closes the file before it is renamed into place
+
+    atomic.write_with(out, render)
+    return out

@@ -1,0 +1,120 @@
+"""The bodies of the app's workers: generator functions that call the core.
+
+They run on worker threads (see ``workers.py``); every ``yield`` is a tuple
+``(kind, ...)`` handed to the GUI thread and a point where a cancel takes
+effect.  Heavy imports (torch, the core's predict/explain modules) happen
+here, never on the GUI thread.  Only QImage (thread-safe) is built here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .images import rgb_to_qimage, thumbnail
+from .workers import MODEL_LOCK, locked_iter
+
+
+def configure_torch_threads() -> None:
+    """Leave one core to the GUI thread so the window stays responsive."""
+    import torch
+
+    n = os.cpu_count() or 1
+    if n > 1 and torch.get_num_threads() >= n:
+        torch.set_num_threads(n - 1)
+
+
+def load_model_task(path: str, device: str):
+    """Import torch, load + verify a model file, build a Classifier."""
+    yield ("status", "starting the inference engine…")
+    import torch  # noqa: F401  (the slow import, off the GUI thread)
+
+    configure_torch_threads()
+    from training.predict import Classifier
+
+    yield ("status", f"loading model {Path(path).name}…")
+    clf = Classifier.from_file(path, device=device)
+    yield ("loaded", clf, bool(torch.cuda.is_available()))
+
+
+HEADER_CODES = ("modality", "body_part", "view")
+
+
+def open_image_task(path: str, check_header: bool, classifier):
+    """Decode one file; then classify it when ``classifier`` is given.
+
+    A header-only refusal (modality / body part / view) still decodes the
+    pixels so the user sees what was refused: ``("refused", exc, image, range)``.
+    Other refusals (``ImageRefused``) propagate: the window shows the reason."""
+    from training.errors import ImageRefused
+    from training.loading import load_image
+
+    try:
+        img = load_image(path, check_header=check_header)
+    except ImageRefused as exc:
+        if not (check_header and exc.code in HEADER_CODES):
+            raise
+        img = load_image(path, check_header=False)
+        yield ("refused", exc, img, _raw_range(img))
+        return
+    yield ("image", img, _raw_range(img))
+    if classifier is not None:
+        yield from predict_task(classifier, img)
+
+
+def predict_task(classifier, image):
+    """Classify an already decoded image."""
+    with MODEL_LOCK:
+        pred = classifier.predict_image(image)
+    yield ("prediction", pred)
+
+
+def _raw_range(img) -> tuple[float, float] | None:
+    raw = getattr(img, "raw", None)
+    return (float(np.nanmin(raw)), float(np.nanmax(raw))) if raw is not None else None
+
+
+def gradcam_task(key, classifier, pixels: np.ndarray):
+    """Grad-CAM for one image, plus its colour layer (the jet map at full
+    weight; the viewer blends it at the user's opacity)."""
+    from training.explain import gradcam, overlay_rgb
+
+    with MODEL_LOCK:
+        heat = gradcam(classifier, pixels)
+    colour = rgb_to_qimage(overlay_rgb(pixels, heat, 1.0))
+    yield ("heatmap", key, heat, colour)
+
+
+def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
+    """Find the images under ``inputs`` (recursive) and classify them.
+
+    Yields ``("found", files, skipped)``, then per file
+    ``("result", index, prediction, thumbnail QImage | None)`` in order, with
+    ``("progress", done, total, seconds_left)`` after each."""
+    from training.loading import find_images, load_image
+
+    files, skipped = find_images([Path(p) for p in inputs])
+    yield ("found", list(files), list(skipped))
+    total = len(files)
+    if not total:
+        return
+    start = time.monotonic()
+    preds = classifier.classify_paths(files, check_header=check_header)
+    try:
+        for i, pred in enumerate(locked_iter(iter(preds))):
+            thumb = None
+            try:  # the thumbnail decodes the file again: header-refused files still get one
+                thumb = thumbnail(load_image(pred.path, check_header=False).pixels)
+            except Exception:
+                thumb = None
+            yield ("result", i, pred, thumb)
+            done = i + 1
+            elapsed = time.monotonic() - start
+            left = elapsed / done * (total - done)
+            yield ("progress", done, total, left)
+    finally:
+        preds.close()  # stops classify_paths' decode threads at once on cancel
