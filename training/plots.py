@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import atomic
 
@@ -25,6 +26,7 @@ def draw_curves(fig: Figure, history: Sequence[dict], title: str = "", best_epoc
         if best_epoch:
             ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"chosen epoch {best_epoch}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
         if key == "acc":

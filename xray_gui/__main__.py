@@ -6,9 +6,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .app import run
+    from .fatal import guarded  # start-up errors: a log file and a message box, never a vanished window
 
-    return run(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+
+    def start() -> int:
+        from .app import run
+
+        return run(args)
+
+    return guarded(start, args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def _make_app(argv0: str):
     QCoreApplication.setApplicationName(APP_NAME)
     app = QApplication.instance() or QApplication([argv0])
     app.setApplicationDisplayName(APP_NAME)
+    from .appicon import ICON_NAME, app_icon  # window icon + Wayland app id = the .desktop file's name
+
+    app.setWindowIcon(app_icon())
+    app.setDesktopFileName(ICON_NAME)
     return app
 
 

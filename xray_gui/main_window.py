@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.images = ImageController(self, self.viewer, self.pred_panel, self.meta_panel, self.jobs, self.notifier)
         self.batch = BatchController(self.batch_panel, self.jobs, self.notifier, self)
         self.actions_by_name = build_menus(self)
+        self._add_training_menu()
         self._wire()
         self._restore()
 
@@ -360,6 +361,31 @@ class MainWindow(QMainWindow):
         from .dialogs import AboutDialog
 
         AboutDialog(self.models.classifier, model_card_path(), self).exec()
+
+    # -- training wizard (Tools → Train models…; see docs/WIZARD.md) ---------------------------------
+    def _add_training_menu(self) -> None:
+        from PySide6.QtGui import QAction
+
+        act = QAction("&Train models…", self)
+        act.setStatusTip("Retrain the paper's models on your own images (training wizard)")
+        act.triggered.connect(self.show_training_wizard)
+        tools = self.menuBar().addMenu("&Tools")
+        tools.addAction(act)
+        help_menu = next((a for a in self.menuBar().actions() if a.text() == "&Help"), None)
+        if help_menu is not None:  # Tools goes before Help
+            self.menuBar().insertMenu(help_menu, tools)
+        self.actions_by_name["train"] = act
+        self.training_wizard = None
+
+    def show_training_wizard(self):
+        """Open (or raise) the wizard; its "Use this model" loads the file here."""
+        from .wizard import TrainingWizard
+
+        if self.training_wizard is None:
+            self.training_wizard = TrainingWizard(self, notifier=self.notifier, use_model=self.open_model,
+                                                  dialogs=self.notifier.dialogs)
+        self.training_wizard.reopen()
+        return self.training_wizard
 
     # -- drag and drop / closing -------------------------------------------------------------------
     def dragEnterEvent(self, event):  # noqa: N802

@@ -55,12 +55,25 @@ class ClosingGeneratorWorker(GeneratorWorker):
 
     def work(self):
         try:
-            return super().work()
+            result = super().work()
         finally:
             try:
                 self._gen.close()
             except Exception:  # pragma: no cover - a finally block that raised
                 pass
+        if isinstance(result, RuntimeError):
+            # superqt only *warns* about a RuntimeError returned by work() (it
+            # assumes a deleted Qt object) and emits neither errored nor
+            # finished.  torch reports out-of-memory and device failures as
+            # RuntimeError, so re-type it: it then reaches the notification path.
+            wrapped = TaskRuntimeError(f"{type(result).__name__}: {result}")
+            wrapped.__cause__ = result
+            return wrapped
+        return result
+
+
+class TaskRuntimeError(Exception):
+    """A RuntimeError raised inside a worker task (re-typed, see above)."""
 
 
 @dataclass

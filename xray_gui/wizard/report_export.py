@@ -1,0 +1,191 @@
+"""Export a run's report for filing: copies of report.md and report.json plus
+one self-contained HTML page (figures embedded) or an A4 PDF (QPdfWriter +
+QTextDocument).  Every file is written atomically with ``training.atomic``.
+
+The HTML is rendered from the run's report.md, which the core writes with a
+small Markdown subset (headings, paragraphs, tables, lists, block quotes,
+links, code spans); ``md_to_html`` handles exactly that subset."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import re
+from pathlib import Path
+
+from .. import RESEARCH_NOTICE
+from .common import MODEL_LABELS
+
+CSS = """
+body { font-family: sans-serif; max-width: 60em; margin: 1.5em auto; color: #222; line-height: 1.4; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 3px 7px; text-align: center; }
+th { background: #eee; }
+td:first-child { text-align: left; }
+blockquote { border-left: 4px solid #c9a227; margin: 0.8em 0; padding: 0.3em 0.8em; background: #fbf7e9; }
+.notice { color: #a33; font-weight: bold; }
+.meta { color: #666; font-size: 0.9em; }
+img { max-width: 100%; }
+"""
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    # links point into the run folder: keep their text (the figures are embedded below)
+    out = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1", out)
+    return out
+
+
+def md_to_html(md: str) -> str:
+    """The Markdown subset of the core's report.md -> HTML body."""
+    lines = md.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        m = re.match(r"^(#{1,6})\s+(.*)$", line)
+        if m:
+            n = len(m.group(1))
+            out.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
+            i += 1
+            continue
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            body = [r for r in rows if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]
+            if body:
+                out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in body[0]) + "</tr>")
+                for r in body[1:]:
+                    out.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>")
+                out.append("</table>")
+            continue
+        if line.startswith("- "):
+            out.append("<ul>")
+            while i < len(lines) and lines[i].startswith("- "):
+                out.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("</ul>")
+            continue
+        if line.startswith(">"):
+            quote = []
+            while i < len(lines) and lines[i].startswith(">"):
+                quote.append(lines[i].lstrip(">").strip())
+                i += 1
+            out.append(f"<blockquote>{_inline(' '.join(quote))}</blockquote>")
+            continue
+        para = []
+        while i < len(lines) and lines[i].strip() and not re.match(r"^(#|\||- |>)", lines[i]):
+            para.append(lines[i].strip())
+            i += 1
+        out.append(f"<p>{_inline(' '.join(para))}</p>")
+    return "\n".join(out)
+
+
+def _without_section(md: str, title: str) -> str:
+    """Drop the ``## title`` section (report.md's figure links point into the
+    run folder; the exported page embeds the figures instead)."""
+    out, skip = [], False
+    for line in md.splitlines():
+        if line.startswith("## "):
+            skip = line[3:].strip() == title
+        if not skip:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
+    """(caption, png) of the figures the trainer saved, in report order."""
+    figs = []
+    p = run_dir / "confusion_all.png"
+    if p.exists():
+        figs.append(("Confusion matrices on the test split", p))
+    for arch, label in MODEL_LABELS.items():
+        for name, cap in (("curves.png", "loss and accuracy per epoch"), ("reliability.png", "reliability (test)")):
+            f = run_dir / arch / name
+            if f.exists():
+                figs.append((f"{label}: {cap}", f))
+    return figs
+
+
+def build_html(run_dir: str | Path, *, image_src=None) -> str:
+    """The whole report page.  ``image_src(path) -> str`` gives each figure's
+    ``src`` (default: a base64 data URI, so the file stands alone)."""
+    run_dir = Path(run_dir)
+    md = _without_section((run_dir / "report.md").read_text(encoding="utf-8"), "Figures")
+    if image_src is None:
+        def image_src(p: Path) -> str:
+            return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+    created = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    figs = "".join(f"<h3>{html.escape(cap)}</h3><p><img src='{image_src(p)}' alt='{html.escape(cap)}'></p>"
+                   for cap, p in report_figures(run_dir))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Chest X-ray Assistant - training report"
+            f"</title><style>{CSS}</style></head><body>"
+            f"<p class='notice'>{html.escape(RESEARCH_NOTICE)}. These models are research models; their output "
+            "must not be used on its own for diagnosis or treatment.</p>"
+            f"<p class='meta'>Run folder: {html.escape(str(run_dir))}<br>Report exported: {created}</p>"
+            + md_to_html(md) + (f"<h2>Figures</h2>{figs}" if figs else "") + "</body></html>")
+
+
+def export_report(run_dir: str | Path, target: str | Path) -> list[Path]:
+    """Write ``target`` (.html, or .pdf) plus ``<stem>.md`` and ``<stem>.json``
+    next to it; returns the files written."""
+    from training import atomic
+
+    run_dir, target = Path(run_dir), Path(target)
+    if target.suffix.lower() not in (".html", ".htm", ".pdf"):
+        target = target.with_suffix(".html")
+    written = []
+    for src, suffix in (("report.md", ".md"), ("report.json", ".json")):
+        dst = target.with_suffix(suffix)
+        atomic.write_bytes(dst, (run_dir / src).read_bytes())
+        written.append(dst)
+    if target.suffix.lower() == ".pdf":
+        _write_pdf(run_dir, target)
+    else:
+        atomic.write_text(target, build_html(run_dir))
+    written.insert(0, target)
+    return written
+
+
+def _write_pdf(run_dir: Path, target: Path) -> None:
+    from PySide6.QtCore import QMarginsF, QSizeF, QUrl
+    from PySide6.QtGui import QFont, QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
+
+    from training import atomic
+
+    doc = QTextDocument()
+    font = QFont("sans-serif")
+    font.setPointSizeF(8.0)  # the report's wide tables fit an A4 page
+    doc.setDefaultFont(font)
+    width = 640  # document pixels at 96 dpi: A4 minus margins
+
+    def src(p: Path) -> str:
+        url = f"fig://{p.parent.name}/{p.name}"
+        img = QImage(str(p))
+        if img.width() > width:
+            img = img.scaledToWidth(width)
+        doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(url), img)
+        return url
+
+    doc.setHtml(build_html(run_dir, image_src=src))
+
+    def render(tmp: Path) -> None:
+        writer = QPdfWriter(str(tmp))
+        writer.setTitle("Chest X-ray Assistant - training report")
+        writer.setCreator("Chest X-ray Assistant")
+        writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                                         QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter))
+        writer.setResolution(96)
+        doc.setPageSize(QSizeF(writer.width(), writer.height()))
+        doc.print_(writer)
+        del writer
+
+    atomic.write_with(target, render)
