@@ -1,0 +1,235 @@
+"""The three architectures and the model file format: shapes, round trips,
+refusal of damaged / foreign / malicious files, backbone initialisation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.errors import ModelFileError, XrayError
+from training.modelfile import ModelInfo, load_model, read_info, save_model
+from training.models import ARCHITECTURES, build_model, read_weights_file
+
+torch.manual_seed(0)
+
+
+def _tiny(arch: str, size: int = 64):
+    torch.manual_seed(0)
+    return build_model(arch, "scratch", input_size=size).eval()
+
+
+@pytest.fixture(scope="module")
+def saved_resnet(tmp_path_factory):
+    model = _tiny("resnet50")
+    path = tmp_path_factory.mktemp("models") / "r50.safetensors"
+    save_model(model, ModelInfo(arch="resnet50", input_size=64, name="tiny"), path)
+    return model, path
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_forward_shape_at_64(arch):
+    model = _tiny(arch)
+    with torch.inference_mode():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2,)
+    assert torch.isfinite(out).all()
+    assert (model.cam_layer is None) == (arch == "lstm")
+
+
+def test_resnet50_lstm_reads_49_step_sequence_at_224():
+    model = _tiny("resnet50_lstm", 224)
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["shape"] = tuple(inputs[0].shape)  # returns None: the output is left alone
+
+    model.head.lstms[0].register_forward_hook(hook)
+    with torch.inference_mode():
+        out = model(torch.rand(1, 3, 224, 224))
+    assert out.shape == (1,)
+    assert seen["shape"] == (1, 49, 2048)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_save_load_round_trip_identical(tmp_path, arch):
+    model = _tiny(arch)
+    info = ModelInfo(arch=arch, input_size=64, threshold=0.4, name="t", class_names=["Normal", "COVID"])
+    path = save_model(model, info, tmp_path / "m.safetensors")
+    loaded = load_model(path)
+    assert loaded.info.arch == arch and loaded.info.threshold == 0.4 and loaded.info.input_size == 64
+    assert not loaded.model.training
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded.model(x))
+    info2, header = read_info(path)
+    assert info2.name == "t" and "weights_sha256" in header
+
+
+def test_half_round_trip_close(tmp_path):
+    model = _tiny("resnet50_lstm")
+    full = save_model(model, ModelInfo(arch="resnet50_lstm", input_size=64), tmp_path / "f.safetensors")
+    half = save_model(model, ModelInfo(arch="resnet50_lstm", input_size=64), tmp_path / "h.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(half)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    x = torch.rand(4, 3, 64, 64)
+    with torch.inference_mode():
+        p0, p1 = torch.sigmoid(model(x)), torch.sigmoid(loaded.model(x))
+    assert torch.allclose(p0, p1, atol=2e-3), (p0, p1)
+
+
+def _data_offset(path: Path) -> int:
+    n = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    return 8 + n
+
+
+def test_tampered_weights_refused_by_checksum(tmp_path, saved_resnet):
+    _, src = saved_resnet
+    data = bytearray(src.read_bytes())
+    start = _data_offset(src)
+    pos = start + (len(data) - start) // 2
+    data[pos:pos + 4] = bytes(b ^ 0xFF for b in data[pos:pos + 4])
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    read_info(bad)  # the header is intact...
+    with pytest.raises(ModelFileError) as ei:
+        load_model(bad)  # ...but the weights no longer match
+    assert "checksum" in ei.value.reason
+
+
+def test_truncated_file_refused(tmp_path, saved_resnet):
+    _, src = saved_resnet
+    data = src.read_bytes()
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError) as ei:
+        load_model(bad)
+    assert "truncated" in ei.value.reason or "damaged" in ei.value.reason
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty"):
+        load_model(empty)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_foreign_safetensors_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(3, 3)}, str(p), metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="not a chest X-ray model"):
+        load_model(p)
+
+
+def test_wrong_format_and_arch_in_metadata_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "fake.safetensors"
+    save_file({"w": torch.zeros(1)}, str(p), metadata={"xray_model": json.dumps({"format": "other", "arch": "x"})})
+    with pytest.raises(ModelFileError, match="not a chest X-ray model file"):
+        read_info(p)
+
+
+def test_text_file_refused(tmp_path):
+    p = tmp_path / "notes.safetensors"
+    p.write_text("this is not a model\n" * 10)
+    with pytest.raises(ModelFileError) as ei:
+        load_model(p)
+    assert "not a readable model file" in ei.value.reason
+
+
+def test_backbone_init_from_own_resnet50_file(saved_resnet):
+    src_model, path = saved_resnet
+    hybrid = build_model("resnet50_lstm", str(path), input_size=64)
+    want = src_model.backbone.state_dict()
+    got = hybrid.backbone.state_dict()
+    assert want.keys() == got.keys()
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+    # and the head is still fresh (not taken from anywhere)
+    assert hybrid.head.fc.weight.shape == (1, 8)
+
+
+def test_backbone_init_from_torchvision_pth(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    tv = torchvision.models.resnet50(weights=None)
+    p = tmp_path / "resnet50.pth"
+    torch.save(tv.state_dict(), p)
+    model = build_model("resnet50", str(p))
+    assert torch.equal(model.backbone.conv1.weight, tv.conv1.weight)
+    assert torch.equal(model.backbone.layer4[2].bn3.running_var, tv.layer4[2].bn3.running_var)
+
+
+def test_backbone_init_from_unrelated_file_refused(tmp_path):
+    p = tmp_path / "x.pth"
+    torch.save({"a": torch.zeros(2)}, p)
+    with pytest.raises(XrayError, match="does not contain a ResNet50 backbone"):
+        build_model("resnet50", str(p))
+
+
+def test_imagenet_offline_gives_clear_error(tmp_path, monkeypatch):
+    real_cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if real_cache.is_dir() and any(real_cache.glob("resnet50-*.pth")):
+        pytest.skip("ImageNet weights are in the torch hub cache; cannot test the offline path")
+    # an empty hub cache and no network: the real download path, made to fail
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def no_network(*a, **k):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(XrayError) as ei:
+        build_model("resnet50", "imagenet")
+    assert ei.value.code == "weights"
+    assert "offline" in ei.value.reason and "scratch" in ei.value.reason
+
+
+class _Payload:
+    """Unpickling this calls open(marker, 'w'): code execution on load."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_pickle_refused_and_not_executed(tmp_path):
+    # the payload is live: plain pickle would run it
+    probe = tmp_path / "probe_ran"
+    pickle.loads(pickle.dumps({"w": _Payload(str(probe))})).get("w").close()
+    assert probe.exists()
+
+    for i, writer in enumerate(("torch.save", "pickle.dump")):
+        marker = tmp_path / f"pwned_{i}"
+        path = tmp_path / f"evil_{i}.pth"
+        obj = {"conv1.weight": torch.zeros(1), "evil": _Payload(str(marker))}
+        if writer == "torch.save":
+            torch.save(obj, path)
+        else:
+            with open(path, "wb") as fh:
+                pickle.dump(obj, fh)
+        with pytest.raises(XrayError) as ei:
+            read_weights_file(path)
+        assert ei.value.code == "weights"
+        assert not marker.exists(), f"{writer}: the pickle payload ran"
+        with pytest.raises(XrayError):
+            build_model("resnet50", str(path))
+        assert not marker.exists()
+
+
+def test_unknown_arch_refused():
+    with pytest.raises(XrayError, match="Unknown model architecture"):
+        build_model("vgg16")
