@@ -62,3 +62,13 @@ def test_screenshot_without_a_model_fails_with_a_message(tmp_path, cxr1000):
 def test_help_mentions_research_use(tmp_path):
     r = _run(["--help"], tmp_path, timeout=60)
     assert r.returncode == 0 and "research use only" in r.stdout.lower()
+
+
+def test_launcher_may_pass_several_files_and_urls():
+    """The .desktop entry uses %F: opening two files from the file manager must
+    not make argparse exit; file:// URLs from %U launchers are accepted too."""
+    from xray_gui.app import build_parser
+
+    args = build_parser().parse_args(["a.png", "b.dcm", "--device", "cpu"])
+    assert args.files == ["a.png", "b.dcm"]
+    assert build_parser().parse_args([]).files == []

@@ -20,7 +20,8 @@ from . import APP_NAME, ORG_NAME
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xray-gui", description=f"{APP_NAME} (research use only — not a diagnosis)")
-    p.add_argument("file", nargs="?", help="an image (PNG, JPEG, BMP, TIFF, DICOM) or folder to open at start")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="image(s) (PNG, JPEG, BMP, TIFF, DICOM) or folder(s) to open at start; several start a batch")
     p.add_argument("--model", metavar="M", help="model file (.safetensors) to use instead of the default")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="where the model runs (default: settings)")
     p.add_argument("--screenshot", metavar="OUT.png",
@@ -48,10 +49,11 @@ def _make_app(argv0: str):
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.file and args.file.startswith("file://"):  # a launcher passing %u
-        from urllib.parse import unquote, urlparse
+    from urllib.parse import unquote, urlparse
 
-        args.file = unquote(urlparse(args.file).path)
+    # a launcher passing %u/%U gives file:// URLs
+    args.files = [unquote(urlparse(f).path) if f.startswith("file://") else f for f in args.files]
+    args.file = args.files[0] if args.files else None
     shooting = bool(args.screenshot)
     if shooting and not os.environ.get("XRAY_SETTINGS"):
         # screenshots neither read nor change the user's settings
@@ -79,6 +81,6 @@ def run(argv: list[str]) -> int:
         return shot.exit_code
 
     win.start_model(args.model)
-    if args.file:
-        win.open_paths([args.file])
+    if args.files:
+        win.open_paths(args.files)
     return app.exec()
