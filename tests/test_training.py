@@ -77,6 +77,13 @@ def test_end_to_end_outputs_and_metrics(tiny_data, tmp_path):
             lo, hi = test["ci95"][k]
             if not np.isnan(lo):  # NaN when undefined (e.g. precision with no positive prediction)
                 assert lo <= test[k] + 1e-9 and test[k] <= hi + 1e-9
+    # the model card is generated from the model file and its metrics, not typed by hand
+    from training.model_card import render
+
+    card = render(out / "models" / "resnet50_lstm.safetensors", out / "resnet50_lstm" / "metrics.json")
+    t = json.loads((out / "resnet50_lstm" / "metrics.json").read_text())["evaluations"]["test"]["at_0.5"]
+    assert "ResNet50-LSTM" in card and "Not a medical device" in card
+    assert f"{t['accuracy']:.3f}" in card and f"{t['confusion']['tp']}/{t['confusion']['fn']}/" in card
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "Table 6" in report and "47/3/2/48" in report
     data = json.loads((out / "data.json").read_text())

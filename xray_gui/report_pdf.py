@@ -76,17 +76,22 @@ def build_document(c: ReportContent) -> QTextDocument:
 
 def write_report(path, content: ReportContent) -> Path:
     """Render ``content`` to ``path`` (A4 PDF), atomically."""
+    return write_pdf(build_document(content), path, f"Chest X-ray report — {content.file_name}", margin_mm=15)
+
+
+def write_pdf(doc, path, title: str, margin_mm: float = 15) -> Path:
+    """Print a QTextDocument to an A4 PDF, atomically (temp file, then rename)."""
     from training import atomic
 
     out = Path(path)
-    doc = build_document(content)
 
     def render(tmp: Path) -> None:
         writer = QPdfWriter(str(tmp))
-        writer.setTitle(f"Chest X-ray report — {content.file_name}")
+        writer.setTitle(title)
         writer.setCreator("Chest X-ray Assistant")
+        m = margin_mm
         writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
-                                         QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
+                                         QMarginsF(m, m, m, m), QPageLayout.Unit.Millimeter))
         writer.setResolution(96)
         doc.setPageSize(QSizeF(writer.width(), writer.height()))
         doc.print_(writer)

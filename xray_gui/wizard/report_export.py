@@ -156,10 +156,10 @@ def export_report(run_dir: str | Path, target: str | Path) -> list[Path]:
 
 
 def _write_pdf(run_dir: Path, target: Path) -> None:
-    from PySide6.QtCore import QMarginsF, QSizeF, QUrl
-    from PySide6.QtGui import QFont, QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
+    from PySide6.QtCore import QUrl
+    from PySide6.QtGui import QFont, QImage, QTextDocument
 
-    from training import atomic
+    from ..report_pdf import write_pdf
 
     doc = QTextDocument()
     font = QFont("sans-serif")
@@ -176,16 +176,4 @@ def _write_pdf(run_dir: Path, target: Path) -> None:
         return url
 
     doc.setHtml(build_html(run_dir, image_src=src))
-
-    def render(tmp: Path) -> None:
-        writer = QPdfWriter(str(tmp))
-        writer.setTitle("Chest X-ray Assistant - training report")
-        writer.setCreator("Chest X-ray Assistant")
-        writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
-                                         QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter))
-        writer.setResolution(96)
-        doc.setPageSize(QSizeF(writer.width(), writer.height()))
-        doc.print_(writer)
-        del writer
-
-    atomic.write_with(target, render)
+    write_pdf(doc, target, "Chest X-ray Assistant - training report", margin_mm=12)

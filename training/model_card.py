@@ -1,0 +1,108 @@
+"""Write MODEL_CARD.md for a model file from its own metadata and its run's
+``metrics.json`` - the card's figures are never typed by hand.
+
+    python -m training.model_card MODEL.safetensors RUN/<arch>/metrics.json OUT.md [--notes NOTES.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import atomic
+from .modelfile import file_sha256, read_info
+from .models import ARCH_LABELS
+from .paper_reference import TABLE6
+
+
+def _fmt(m: dict, key: str) -> str:
+    lo, hi = m["ci95"][key]
+    return f"{m[key]:.3f} (95 % CI {lo:.2f}-{hi:.2f})"
+
+
+def _eval_table(evals: dict, names: dict[str, str]) -> list[str]:
+    rows = ["| evaluation set | n | threshold | accuracy | precision | recall (sensitivity) | specificity | F1 | ROC AUC | TP/FN/FP/TN |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, title in names.items():
+        if key not in evals:
+            continue
+        for at in ("at_0.5", "at_operating_point"):
+            m = evals[key][at]
+            cm = m["confusion"]
+            rows.append(f"| {title} | {m['n']} | {m['threshold']:.3f} | {_fmt(m, 'accuracy')} | {_fmt(m, 'precision')} | "
+                        f"{_fmt(m, 'recall')} | {_fmt(m, 'specificity')} | {_fmt(m, 'f1')} | {_fmt(m, 'roc_auc')} | "
+                        f"{cm['tp']}/{cm['fn']}/{cm['fp']}/{cm['tn']} |")
+    return rows
+
+
+def render(model_path: Path, metrics_path: Path, notes: str = "") -> str:
+    info, _ = read_info(model_path)
+    res = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    tr = info.training
+    paper = TABLE6.get(info.arch, {})
+    L = [f"# Model card: {info.label}", "",
+         "**Research and teaching only. Not a medical device; not a diagnosis.**", "",
+         "| | |", "|---|---|",
+         f"| file | `{model_path.name}` (SHA-256 `{file_sha256(model_path)[:16]}...`) |",
+         f"| architecture | {ARCH_LABELS[info.arch]} (`{info.arch}`) |",
+         f"| input | {info.input_size} x {info.input_size} grey, repeated to 3 channels, values in [0, 1] (no ImageNet normalisation) |",
+         f"| output | P(COVID) (sigmoid); classes {info.class_names}, positive `{info.positive_class}` |",
+         f"| default decision threshold | {info.threshold:.3f} ({', '.join(f'{k}: {v:.3f}' for k, v in info.operating_points.items())}) |",
+         f"| version / created | {info.version} / {info.created} |",
+         f"| recipe | `{tr.get('recipe')}`; init `{tr.get('init')}`; {tr.get('epochs_run')} epochs run, chosen epoch {tr.get('best_epoch')}; "
+         f"batch {tr.get('batch_size')}; Adam lr {tr.get('lr')}; augmentation {'on' if tr.get('augment') else 'off'}; seed {tr.get('seed')} |",
+         f"| data | {', '.join(tr.get('data', []))} |",
+         "| split (images) | " + "; ".join(f"{k}: {sum(v.values())} ({', '.join(f'{c} {n}' for c, n in v.items())})"
+                                            for k, v in tr.get("split", {}).items()) + " |",
+         "", "## Test results", "",
+         "Rows at threshold 0.5 and at the stored operating point (>= "
+         f"{int(res.get('target_sensitivity', 0.95) * 100)} % COVID sensitivity on the validation split). "
+         "`paper_test` = the 100 test images of the paper reproduction's split of covid-cxr-1000 "
+         "(seed 42), kept out of this model's training and validation.", ""]
+    L += _eval_table(res["evaluations"], {"test": "own test split", "paper_test": "paper's 100-image test split"})
+    if paper:
+        L += ["", f"The paper reports for its {ARCH_LABELS[info.arch]}: accuracy {paper['accuracy']:.2f}, precision "
+                  f"{paper['precision']:.2f}, recall {paper['recall']:.2f}, F1 {paper['f1']:.2f} (100 test images, "
+                  "ImageNet-initialised backbone)."]
+    L += ["", "## Data and sources", "",
+          "`covid-cxr-1000` (500 COVID + 500 Normal, 299 px) and `covid-cxr-extra-3000` (1,500 + 1,500, 224 px, disjoint "
+          "from the first): chest X-rays from a public copy of the Kaggle *COVID-19 Radiography Database* (Qatar "
+          "University / University of Dhaka). COVID images come from BIMCV-COVID19+, a German medical school, SIRM / "
+          "ieee8023 / Kaggle / Twitter / eurorad / figshare and COVID-CXNet; Normal images from the RSNA Pneumonia "
+          "Detection Challenge (NIH ChestX-ray14). Exact and near duplicates removed, one image per similarity group; "
+          "see each data set's SOURCES.md for licences and citations (Chowdhury et al., IEEE Access 2020; "
+          "Rahman et al., arXiv:2012.02238).", "",
+          "## Intended use", "",
+          "Research and teaching: reproducing Uly, Hendry, Iriani (2023) and showing how a CNN-RNN classifier and its "
+          "Grad-CAM behave on chest radiographs. Not for clinical decisions, triage or screening.", "",
+          "## Known limits", "",
+          "- **Source bias**: every Normal image comes from one source (RSNA/NIH), COVID images from many hospitals and "
+          "web figures (some with arrows, text, photos of screens). The model can separate the classes partly by "
+          "source style, not disease; accuracy on films from another hospital will be lower.",
+          "- Only two classes: other pneumonias, effusions, tubes and lines were not in training; the model still "
+          "answers COVID or Normal for them.",
+          "- Frontal (PA/AP) adult-mostly films; lateral views, CT/MR and non-chest images are refused by the loader.",
+          "- Trained from scratch on a 2-core CPU (no ImageNet weights were available); confidence intervals are wide.",
+          "- Grad-CAM shows where the network looked, not why, and at this input size its map is coarse.", ""]
+    if notes:
+        L += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("metrics")
+    ap.add_argument("out")
+    ap.add_argument("--notes", help="a Markdown file appended under 'Notes'")
+    a = ap.parse_args(argv)
+    notes = Path(a.notes).read_text(encoding="utf-8") if a.notes else ""
+    atomic.write_text(a.out, render(Path(a.model), Path(a.metrics), notes))
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
