@@ -190,3 +190,25 @@ def test_holdout_split_keeps_paper_test_images_out_of_training(tiny_data, tmp_pa
     m = json.loads((second / "lstm" / "metrics.json").read_text())
     assert m["evaluations"]["paper_test"]["at_0.5"]["n"] == len(held)
     assert "paper_test" in (second / "report.md").read_text()
+
+
+def test_freeze_backbone_epochs_train_only_the_head(tiny_data, tmp_path):
+    """With --freeze-backbone-epochs 1 the first epoch leaves the backbone's
+    weights (and BatchNorm statistics) exactly as they started."""
+    import torch
+
+    from training.cli_train import main
+    from training.modelfile import load_model
+
+    first = tmp_path / "r50"
+    common = ["--data", str(tiny_data), "--input-size", "32", "--batch-size", "8", "--quiet"]
+    assert main(common + ["--out", str(first), "--models", "resnet50", "--epochs", "1"]) == 0
+    start = load_model(first / "models" / "resnet50.safetensors").model.backbone.state_dict()
+    second = tmp_path / "lstm"
+    assert main(common + ["--out", str(second), "--models", "resnet50_lstm", "--epochs", "1", "--split",
+                          str(first / "split.csv"), "--lstm-init", str(first / "models" / "resnet50.safetensors"),
+                          "--freeze-backbone-epochs", "1"]) == 0
+    after = torch.load(second / "checkpoints" / "resnet50_lstm_last.pt", weights_only=True)["model"]
+    for k, v in start.items():
+        assert torch.equal(after[f"backbone.{k}"].float(), v.float()), k
+    assert (second / "models" / "resnet50_lstm.safetensors").is_file()

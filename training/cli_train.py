@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--init", help="backbone init: scratch | imagenet | PATH to ResNet50 weights (.pth/.safetensors)")
     ap.add_argument("--lstm-init", help="ResNet50-LSTM backbone init (default: --init); 'from_resnet50' = two-stage")
     ap.add_argument("--dropout", type=float)
+    ap.add_argument("--freeze-backbone-epochs", type=int, metavar="N",
+                    help="train only the head for the first N epochs (e.g. after --lstm-init)")
     ap.add_argument("--device", help="auto | cpu | cuda | mps")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--threads", type=int)
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
             over = {k: getattr(a, k) for k in (
                 "models", "split_file", "seed", "input_size", "batch_size", "lr", "epochs", "weight_decay",
                 "lr_schedule", "augment", "balanced_sampling", "early_stopping", "init", "lstm_init", "dropout",
+                "freeze_backbone_epochs",
                 "device", "precision", "threads", "threshold_rule", "half_weights", "model_name", "holdout_split")}
             if a.split_fractions:
                 over["split"] = tuple(a.split_fractions)

@@ -40,6 +40,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs on the selection rule; 0 = off
     init: str = "scratch"  # scratch | imagenet | path to weights
     lstm_init: str = ""  # ResNet50-LSTM backbone: "" = same as init; "from_resnet50" = two-stage
+    freeze_backbone_epochs: int = 0  # first N epochs train only the head (backbone frozen, BatchNorm in eval)
     dropout: float = 0.5
     seed: int = 42
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -83,6 +84,8 @@ class TrainConfig:
             raise DataError("The learning-rate schedule must be 'constant' or 'cosine'.")
         if self.threshold_rule not in ("0.5", "sensitivity"):
             raise DataError("threshold_rule must be '0.5' or 'sensitivity'.")
+        if self.freeze_backbone_epochs < 0:
+            raise DataError("freeze_backbone_epochs cannot be negative.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DataError("precision must be auto, fp32, bf16 or fp16.")
 

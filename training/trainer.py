@@ -426,6 +426,14 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
             break
         te = time.time()
         model.train()
+        if cfg.freeze_backbone_epochs and hasattr(core, "backbone"):
+            frozen = epoch <= cfg.freeze_backbone_epochs
+            if frozen and dist.enabled:
+                raise DataError("Freezing the backbone is not supported with several processes (DDP).")
+            for prm in core.backbone.parameters():
+                prm.requires_grad_(not frozen)
+            if frozen:
+                core.backbone.eval()  # keep the backbone's BatchNorm statistics as they are
         g = torch.Generator().manual_seed(seed * 7919 + epoch)
         if cfg.balanced_sampling:
             w = torch.where(labels[train_idx] > 0.5, 0.5 / pos_frac, 0.5 / (1 - pos_frac))
