@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--weight-decay", type=float)
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    ap.add_argument("--warmup-epochs", type=int)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--balanced-sampling", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--early-stopping", type=int, metavar="PATIENCE")
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             over = {k: getattr(a, k) for k in (
                 "models", "split_file", "seed", "input_size", "batch_size", "lr", "epochs", "weight_decay",
                 "lr_schedule", "augment", "balanced_sampling", "early_stopping", "init", "lstm_init", "dropout",
-                "freeze_backbone_epochs",
+                "freeze_backbone_epochs", "warmup_epochs",
                 "device", "precision", "threads", "threshold_rule", "half_weights", "model_name", "holdout_split")}
             if a.split_fractions:
                 over["split"] = tuple(a.split_fractions)
