@@ -229,3 +229,14 @@ def test_load_model_then_classify_on_saved_file(tmp_path, resnet, cxr1000):
     preds = list(clf.classify_paths(pngs))
     ref = resnet.predict_arrays([load_image(p).pixels for p in pngs])
     np.testing.assert_allclose([p.p_covid for p in preds], ref, atol=5e-3)
+
+
+def test_classify_paths_can_keep_a_preview_so_thumbnails_need_no_second_decode(resnet, cxr1000, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"")
+    good = sorted((cxr1000 / "COVID").glob("*.png"))[0]
+    preds = list(resnet.classify_paths([good, bad], preview=64))
+    assert preds[0].ok and preds[0].preview is not None
+    assert max(preds[0].preview.shape) <= 128 and preds[0].preview.dtype == np.float32
+    assert preds[1].preview is None and preds[1].status == "refused"
+    assert list(resnet.classify_paths([good]))[0].preview is None  # off by default

@@ -73,6 +73,7 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     meta: "ImageMeta | None" = None
     code: str = ""
+    preview: np.ndarray | None = None  # small float32 copy of the pixels (classify_paths(preview=N))
 
     @property
     def ok(self) -> bool:
@@ -102,6 +103,13 @@ class _Decoded:
     warnings: list[str] = field(default_factory=list)
     reason: str = ""
     code: str = ""
+    preview: np.ndarray | None = None
+
+
+def _preview(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """A decimated copy whose longer side is about ``max_side`` (aspect kept)."""
+    step = max(1, int(max(pixels.shape) // max_side))
+    return np.ascontiguousarray(pixels[::step, ::step])
 
 
 def _default_decode_workers() -> int:
@@ -247,7 +255,7 @@ class Classifier:
         return self._ok(getattr(meta, "path", None), p, meta, getattr(image, "warnings", []))
 
     # ----------------------------------------------------------- file batches
-    def _decode(self, path: Path, check_header: bool) -> _Decoded:
+    def _decode(self, path: Path, check_header: bool, preview: int = 0) -> _Decoded:
         try:
             img = load_image(path, check_header=check_header)
         except ImageRefused as exc:
@@ -259,13 +267,16 @@ class Classifier:
         except Exception as exc:
             return _Decoded(path, "error", reason=one_line(exc), code="error", meta=img.meta,
                             warnings=list(img.warnings))
-        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings))
+        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings),
+                        preview=_preview(img.pixels, preview) if preview else None)
 
     def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
-                       check_header: bool = True) -> Iterator[Prediction]:
+                       check_header: bool = True, preview: int = 0) -> Iterator[Prediction]:
         """One :class:`Prediction` per path, in input order (fewer if cancelled).
 
-        Decoding runs ``decode_workers`` threads ahead (at most two batches in
+        ``preview > 0`` keeps a decimated copy of each classified image (longer
+        side about ``preview`` px) in ``Prediction.preview``, so a front end can
+        show thumbnails without decoding the file again.  Decoding runs ``decode_workers`` threads ahead (at most two batches in
         flight, so memory stays bounded for any number of files)."""
         it = iter(paths)
         window = 2 * self.batch_size
@@ -282,7 +293,7 @@ class Classifier:
                     exhausted = True
                     return
                 p = Path(raw)
-                pending.append((p, pool.submit(self._decode, p, check_header)))
+                pending.append((p, pool.submit(self._decode, p, check_header, preview)))
 
         try:
             fill()
@@ -303,11 +314,13 @@ class Classifier:
                         failure = one_line(exc)
                 for d in decoded:
                     if d.status == "ok" and not failure:
-                        yield self._ok(d.path, probs[id(d)], d.meta, d.warnings)
+                        pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings)
+                        pred.preview = d.preview
+                        yield pred
                     elif d.status == "ok":
                         yield Prediction(path=d.path, status="error", threshold=self._threshold,
                                          reason=f"the model failed on this batch: {failure}",
-                                         warnings=d.warnings, meta=d.meta, code="error")
+                                         warnings=d.warnings, meta=d.meta, code="error", preview=d.preview)
                     else:
                         yield Prediction(path=d.path, status=d.status, threshold=self._threshold,
                                          reason=d.reason, warnings=d.warnings, meta=d.meta, code=d.code)

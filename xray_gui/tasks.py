@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .images import rgb_to_qimage, thumbnail
+from .images import THUMB_SIZE, rgb_to_qimage, thumbnail
 from .workers import MODEL_LOCK, locked_iter
 
 
@@ -103,12 +103,15 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
     if not total:
         return
     start = time.monotonic()
-    preds = classifier.classify_paths(files, check_header=check_header)
+    preds = classifier.classify_paths(files, check_header=check_header, preview=2 * THUMB_SIZE)
     try:
         for i, pred in enumerate(locked_iter(iter(preds))):
             thumb = None
-            try:  # the thumbnail decodes the file again: header-refused files still get one
-                thumb = thumbnail(load_image(pred.path, check_header=False).pixels)
+            try:
+                if pred.preview is not None:  # decoded once, by classify_paths' threads
+                    thumb = thumbnail(pred.preview)
+                elif pred.code in HEADER_CODES:  # refused before decoding: decode for the thumbnail only
+                    thumb = thumbnail(load_image(pred.path, check_header=False).pixels)
             except Exception:
                 thumb = None
             yield ("result", i, pred, thumb)
