@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,8 @@ def test_reproduction_used_the_papers_recipe(report):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_reported_test_metrics_follow_from_the_predictions(report, arch):
     pred = json.loads((PAPER / arch / "predictions.json").read_text(encoding="utf-8"))["test"]
-    tp = sum(1 for y, p in zip(pred["label"], pred["p_covid"]) if y == 1 and p >= 0.5)
-    fn = sum(1 for y, p in zip(pred["label"], pred["p_covid"]) if y == 1 and p < 0.5)
-    fp = sum(1 for y, p in zip(pred["label"], pred["p_covid"]) if y == 0 and p >= 0.5)
-    tn = sum(1 for y, p in zip(pred["label"], pred["p_covid"]) if y == 0 and p < 0.5)
+    counts = Counter((y, p >= 0.5) for y, p in zip(pred["label"], pred["p_covid"]))
+    tp, fn, fp, tn = counts[(1, True)], counts[(1, False)], counts[(0, True)], counts[(0, False)]
     ev = report["models"][arch]["evaluations"]["test"]["at_0.5"]
     assert ev["confusion"] == {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
     assert ev["n"] == 100

@@ -54,27 +54,25 @@ def _train(arch: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.nn.
     return model.eval()
 
 
+def _classifier(arch, train_set, steps, **kw):
+    x, y, _ = train_set
+    model = _train(arch, x, y, steps=steps)
+    return Classifier(loaded_from_module(model, ModelInfo(arch=arch, input_size=SIZE)), device="cpu", **kw)
+
+
 @pytest.fixture(scope="module")
 def hybrid(train_set):
-    x, y, _ = train_set
-    model = _train("resnet50_lstm", x, y, steps=8)
-    return Classifier(loaded_from_module(model, ModelInfo(arch="resnet50_lstm", input_size=SIZE)),
-                      device="cpu", batch_size=4)
+    return _classifier("resnet50_lstm", train_set, 8, batch_size=4)
 
 
 @pytest.fixture(scope="module")
 def resnet(train_set):
-    x, y, _ = train_set
-    model = _train("resnet50", x, y, steps=8)
-    return Classifier(loaded_from_module(model, ModelInfo(arch="resnet50", input_size=SIZE)),
-                      device="cpu", batch_size=4)
+    return _classifier("resnet50", train_set, 8, batch_size=4)
 
 
 @pytest.fixture(scope="module")
 def lstm(train_set):
-    x, y, _ = train_set
-    model = _train("lstm", x, y, steps=30)
-    return Classifier(loaded_from_module(model, ModelInfo(arch="lstm", input_size=SIZE)), device="cpu")
+    return _classifier("lstm", train_set, 30)
 
 
 @pytest.fixture(scope="module")
