@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-any-header", action="store_true",
                    help="classify anyway when the DICOM header says another modality, body part or a "
                         "lateral view (these become warnings instead of refusals)")
+    p.add_argument("--allow-unsuitable", action="store_true",
+                   help="classify anyway when the chest-radiograph gate refuses an image (the result is "
+                        "marked 'not valid' in the CSV)")
+    p.add_argument("--no-lung-attention", action="store_true",
+                   help="skip the Grad-CAM pass that fills the heatmap_in_lungs column (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
-          f"threshold {clf.threshold:.3g}", file=sys.stderr)
+          f"threshold {clf.threshold:.3g}; chest-radiograph gate "
+          f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
     rows: list[dict[str, str]] = []
     counts = {"ok": 0, "refused": 0, "error": 0}
     labels: dict[str, int] = {}
@@ -138,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         tqdm.write("#status\tlabel\tp_covid\tpath\tnote", file=sys.stdout)
-        for pred in clf.classify_paths(files, check_header=not args.allow_any_header):
+        for pred in clf.classify_paths(files, check_header=not args.allow_any_header,
+                                       enforce_gate=not args.allow_unsuitable,
+                                       explain=not args.no_lung_attention):
             row = pred.as_row()
             counts[pred.status] = counts.get(pred.status, 0) + 1
-            if pred.ok:
+            if pred.verdict:
                 labels[pred.label] = labels.get(pred.label, 0) + 1
+            elif pred.ok:
+                labels["not valid"] = labels.get("not valid", 0) + 1
             if heat_dir is not None:
                 row["heatmap"] = ""
                 if pred.ok:
@@ -151,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         from .loading import load_image
 
                         img = load_image(pred.path, check_header=not args.allow_any_header)
+                        pixels = 1.0 - img.pixels if pred.inverted else img.pixels
                         out = heat_dir / _heatmap_name(pred.path, used_names)
-                        save_overlay_png(out, img.pixels, gradcam(clf, img.pixels), args.alpha)
+                        save_overlay_png(out, pixels, gradcam(clf, pixels), args.alpha)
                         row["heatmap"] = str(out)
                     except Exception as exc:  # a heatmap failure never stops the batch
                         heat_failures += 1
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             note = pred.reason if not pred.ok else row["warnings"]
             p_txt = "" if pred.p_covid is None else f"{pred.p_covid:.4f}"
-            tqdm.write(f"{pred.status}\t{pred.label or '-'}\t{p_txt or '-'}\t{pred.path}\t{note}", file=sys.stdout)
+            tqdm.write(f"{pred.status}\t{row['label'] or '-'}\t{p_txt or '-'}\t{pred.path}\t{note}", file=sys.stdout)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True

@@ -161,11 +161,12 @@ def stratified_split(labels: Sequence[int], fractions=(0.8, 0.1, 0.1), seed: int
         raise DataError(f"Split fractions {fractions} must be positive and add up to 1.")
     rng = np.random.default_rng(seed)
     out = np.empty(len(labels), dtype=object)
-    for cls in (0, 1):
+    for cls in sorted(set(labels.tolist()) | {0, 1}):  # every class present (the classifier's two at least)
         idx = np.flatnonzero(labels == cls)
         if len(idx) < MIN_PER_CLASS:
+            name = CLASS_NAMES[cls] if cls in (0, 1) else f"class {cls}"
             raise DataError(
-                f"Only {len(idx)} usable {CLASS_NAMES[cls]} images; at least {MIN_PER_CLASS} per class are needed "
+                f"Only {len(idx)} usable {name} images; at least {MIN_PER_CLASS} per class are needed "
                 "to split into training, validation and test sets.")
         idx = idx[rng.permutation(len(idx))]
         n_val = max(1, int(round(fractions[1] * len(idx))))

@@ -109,11 +109,28 @@ def _normalise(heat: np.ndarray, top_percentile: float | None = None) -> np.ndar
     return np.clip((heat - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def _input_tensor(classifier, pixels: np.ndarray) -> torch.Tensor:
-    x = preprocess(pixels, int(classifier.info.input_size))[None].to(classifier.device)
-    if getattr(classifier, "channels_last", False):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
+    """Heatmaps at the model's input size for a preprocessed batch
+    ``(N, 3, S, S)``: ``(N, S, S)`` float32 in [0, 1].  One batched Grad-CAM
+    pass for the convolutional models; SmoothGrad per image for ``lstm``."""
+    model = classifier.model
+    layer = getattr(model, "cam_layer", None)
+    if layer is None:
+        return np.stack([smoothgrad_tensor(classifier, x) for x in batch])
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    device = classifier.device
+    with _grad_pass(model, device):
+        x = batch.detach().clone().to(device)  # created here: not an inference tensor
+        if getattr(classifier, "channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with GradCAM(model=_TwoDimOutput(model), target_layers=[layer]) as cam:
+            # compute_input_gradient: the input carries the gradient (weights are
+            # frozen) so the hook on the cam layer's output sees a graph
+            cam.compute_input_gradient = True
+            maps = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * x.shape[0])
+    return np.ascontiguousarray(maps, dtype=np.float32)
 
 
 def gradcam(classifier, pixels: np.ndarray) -> np.ndarray:
@@ -124,27 +141,11 @@ def gradcam(classifier, pixels: np.ndarray) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
-    model = classifier.model
-    layer = getattr(model, "cam_layer", None)
-    if layer is None:
+    if getattr(classifier.model, "cam_layer", None) is None:
         return smoothgrad(classifier, pixels)
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
-
-    device = classifier.device
-    with _grad_pass(model, device):
-        x = _input_tensor(classifier, pixels)  # created here: not an inference tensor
-        cam = GradCAM(model=_TwoDimOutput(model), target_layers=[layer])
-        try:
-            # compute_input_gradient: the input carries the gradient (weights are
-            # frozen) so the hook on the cam layer's output sees a graph
-            cam.compute_input_gradient = True
-            maps = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)])
-        finally:
-            cam.activations_and_grads.release()
-    heat = torch.from_numpy(np.ascontiguousarray(maps[0], dtype=np.float32))
-    heat = _resize_to(heat, pixels.shape)
-    return _normalise(heat.numpy())
+    x = preprocess(pixels, int(classifier.info.input_size))[None]
+    heat = torch.from_numpy(gradcam_maps(classifier, x)[0])
+    return _normalise(_resize_to(heat, pixels.shape).numpy())
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -165,17 +166,14 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return t[0, 0]
 
 
-def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
-    """SmoothGrad saliency ``(H, W)`` float32 in [0, 1] for any model (used for
-    the ``lstm`` model, which has no convolutional map)."""
-    pixels = np.asarray(pixels)
-    if pixels.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
+def smoothgrad_tensor(classifier, x: torch.Tensor, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
+    """SmoothGrad saliency at the model's input size for one preprocessed
+    image ``(3, S, S)``: ``(S, S)`` float32 in [0, 1]."""
     model = classifier.model
     device = classifier.device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with _grad_pass(model, device):
-        x = preprocess(pixels, int(classifier.info.input_size))[None].to(device)
+        x = x.detach().clone()[None].to(device)
         size = x.shape[-1]
         grads = torch.zeros_like(x[0])
         remaining = n
@@ -188,9 +186,19 @@ def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10,
             grads += g.detach().sum(0)
             remaining -= m
     sal = (grads / n).abs().sum(0).float()  # (S, S)
-    sal = _gaussian_blur(sal, sigma=max(1.0, 0.015 * size))
-    sal = _resize_to(sal.cpu(), pixels.shape)
+    sal = _gaussian_blur(sal, sigma=max(1.0, 0.015 * size)).cpu()
     return _normalise(sal.numpy(), top_percentile=99.5)
+
+
+def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
+    """SmoothGrad saliency ``(H, W)`` float32 in [0, 1] for any model (used for
+    the ``lstm`` model, which has no convolutional map)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
+    x = preprocess(pixels, int(classifier.info.input_size))
+    sal = torch.from_numpy(smoothgrad_tensor(classifier, x, n, noise, seed))
+    return _normalise(_resize_to(sal, pixels.shape).numpy(), top_percentile=99.5)
 
 
 # ---------------------------------------------------------------- overlays

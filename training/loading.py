@@ -73,6 +73,7 @@ class ImageMeta:
     transfer_syntax: str | None = None  # "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)"
     patient: dict[str, str] = field(default_factory=dict)  # identifiers; hidden by default
     extra: dict[str, str] = field(default_factory=dict)  # descriptions, manufacturer, ...
+    colour: float = 0.0  # mean chroma (max - min of R, G, B, in [0, 1]) before conversion to grey; 0 for grey
 
 
 @dataclass
@@ -203,6 +204,16 @@ def _to_grey(arr: np.ndarray) -> np.ndarray:
         return arr[..., 0].astype(np.float32, copy=False)
     rgb = arr[..., :3].astype(np.float32, copy=False)
     return rgb @ _LUMA
+
+
+def _chroma(arr: np.ndarray) -> float:
+    """Mean chroma of an RGB(A) array in [0, 1] (0 for grey images): how much
+    colour a picture has, for the chest-radiograph gate."""
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return 0.0
+    s = _subsample(arr)[..., :3].astype(np.float32)
+    top = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else max(float(s.max()), 1.0)
+    return float((s.max(axis=2) - s.min(axis=2)).mean() / top)
 
 
 def _is_colour(arr: np.ndarray) -> bool:
@@ -353,8 +364,10 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
         amax = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
         if np.any(_subsample(alpha) < amax):
             warnings.append("The image has transparent areas; transparency was ignored.")
+    chroma = 0.0
     if _is_colour(arr):
         warnings.append("Colour image converted to grey.")
+        chroma = _chroma(arr)
     dt = arr.dtype
     if dt == np.uint8 and arr.ndim == 2:  # the common case: one table lookup, exactly x / 255
         pixels = _U8_TO_UNIT[arr]
@@ -393,6 +406,7 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
         window=None,
         window_source="none",
         extra={"Format": fmt, "Mode": mode},
+        colour=chroma,
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=None, invert=False)
 
@@ -737,6 +751,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         bits = int(arr.dtype.itemsize * 8)
 
     colour = arr.ndim == 3
+    chroma = 0.0
     invert = photometric == "MONOCHROME1"
     window: tuple[float, float] | None
     if photometric == "PALETTE COLOR" and not colour:
@@ -745,6 +760,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         rgb = np.asarray(apply_color_lut(arr, ds))
         top = 65535.0 if rgb.dtype == np.uint16 or rgb.max() > 255 else 255.0
         raw = _to_grey(rgb)
+        chroma = _chroma(rgb)
         window, source = (top / 2.0, top), "none"
         warnings.append("Palette-colour DICOM converted to grey.")
         invert = False
@@ -755,6 +771,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         else:
             top = float(2 ** min(bits, 16) - 1) if np.issubdtype(arr.dtype, np.integer) else float(arr.max() or 1.0)
             raw = _to_grey(arr)
+            chroma = _chroma(arr)
             window, source = (top / 2.0, top), "none"
             warnings.append(f"Colour DICOM ({photometric}) converted to grey.")
             invert = False
@@ -790,6 +807,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         transfer_syntax=ts_text,
         patient=patient,
         extra=extra,
+        colour=chroma,
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
 

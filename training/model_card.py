@@ -2,6 +2,7 @@
 ``metrics.json`` - the card's figures are never typed by hand.
 
     python -m training.model_card MODEL.safetensors RUN/<arch>/metrics.json OUT.md [--notes NOTES.md]
+        [--segmenter lung_segmenter.safetensors --gate-bench gate_bench.json]
 """
 
 from __future__ import annotations
@@ -83,11 +84,59 @@ def render(model_path: Path, metrics_path: Path, notes: str = "") -> str:
           "source style, not disease; accuracy on films from another hospital will be lower.",
           "- Only two classes: other pneumonias, effusions, tubes and lines were not in training; the model still "
           "answers COVID or Normal for them.",
-          "- Frontal (PA/AP) adult-mostly films; lateral views, CT/MR and non-chest images are refused by the loader.",
+          "- Frontal (PA/AP) adult-mostly films; lateral views, CT/MR and non-chest images are refused by the loader's "
+          "DICOM header checks and by the chest-radiograph gate (section below), which is not perfect.",
           "- Trained from scratch on a 2-core CPU (no ImageNet weights were available); confidence intervals are wide.",
           "- Grad-CAM shows where the network looked, not why, and at this input size its map is coarse.", ""]
     if notes:
         L += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(L)
+
+
+def render_segmenter(seg_path: Path, bench: dict | None = None) -> str:
+    """The model card's section on the lung segmenter and the gate, from the
+    segmenter file's metadata and (optionally) ``bench/bench_gate.py --json``."""
+    from .lungseg import read_segmenter_info
+
+    info = read_segmenter_info(seg_path)
+    m, tr, g = info.metrics, info.training, info.gate or {}
+    lo, hi = m["dice_ci95"]
+    ilo, ihi = m["dice_inverted_ci95"]
+    pairs = tr.get("pairs", {})
+    L = ["## Lung segmenter and chest-radiograph gate", "",
+         "| | |", "|---|---|",
+         f"| file | `{seg_path.name}` (SHA-256 `{file_sha256(seg_path)[:16]}...`) |",
+         f"| network | MONAI BasicUNet, features {tuple(info.features)}, {info.input_size} x {info.input_size} grey input, "
+         f"one lung logit per pixel (both lungs, heart excluded); trained from scratch |",
+         f"| data | `{tr.get('data')}` (COVID-QU-Ex lung masks): {pairs.get('train')} train / {pairs.get('val')} "
+         f"validation / {pairs.get('test')} test pairs, stratified by label (COVID-19, Non-COVID, Normal), seed "
+         f"{tr.get('seed')} |",
+         f"| training | {tr.get('loss')}, {tr.get('optimizer')} lr {tr.get('lr')}, {tr.get('epochs')} epochs, batch "
+         f"{tr.get('batch_size')}; augmentation: {tr.get('augmentation')}; chosen epoch {m['best_epoch']} by "
+         f"validation Dice |",
+         f"| test Dice ({m['test_pairs']} held-out pairs) | **{m['dice_mean']:.4f}** (95 % CI {lo:.4f}-{hi:.4f}, "
+         f"bootstrap); median {m['dice_median']:.4f}, worst {m['dice_min']:.4f} |",
+         f"| same pairs, grey levels inverted | {m['dice_inverted_mean']:.4f} (95 % CI {ilo:.4f}-{ihi:.4f}) |",
+         f"| gate calibration | {g.get('calibration', 'not calibrated')} |", ""]
+    if bench:
+        L += [f"CPU inference (2 AVX2 cores, batch 1): {bench['segmenter_ms']:.1f} ms per image at {info.input_size} px "
+              "(`bench/bench_gate.py`).", "",
+              "| corpus | files | refused by the gate | warned | refused by the app (header checks + gate) | "
+              "inverted copies detected | originals flagged inverted |", "|---|---|---|---|---|---|---|"]
+        for r in bench["corpora"]:
+            n = r["files"]
+            ref = r["gate_refused"] + r["unreadable"]
+            inv = f"{r['inverted_detected']}/{r['inverted_total']}" if "inverted_total" in r else "-"
+            flag = f"{r['originals_flagged']}/{r['decoded']}" if "originals_flagged" in r else "-"
+            L.append(f"| {r['corpus']} | {n} | {ref} ({100 * ref / n:.1f} %) | {r['gate_warned']} "
+                     f"({100 * r['gate_warned'] / n:.1f} %) | {r['pipeline_refused']} ({100 * r['pipeline_refused'] / n:.1f} %) "
+                     f"| {inv} | {flag} |")
+        L.append("")
+    L += ["Limits: the segmenter was trained on 256 px Kaggle-family films (COVID-QU-Ex); the masks exclude the heart "
+          "and the lung behind it, so the heatmap share inside the lungs counts attention on the heart shadow as "
+          "outside. The gate's thresholds come from quantiles of real chest X-rays (one-class calibration): an "
+          "unusual but real chest film (child, rotated patient, large effusion, collapsed lung) may be refused or "
+          "warned, and a non-chest image that the segmenter mistakes for lungs may pass. See docs/GATE.md.", ""]
     return "\n".join(L)
 
 
@@ -97,9 +146,15 @@ def main(argv=None) -> int:
     ap.add_argument("metrics")
     ap.add_argument("out")
     ap.add_argument("--notes", help="a Markdown file appended under 'Notes'")
+    ap.add_argument("--segmenter", help="lung segmenter file: adds its section")
+    ap.add_argument("--gate-bench", help="bench/bench_gate.py --json output for the segmenter section")
     a = ap.parse_args(argv)
     notes = Path(a.notes).read_text(encoding="utf-8") if a.notes else ""
-    atomic.write_text(a.out, render(Path(a.model), Path(a.metrics), notes))
+    text = render(Path(a.model), Path(a.metrics), notes)
+    if a.segmenter:
+        bench = json.loads(Path(a.gate_bench).read_text(encoding="utf-8")) if a.gate_bench else None
+        text = text.rstrip("\n") + "\n\n" + render_segmenter(Path(a.segmenter), bench)
+    atomic.write_text(a.out, text)
     print(a.out)
     return 0
 

@@ -42,10 +42,15 @@ from .modelfile import LoadedModel, ModelInfo, load_model
 from .preprocess import preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .gate import ChestGate
     from .loading import ImageMeta, LoadedImage
 
 STATUSES = ("ok", "refused", "error")
-CSV_COLUMNS = ("path", "label", "p_covid", "threshold", "status", "reason", "warnings")
+CSV_COLUMNS = ("path", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
+               "heatmap_in_lungs")
+GATE_CODE = "not_chest_xray"  # ImageRefused-like code of a gate refusal
+FORCED_NOTE = ("Classified anyway although the image does not look like a frontal chest radiograph: "
+               "this result is not valid.")
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
@@ -74,21 +79,42 @@ class Prediction:
     meta: "ImageMeta | None" = None
     code: str = ""
     preview: np.ndarray | None = None  # small float32 copy of the pixels (classify_paths(preview=N))
+    suitability: str = ""  # the gate's decision: suitable | warning | refused ('' = no gate ran)
+    valid: bool = True  # False when a gate-refused image was classified anyway: no verdict to show
+    inverted: bool = False  # the gate found the image inverted and classified it inverted back
+    heat_in_lungs: float | None = None  # share of the Grad-CAM heatmap inside the lung mask
+    lung_mask: np.ndarray | None = None  # bool (256, 256), image stretched to a square (single images)
+    gate_scores: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def verdict(self) -> bool:
+        """True when the result may be shown as a COVID / Normal verdict."""
+        return self.ok and self.valid
+
+    def set_heat_share(self, share: float | None) -> None:
+        """Record the heatmap's share inside the lungs, with the caution note when low."""
+        from .gate import ATTENTION_OUTSIDE_NOTE, ATTENTION_OUTSIDE_THRESHOLD
+
+        self.heat_in_lungs = share
+        if share is not None and share < ATTENTION_OUTSIDE_THRESHOLD and ATTENTION_OUTSIDE_NOTE not in self.warnings:
+            self.warnings.append(ATTENTION_OUTSIDE_NOTE)
+
     def as_row(self) -> dict[str, str]:
         """The CSV row (``CSV_COLUMNS``) for this prediction."""
         return {
             "path": "" if self.path is None else str(self.path),
-            "label": self.label or "",
+            "label": (self.label or "") if self.valid else f"not valid ({self.label})",
             "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
             "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
             "status": self.status,
             "reason": self.reason,
             "warnings": "; ".join(self.warnings),
+            "suitability": self.suitability + (" (classified anyway: not valid)" if self.ok and not self.valid else ""),
+            "heatmap_in_lungs": "" if self.heat_in_lungs is None else f"{self.heat_in_lungs:.3f}",
         }
 
 
@@ -104,6 +130,7 @@ class _Decoded:
     reason: str = ""
     code: str = ""
     preview: np.ndarray | None = None
+    gate: Any = None  # GateResult when the gate ran
 
 
 def _preview(pixels: np.ndarray, max_side: int) -> np.ndarray:
@@ -152,8 +179,9 @@ class Classifier:
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", batch_size: int = 16, *,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
-                 decode_workers: int | None = None):
+                 decode_workers: int | None = None, gate: "ChestGate | None" = None):
         self.loaded = loaded
+        self.gate = gate
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         if int(batch_size) < 1:
             raise XrayError(f"The batch size must be at least 1, got {batch_size}.", code="batch_size")
@@ -172,10 +200,15 @@ class Classifier:
 
     # ------------------------------------------------------------------ setup
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device: str | torch.device = "auto", **kwargs) -> "Classifier":
-        """Load and verify a model file (``ModelFileError`` on a bad file)."""
+    def from_file(cls, path: str | os.PathLike, device: str | torch.device = "auto", *,
+                  gate: "ChestGate | str | os.PathLike | None" = "default", **kwargs) -> "Classifier":
+        """Load and verify a model file (``ModelFileError`` on a bad file).
+
+        ``gate``: ``'default'`` = the shipped lung segmenter + chest-radiograph
+        gate (none when it is not installed), a segmenter file path, a
+        :class:`ChestGate`, or ``None`` for no gate."""
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        return cls(load_model(path, device=dev), device=dev, **kwargs)
+        return cls(load_model(path, device=dev), device=dev, gate=load_gate(gate), **kwargs)
 
     @property
     def info(self) -> ModelInfo:
@@ -248,35 +281,83 @@ class Classifier:
         return Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
                           p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta)
 
-    def predict_image(self, image: "LoadedImage") -> Prediction:
-        """Classify one already-loaded image."""
-        p = self.predict_arrays([image.pixels])[0]
+    def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True) -> Prediction:
+        """Classify one already-loaded image, through the gate when there is one.
+
+        A gate refusal returns a ``'refused'`` Prediction (code ``GATE_CODE``);
+        ``enforce_gate=False`` ("Classify anyway") classifies it all the same,
+        with ``valid=False``.  An inverted image is classified inverted back
+        (``inverted=True``): a viewer shows ``1 - pixels`` then."""
         meta = getattr(image, "meta", None)
-        return self._ok(getattr(meta, "path", None), p, meta, getattr(image, "warnings", []))
+        path = getattr(meta, "path", None)
+        warnings = list(getattr(image, "warnings", []))
+        pixels = image.pixels
+        gres = None
+        if self.gate is not None:
+            gres, pixels = self.gate.check(pixels, float(getattr(meta, "colour", 0.0) or 0.0))
+            pred = self._gated(path, gres, meta, warnings, enforce_gate)
+            if pred is not None:
+                pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
+                return pred
+        p = self.predict_arrays([pixels])[0]
+        pred = self._ok(path, p, meta, warnings)
+        if gres is not None:
+            self._apply_gate(pred, gres)
+            pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
+        return pred
+
+    def _gated(self, path, gres, meta, warnings, enforce: bool) -> "Prediction | None":
+        """The refused Prediction for a gate refusal, or None to go on classifying."""
+        if not gres.refused or not enforce:
+            return None
+        return Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
+                          reason=gres.refusal_text(), warnings=warnings + gres.warning_texts(), meta=meta,
+                          code=GATE_CODE, suitability=gres.decision, inverted=gres.inverted,
+                          gate_scores=dict(gres.scores))
+
+    @staticmethod
+    def _apply_gate(pred: Prediction, gres) -> None:
+        pred.suitability = gres.decision
+        pred.inverted = gres.inverted
+        pred.gate_scores = dict(gres.scores)
+        pred.warnings.extend(gres.warning_texts())
+        if gres.refused:
+            pred.valid = False
+            pred.warnings.insert(0, f"{FORCED_NOTE} ({gres.refusal_text()})")
 
     # ----------------------------------------------------------- file batches
-    def _decode(self, path: Path, check_header: bool, preview: int = 0) -> _Decoded:
+    def _decode(self, path: Path, check_header: bool, preview: int = 0, enforce_gate: bool = True) -> _Decoded:
         try:
             img = load_image(path, check_header=check_header)
         except ImageRefused as exc:
             return _Decoded(path, "refused", reason=exc.reason, code=exc.code)
         except Exception as exc:  # a decoder bug, MemoryError, ... never stops the batch
             return _Decoded(path, "error", reason=one_line(exc), code="error")
+        pixels, gres = img.pixels, None
         try:
-            tensor = preprocess(img.pixels, self.input_size)
+            if self.gate is not None:
+                gres, pixels = self.gate.check(pixels, float(img.meta.colour or 0.0))
+                if gres.refused and enforce_gate:
+                    return _Decoded(path, "refused", meta=img.meta, warnings=list(img.warnings), gate=gres,
+                                    preview=_preview(pixels, preview) if preview else None)
+            tensor = preprocess(pixels, self.input_size)
         except Exception as exc:
             return _Decoded(path, "error", reason=one_line(exc), code="error", meta=img.meta,
                             warnings=list(img.warnings))
-        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings),
-                        preview=_preview(img.pixels, preview) if preview else None)
+        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings), gate=gres,
+                        preview=_preview(pixels, preview) if preview else None)
 
     def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
-                       check_header: bool = True, preview: int = 0) -> Iterator[Prediction]:
+                       check_header: bool = True, preview: int = 0, *, enforce_gate: bool = True,
+                       explain: bool = False) -> Iterator[Prediction]:
         """One :class:`Prediction` per path, in input order (fewer if cancelled).
 
         ``preview > 0`` keeps a decimated copy of each classified image (longer
         side about ``preview`` px) in ``Prediction.preview``, so a front end can
-        show thumbnails without decoding the file again.  Decoding runs ``decode_workers`` threads ahead (at most two batches in
+        show thumbnails without decoding the file again.  ``explain`` computes
+        Grad-CAM for every classified image (one batched pass) to fill
+        ``heat_in_lungs``.  ``enforce_gate=False`` classifies gate-refused
+        images anyway (``valid=False``).  Decoding runs ``decode_workers`` threads ahead (at most two batches in
         flight, so memory stays bounded for any number of files)."""
         it = iter(paths)
         window = 2 * self.batch_size
@@ -293,7 +374,7 @@ class Classifier:
                     exhausted = True
                     return
                 p = Path(raw)
-                pending.append((p, pool.submit(self._decode, p, check_header, preview)))
+                pending.append((p, pool.submit(self._decode, p, check_header, preview, enforce_gate)))
 
         try:
             fill()
@@ -305,16 +386,28 @@ class Classifier:
                 decoded = [fut.result() for _, fut in chunk]
                 ok = [d for d in decoded if d.status == "ok"]
                 probs: dict[int, float] = {}
+                shares: dict[int, float | None] = {}
                 failure = ""
                 if ok:
                     try:
-                        values = self.predict_batch(torch.stack([d.tensor for d in ok]))
+                        batch = torch.stack([d.tensor for d in ok])
+                        values = self.predict_batch(batch)
                         probs = {id(d): float(v) for d, v in zip(ok, values)}
                     except Exception as exc:  # e.g. out of memory: report, keep going
                         failure = one_line(exc)
+                    if explain and not failure:
+                        shares = self._lung_shares(ok, batch)
                 for d in decoded:
                     if d.status == "ok" and not failure:
                         pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings)
+                        pred.preview = d.preview
+                        if d.gate is not None:
+                            self._apply_gate(pred, d.gate)
+                        if id(d) in shares:
+                            pred.set_heat_share(shares[id(d)])
+                        yield pred
+                    elif d.status == "refused" and d.gate is not None:
+                        pred = self._gated(d.path, d.gate, d.meta, d.warnings, True)
                         pred.preview = d.preview
                         yield pred
                     elif d.status == "ok":
@@ -327,5 +420,47 @@ class Classifier:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _lung_shares(self, decoded: list[_Decoded], batch: torch.Tensor) -> dict[int, float | None]:
+        """Grad-CAM share inside the lungs for each decoded image with a lung mask."""
+        from .explain import gradcam_maps
+        from .gate import heatmap_in_lungs
 
-__all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "validate_threshold", "one_line"]
+        out: dict[int, float | None] = {}
+        try:
+            maps = gradcam_maps(self, batch)
+        except Exception:  # an explanation failure never stops the batch
+            return out
+        size = maps.shape[-1]
+        for d, heat in zip(decoded, maps):
+            if d.gate is None or d.gate.segmentation is None:
+                continue
+            out[id(d)] = heatmap_in_lungs(heat, d.gate.segmentation.mask_at((size, size)))
+        return out
+
+
+def load_gate(gate) -> "ChestGate | None":
+    """``'default'`` -> the shipped gate or None; a path -> that segmenter's gate."""
+    from .gate import ChestGate
+    from .lungseg import default_segmenter_path
+
+    if gate is None or isinstance(gate, ChestGate):
+        return gate
+    if isinstance(gate, str) and gate == "default":
+        path = default_segmenter_path()
+        return ChestGate.from_file(path) if path is not None else None
+    return ChestGate.from_file(gate)
+
+
+def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
+    """Share of an image-sized heatmap inside ``pred``'s lung mask."""
+    from .gate import heatmap_in_lungs
+
+    if pred.lung_mask is None:
+        return None
+    t = torch.from_numpy(pred.lung_mask.astype(np.float32))[None, None]
+    m = torch.nn.functional.interpolate(t, size=tuple(heat.shape), mode="bilinear", align_corners=False)[0, 0] >= 0.5
+    return heatmap_in_lungs(heat, m.numpy())
+
+
+__all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "GATE_CODE", "validate_threshold", "one_line",
+           "load_gate", "lung_share"]

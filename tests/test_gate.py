@@ -1,0 +1,164 @@
+"""The lung segmenter and the chest-radiograph gate, on real images."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.errors import ModelFileError
+from training.gate import ATTENTION_OUTSIDE_NOTE, INVERTED_NOTE, REFUSAL_PREFIX, ChestGate, heatmap_in_lungs
+from training.loading import load_image
+from training.lungseg import default_segmenter_path, load_segmenter_module, read_segmenter_info
+from training.predict import GATE_CODE, Classifier, Prediction
+from training.resources import default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "training" / "results" / "lung_segmenter"
+NOT_CXR = [
+    "photo_natural__horses.jpg",  # colour photo
+    "ct_slice__ieee8023-16689_1_2.png",  # CT slice saved as PNG
+    "xray_hand__1.png",  # another body part
+    "lateral_chest_xray__ieee8023-covid-19-pneumonia-14-L.png",  # lateral film
+    "document_text__document_report.png",
+    "synthetic_noise__noise_gauss_grey.png",
+]
+
+
+@pytest.fixture(scope="module")
+def gate() -> ChestGate:
+    path = default_segmenter_path()
+    assert path is not None, "the lung segmenter must ship in resources/models"
+    return ChestGate.from_file(path)
+
+
+@pytest.fixture(scope="module")
+def chest_files(data_dir) -> list[Path]:
+    ext = sorted((data_dir / "external-dev" / "Normal").glob("*"))[:4]
+    ext += sorted((data_dir / "external-dev" / "COVID").glob("*"))[:4]
+    kaggle = sorted((data_dir / "covid-cxr-1000" / "Normal").glob("*.png"))[:3]
+    kaggle += sorted((data_dir / "covid-cxr-extra-3000" / "COVID").glob("*.png"))[:3]
+    return ext + kaggle + [data_dir / "dicom-samples" / "cxr07_nih_udacity_test1_nofinding.dcm",
+                           data_dir / "dicom-samples" / "cxr13_wg04_RG1_J2KI_mono1.dcm"]
+
+
+def test_segmenter_dice_on_held_out_pairs(data_dir):
+    """The shipped segmenter on its own held-out test pairs (split committed with its run)."""
+    from training.lungseg import LungSegmenter
+    from training.lungseg_train import dice_per_image
+    import torch
+
+    with open(RESULTS / "split.csv", newline="") as fh:
+        test = [r["file"] for r in csv.DictReader(fh) if r["split"] == "test"][:12]
+    assert len(test) == 12
+    seg = LungSegmenter.from_file(default_segmenter_path())
+    root = data_dir / "cxr-lung-masks-600"
+    imgs = [np.asarray(Image.open(root / f).convert("L"), dtype=np.float32) / 255 for f in test]
+    truth = torch.from_numpy(np.stack([np.asarray(Image.open(root / f.replace("images/", "masks/"))) >= 128
+                                       for f in test]))[:, None]
+    pred = torch.from_numpy(np.stack([s.mask for s in seg.segment_batch(imgs)]))[:, None]
+    dice = dice_per_image(pred, truth)
+    assert dice.mean() >= 0.93, dice
+    assert dice.min() >= 0.80, dice
+
+
+def test_segmenter_file_carries_metrics_and_gate():
+    info = read_segmenter_info(default_segmenter_path())
+    assert info.metrics["dice_mean"] >= 0.95
+    assert info.gate["refuse_ranges"] and info.gate["feature_space"]["fit_images"] >= 100
+
+
+def test_tampered_segmenter_is_refused(tmp_path):
+    src = default_segmenter_path()
+    bad = tmp_path / "lungs.safetensors"
+    data = bytearray(src.read_bytes())
+    data[-100] ^= 0xFF  # a weight byte (the header is at the start)
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_segmenter_module(bad)
+
+
+@pytest.mark.parametrize("name", NOT_CXR)
+def test_non_chest_inputs_are_refused_with_a_reason(gate, data_dir, name):
+    img = load_image(data_dir / "not-cxr-dev" / name, check_header=False)
+    res, _ = gate.check(img.pixels, img.meta.colour)
+    assert res.decision == "refused", res.scores
+    assert res.refusal_text().startswith(REFUSAL_PREFIX) and res.reasons
+
+
+def test_real_chest_xrays_are_accepted(gate, chest_files):
+    for f in chest_files:
+        img = load_image(f, check_header=False)
+        res, _ = gate.check(img.pixels, img.meta.colour)
+        assert res.decision != "refused", (f.name, res.reasons, res.scores)
+        assert not res.inverted, f.name
+
+
+def test_inverted_chest_xray_is_detected_and_corrected(gate, chest_files):
+    for f in chest_files[:6]:
+        img = load_image(f, check_header=False)
+        res, fixed = gate.check(1.0 - img.pixels, 0.0)
+        assert res.inverted, f.name
+        assert res.decision != "refused", (f.name, res.reasons)
+        np.testing.assert_allclose(fixed, img.pixels, atol=1e-6)
+        assert INVERTED_NOTE in res.warning_texts()
+
+
+def test_heatmap_share_inside_lungs():
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True
+    heat = np.zeros((10, 10), np.float32)
+    heat[:, :5] = 1.0
+    heat[:, 5:] = 3.0
+    assert heatmap_in_lungs(heat, mask) == pytest.approx(0.25)
+    assert heatmap_in_lungs(np.zeros((4, 4)), np.ones((4, 4), bool)) is None
+    p = Prediction(path=None, status="ok", label="COVID", p_covid=0.9)
+    p.set_heat_share(0.25)
+    assert ATTENTION_OUTSIDE_NOTE in p.warnings and p.as_row()["heatmap_in_lungs"] == "0.250"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Classifier:
+    return Classifier.from_file(default_model_path(), device="cpu")
+
+
+def test_classifier_refuses_photo_and_classifies_anyway(shipped, data_dir):
+    assert shipped.gate is not None  # the shipped gate runs by default
+    img = load_image(data_dir / "not-cxr-dev" / "photo_natural__horses.jpg")
+    pred = shipped.predict_image(img)
+    assert pred.status == "refused" and pred.code == GATE_CODE and pred.p_covid is None
+    assert pred.reason.startswith(REFUSAL_PREFIX)
+    forced = shipped.predict_image(img, enforce_gate=False)
+    assert forced.ok and not forced.valid and not forced.verdict
+    assert forced.as_row()["label"].startswith("not valid")
+
+
+def test_inverted_png_classified_like_the_original(shipped, chest_files, tmp_path):
+    src = chest_files[0]
+    arr = np.asarray(Image.open(src).convert("L"))
+    inv = tmp_path / "inverted.png"
+    Image.fromarray(255 - arr).save(inv)
+    a = shipped.predict_image(load_image(src))
+    b = shipped.predict_image(load_image(inv))
+    assert b.inverted and not a.inverted and INVERTED_NOTE in b.warnings
+    assert b.p_covid == pytest.approx(a.p_covid, abs=1e-4)
+
+
+def test_cli_csv_has_gate_columns(shipped, data_dir, tmp_path, chest_files):
+    from training.cli_classify import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(data_dir / "not-cxr-dev" / "photo_natural__horses.jpg", folder / "holiday.jpg")
+    shutil.copy(chest_files[0], folder / ("chest" + chest_files[0].suffix))
+    out = tmp_path / "r.csv"
+    assert main([str(folder), "--csv", str(out), "--no-progress", "--device", "cpu"]) == 0
+    rows = {Path(r["path"]).stem: r for r in csv.DictReader(open(out, newline=""))}
+    assert rows["holiday"]["status"] == "refused" and rows["holiday"]["reason"].startswith(REFUSAL_PREFIX)
+    assert rows["holiday"]["suitability"] == "refused" and rows["holiday"]["label"] == ""
+    assert rows["chest"]["status"] == "ok" and rows["chest"]["suitability"] in ("suitable", "warning")
+    assert 0.0 <= float(rows["chest"]["heatmap_in_lungs"]) <= 1.0

@@ -1,0 +1,304 @@
+"""The chest-radiograph gate: is this a frontal chest X-ray the model may judge?
+
+Runs on every decoded image (PNG, JPEG, BMP, TIFF, DICOM; app, batch and
+``xray-classify``) after loading and before classification, and answers:
+
+* ``suitable``;
+* ``warning``: suitable, but unusual for this model ("unusual image for this
+  model: <reason>");
+* ``refused``: "This does not look like a frontal chest radiograph: <reason>".
+
+It also checks **polarity**: an image whose lungs are brighter than the
+mediastinum between them is inverted (MONOCHROME1 handled wrongly, a window
+that inverts, a film saved inverted); it is inverted back for display and
+classification and the result says so.
+
+Signals (all measured from the lung segmenter, :mod:`training.lungseg`):
+
+* colour content of the file (a radiograph has none);
+* the lung mask: area, two lungs side by side (two large components, one on
+  each side of the midline, of similar size and height), position, extent,
+  how sure the segmenter is at the lung borders;
+* the distance of the image from the chest films the segmenter has seen, in
+  the segmenter's own feature space (a Mahalanobis distance on the bottleneck
+  activations, mean and shrunk covariance fitted on training images).
+
+Thresholds are *not* hand-set: :func:`calibrate` derives each accepted range
+from quantiles of real chest X-rays of the validation data (see
+``bench/calibrate_gate.py`` and docs/GATE.md) and stores them in the
+segmenter's model file (``SegmenterInfo.gate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .lungseg import LungSegmenter, Segmentation
+
+SUITABLE, WARNING, REFUSED = "suitable", "warning", "refused"
+REFUSAL_PREFIX = "This does not look like a frontal chest radiograph"
+WARNING_PREFIX = "Unusual image for this model"
+INVERTED_NOTE = ("The image looked inverted (lungs brighter than the mediastinum); it was inverted back "
+                 "for display and classification.")
+GATE_VERSION = 1
+
+# features whose accepted range comes from validation quantiles; (plain-language reason when too low, too high)
+FEATURE_REASONS: dict[str, tuple[str, str]] = {
+    "lung_area": ("too little lung was found", "the lung area is implausibly large"),
+    "lr_ratio": ("two lungs side by side were not found", "two lungs side by side were not found"),
+    "lung_top": ("the lungs are not where a frontal chest film has them",
+                 "the lungs are not where a frontal chest film has them"),
+    "lung_bottom": ("the lungs are not where a frontal chest film has them",
+                    "the lungs are not where a frontal chest film has them"),
+    "centre_x": ("the lungs are off to one side", "the lungs are off to one side"),
+    "midline_gap": ("no mediastinum was found between the lungs", "the lungs are too far apart"),
+    "height_ratio": ("the two lungs differ too much in height", "the two lungs differ too much in height"),
+    "extent": ("the lung outline has an implausible shape", "the lung outline has an implausible shape"),
+    "uncertain": ("the lung outline is unclear", "the lung outline is unclear"),
+    "feature_distance": ("", "the image is unlike the chest X-rays the models were trained on"),
+    "colour": ("", "it is a colour picture"),
+}
+RANGE_FEATURES = tuple(FEATURE_REASONS)
+
+
+@dataclass
+class GateResult:
+    decision: str
+    reasons: list[str] = field(default_factory=list)  # why refused (plain language)
+    warnings: list[str] = field(default_factory=list)  # why unusual
+    inverted: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    segmentation: Segmentation | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.decision == REFUSED
+
+    def refusal_text(self) -> str:
+        return f"{REFUSAL_PREFIX}: {'; '.join(self.reasons)}." if self.reasons else ""
+
+    def warning_texts(self) -> list[str]:
+        out = [INVERTED_NOTE] if self.inverted else []
+        if self.decision == WARNING:
+            out.append(f"{WARNING_PREFIX}: {'; '.join(self.warnings)}.")
+        return out
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def _components(mask: np.ndarray) -> list[dict[str, float]]:
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    s = mask.shape[0]
+    idx = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(mask, lab, idx) / mask.size
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(lab)):
+        ys, xs = sl
+        cy, cx = ndimage.center_of_mass(mask, lab, i + 1)
+        out.append({"area": float(areas[i]), "cx": cx / s, "cy": cy / s, "top": ys.start / s,
+                    "bottom": ys.stop / s, "left": xs.start / s, "right": xs.stop / s})
+    return sorted(out, key=lambda c: -c["area"])
+
+
+def polarity_score(seg: Segmentation) -> float:
+    """Mean grey of the mediastinum strip between the lungs minus mean grey of
+    the lungs (segmenter input, [0, 1]).  Positive on a correctly displayed
+    radiograph (bright mediastinum, dark lungs); negative when inverted."""
+    m, img = seg.mask, seg.image
+    if m.sum() < 0.01 * m.size:
+        return 0.0
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    r0, r1 = rows[0], rows[-1] + 1
+    mid = (cols[0] + cols[-1]) / 2.0
+    half = max(2, int(0.06 * m.shape[1]))
+    c0, c1 = int(mid) - half, int(mid) + half
+    strip = img[r0:r1, c0:c1][~m[r0:r1, c0:c1]]
+    if strip.size < 20:
+        return 0.0
+    return float(strip.mean() - img[m].mean())
+
+
+def measure(seg: Segmentation, colour: float = 0.0) -> dict[str, float]:
+    """The gate's features for one segmentation (see the module docstring)."""
+    p, m = seg.prob, seg.mask
+    comps = [c for c in _components(m) if c["area"] >= 0.005]
+    area = float(m.mean())
+    f: dict[str, float] = {"colour": float(colour), "lung_area": area}
+    if len(comps) >= 2:
+        a, b = comps[0], comps[1]
+        left, right = (a, b) if a["cx"] < b["cx"] else (b, a)
+        side = left["cx"] < 0.5 < right["cx"]
+        f["lr_ratio"] = (min(a["area"], b["area"]) / max(a["area"], b["area"])) if side else 0.0
+        f["midline_gap"] = right["left"] - left["right"]
+        ha, hb = a["bottom"] - a["top"], b["bottom"] - b["top"]
+        f["height_ratio"] = min(ha, hb) / max(ha, hb, 1e-6)
+    else:
+        f["lr_ratio"] = 0.0
+        f["midline_gap"] = -1.0
+        f["height_ratio"] = 0.0
+    if comps:
+        f["lung_top"] = min(c["top"] for c in comps[:2])
+        f["lung_bottom"] = max(c["bottom"] for c in comps[:2])
+        f["centre_x"] = float(np.mean([c["cx"] for c in comps[:2]]))
+        box = sum((c["bottom"] - c["top"]) * (c["right"] - c["left"]) for c in comps[:2])
+        f["extent"] = sum(c["area"] for c in comps[:2]) / max(box, 1e-6)
+    else:
+        f.update(lung_top=-1.0, lung_bottom=-1.0, centre_x=-1.0, extent=0.0)
+    f["uncertain"] = float(((p > 0.1) & (p < 0.9)).sum() / max(int(m.sum()), 1))
+    f["polarity"] = polarity_score(seg)
+    return f
+
+
+def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> float:
+    d = np.asarray(features, dtype=np.float64) - mean
+    return float(np.sqrt(max(d @ precision @ d, 0.0)))
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def fit_feature_space(features: np.ndarray, shrinkage: float = 0.1) -> dict[str, Any]:
+    """Mean and shrunk inverse covariance of bottleneck features of training images."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    cov = np.cov(x, rowvar=False)
+    d = cov.shape[0]
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
+    return {"mean": mean.tolist(), "precision": np.linalg.inv(cov).tolist(), "fit_images": int(len(x)),
+            "shrinkage": shrinkage}
+
+
+def calibrate(val_measures: Sequence[dict[str, float]], space: dict[str, Any], *, refuse_q: float = 0.002,
+              warn_q: float = 0.01, margin: float = 0.25, polarity_margin: float = 0.0,
+              source: str = "") -> dict[str, Any]:
+    """Accepted ranges from real chest X-rays of the validation data.
+
+    For each feature: the refusal range is the ``[refuse_q, 1 - refuse_q]``
+    quantile interval widened by ``margin`` times its width (a chest X-ray
+    outside it is rarer than 1 in 500, so the refusal rate on real films stays
+    near ``2 * refuse_q`` per feature); the warning range is the ``[warn_q,
+    1 - warn_q]`` interval.  One-sided features (colour, feature distance) use
+    only the upper bound."""
+    ranges: dict[str, list[float]] = {}
+    warn: dict[str, list[float]] = {}
+    for name in RANGE_FEATURES:
+        v = np.array([m[name] for m in val_measures if name in m], dtype=np.float64)
+        lo, hi = np.quantile(v, [refuse_q, 1 - refuse_q])
+        wlo, whi = np.quantile(v, [warn_q, 1 - warn_q])
+        width = hi - lo
+        if FEATURE_REASONS[name][0] == "":  # one-sided
+            ranges[name] = [-1e30, float(hi + margin * max(width, 1e-3))]
+            warn[name] = [-1e30, float(whi)]
+        else:
+            ranges[name] = [float(lo - margin * width), float(hi + margin * width)]
+            warn[name] = [float(wlo), float(whi)]
+    return {"version": GATE_VERSION, "refuse_ranges": ranges, "warn_ranges": warn, "feature_space": space,
+            "polarity_margin": polarity_margin, "quantiles": {"refuse": refuse_q, "warn": warn_q, "margin": margin},
+            "calibration": source, "validation_images": len(val_measures)}
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def _finite(x: float) -> float:
+    return float(x) if np.isfinite(x) else (1e30 if x > 0 else -1e30)
+
+
+class ChestGate:
+    """Applies calibrated thresholds (``SegmenterInfo.gate``) to images."""
+
+    def __init__(self, segmenter: LungSegmenter, thresholds: dict[str, Any] | None = None):
+        self.segmenter = segmenter
+        self.t = thresholds if thresholds is not None else dict(segmenter.info.gate or {})
+        fs = self.t.get("feature_space") or {}
+        self._mean = np.asarray(fs["mean"], dtype=np.float64) if fs else None
+        self._prec = np.asarray(fs["precision"], dtype=np.float64) if fs else None
+
+    @classmethod
+    def from_file(cls, path, device="cpu") -> "ChestGate":
+        return cls(LungSegmenter.from_file(path, device))
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.t.get("refuse_ranges"))
+
+    def measure(self, seg: Segmentation, colour: float = 0.0) -> dict[str, float]:
+        f = measure(seg, colour)
+        if self._mean is not None:
+            f["feature_distance"] = mahalanobis(seg.features, self._mean, self._prec)
+        return f
+
+    def decide(self, f: dict[str, float]) -> tuple[str, list[str], list[str]]:
+        reasons: list[str] = []
+        warns: list[str] = []
+        ranges = self.t.get("refuse_ranges", {})
+        wranges = self.t.get("warn_ranges", {})
+        for name in RANGE_FEATURES:
+            if name not in f or name not in ranges:
+                continue
+            v = f[name]
+            lo, hi = (_finite(x) for x in ranges[name])
+            wlo, whi = (_finite(x) for x in wranges.get(name, ranges[name]))
+            low_reason, high_reason = FEATURE_REASONS[name]
+            if v < lo or v > hi:
+                why = low_reason if v < lo else high_reason
+                if why not in reasons:
+                    reasons.append(why)
+            elif v < wlo or v > whi:
+                why = low_reason if v < wlo else high_reason
+                if why not in warns:
+                    warns.append(why)
+        decision = REFUSED if reasons else (WARNING if warns else SUITABLE)
+        return decision, reasons, warns
+
+    def check_batch(self, images: Sequence[np.ndarray], colours: Sequence[float] | None = None) -> list[tuple[GateResult, np.ndarray]]:
+        """Gate several images; returns ``(result, pixels)`` per image, where
+        ``pixels`` are inverted back when the image was found inverted."""
+        colours = list(colours) if colours is not None else [0.0] * len(images)
+        segs = self.segmenter.segment_batch(list(images))
+        out = []
+        margin = float(self.t.get("polarity_margin", 0.0))
+        for im, seg, col in zip(images, segs, colours):
+            pixels = im
+            inverted = False
+            pol = polarity_score(seg)
+            if pol < -margin and seg.mask.mean() >= 0.01:
+                inverted = True
+                pixels = (np.float32(1.0) - np.asarray(im, dtype=np.float32))
+                seg = self.segmenter.segment(pixels)
+            f = self.measure(seg, col)
+            f["polarity_before"] = pol
+            decision, reasons, warns = self.decide(f)
+            out.append((GateResult(decision, reasons, warns, inverted, f, seg), pixels))
+        return out
+
+    def check(self, pixels: np.ndarray, colour: float = 0.0) -> tuple[GateResult, np.ndarray]:
+        return self.check_batch([pixels], [colour])[0]
+
+
+def heatmap_in_lungs(heat: np.ndarray, lung_mask: np.ndarray) -> float | None:
+    """Share of the heatmap's mass inside the lungs (both arrays the same
+    shape); None when the heatmap is empty."""
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)), 0, None)
+    total = h.sum()
+    if total <= 0:
+        return None
+    return float(h[np.asarray(lung_mask, dtype=bool)].sum() / total)
+
+
+ATTENTION_OUTSIDE_THRESHOLD = 0.5
+ATTENTION_OUTSIDE_NOTE = ("The model's attention was mostly outside the lungs; treat this result with caution.")
+
+
+__all__ = ["ChestGate", "GateResult", "SUITABLE", "WARNING", "REFUSED", "measure", "polarity_score", "calibrate",
+           "fit_feature_space", "heatmap_in_lungs", "ATTENTION_OUTSIDE_THRESHOLD", "ATTENTION_OUTSIDE_NOTE",
+           "INVERTED_NOTE"]
