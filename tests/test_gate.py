@@ -69,7 +69,8 @@ def test_segmenter_dice_on_held_out_pairs(data_dir):
 def test_segmenter_file_carries_metrics_and_gate():
     info = read_segmenter_info(default_segmenter_path())
     assert info.metrics["dice_mean"] >= 0.95
-    assert info.gate["refuse_ranges"] and info.gate["feature_space"]["fit_images"] >= 100
+    assert info.gate["ranges"] and info.gate["novelty_refuse"] > info.gate["novelty_warn"] > 0
+    assert all(g["fit_images"] >= 100 for g in info.gate["novelty"].values())
 
 
 def test_tampered_segmenter_is_refused(tmp_path):

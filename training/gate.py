@@ -19,12 +19,16 @@ Signals (all measured from the lung segmenter, :mod:`training.lungseg`):
 * the lung mask: area, two lungs side by side (two large components, one on
   each side of the midline, of similar size and height), position, extent,
   how sure the segmenter is at the lung borders;
-* the distance of the image from the chest films the segmenter has seen, in
-  the segmenter's own feature space (a Mahalanobis distance on the bottleneck
-  activations, mean and shrunk covariance fitted on training images).
+* three novelty distances from the chest films the models were trained on
+  (Mahalanobis, mean and shrunk covariance fitted on training images): of the
+  outline features above taken together, of the segmenter's bottleneck
+  activations (its own feature space), and of the picture's coarse appearance
+  (16 x 16, standardised).  Each is scaled by its 99th percentile on
+  validation chest X-rays; the largest is the novelty score.
 
 Thresholds are *not* hand-set: :func:`calibrate` derives each accepted range
-from quantiles of real chest X-rays of the validation data (see
+and the novelty limits from quantiles of real chest X-rays of the validation
+data (one-class: no non-chest image is used to fit anything) (see
 ``bench/calibrate_gate.py`` and docs/GATE.md) and stores them in the
 segmenter's model file (``SegmenterInfo.gate``).
 """
@@ -45,7 +49,7 @@ INVERTED_NOTE = ("The image looked inverted (lungs brighter than the mediastinum
                  "for display and classification.")
 GATE_VERSION = 1
 
-# features whose accepted range comes from validation quantiles; (plain-language reason when too low, too high)
+# hard accepted ranges (validation quantiles); (plain-language reason when too low, too high)
 FEATURE_REASONS: dict[str, tuple[str, str]] = {
     "lung_area": ("too little lung was found", "the lung area is implausibly large"),
     "lr_ratio": ("two lungs side by side were not found", "two lungs side by side were not found"),
@@ -58,10 +62,18 @@ FEATURE_REASONS: dict[str, tuple[str, str]] = {
     "height_ratio": ("the two lungs differ too much in height", "the two lungs differ too much in height"),
     "extent": ("the lung outline has an implausible shape", "the lung outline has an implausible shape"),
     "uncertain": ("the lung outline is unclear", "the lung outline is unclear"),
-    "feature_distance": ("", "the image is unlike the chest X-rays the models were trained on"),
     "colour": ("", "it is a colour picture"),
 }
 RANGE_FEATURES = tuple(FEATURE_REASONS)
+SHAPE_FEATURES = tuple(k for k in RANGE_FEATURES if k != "colour")
+# the joint novelty checks: a Mahalanobis distance each, fitted on training chest X-rays
+NOVELTY_REASONS = {
+    "outline": "the lung outline is unlike that of a frontal chest film",
+    "features": "the image is unlike the chest X-rays the models were trained on",
+    "appearance": "the picture does not look like a chest radiograph",
+    "grey_levels": "its grey levels and edges are unlike those of a radiograph",
+}
+APPEARANCE_SIZE = 16
 
 
 @dataclass
@@ -158,51 +170,92 @@ def measure(seg: Segmentation, colour: float = 0.0) -> dict[str, float]:
     return f
 
 
-def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> float:
-    d = np.asarray(features, dtype=np.float64) - mean
+def appearance(seg: Segmentation) -> np.ndarray:
+    """The segmenter's input shrunk to 16 x 16 (area mean) and standardised per
+    image: the coarse look of the whole picture (lungs dark, mediastinum bright,
+    shoulders, diaphragm...)."""
+    n = APPEARANCE_SIZE
+    img = np.asarray(seg.image, dtype=np.float64)
+    s = img.shape[0] // n
+    t = img[:n * s, :n * s].reshape(n, s, n, s).mean(axis=(1, 3)).ravel()
+    return (t - t.mean()) / (t.std() + 1e-6)
+
+
+def grey_levels(seg: Segmentation) -> np.ndarray:
+    """Histogram of grey levels (16 bins) and of edge strength (8 bins, log
+    scale) of the segmenter's input: flat areas, text, photos and
+    cross-sections differ from a radiograph here."""
+    img = np.asarray(seg.image, dtype=np.float64)
+    h = np.histogram(img, bins=16, range=(0.0, 1.0))[0] / img.size
+    gy, gx = np.gradient(img)
+    mag = np.log10(np.hypot(gx, gy) + 1e-4)
+    e = np.histogram(mag, bins=8, range=(-4.0, 0.0))[0] / img.size
+    return np.sqrt(np.concatenate([h, e]))  # square root: rare bins count
+
+
+def novelty_vectors(seg: Segmentation, f: dict[str, float]) -> dict[str, np.ndarray]:
+    return {"outline": np.array([f[k] for k in SHAPE_FEATURES], dtype=np.float64),
+            "features": np.asarray(seg.features, dtype=np.float64),
+            "appearance": appearance(seg),
+            "grey_levels": grey_levels(seg)}
+
+
+def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> float:
+    d = np.asarray(x, dtype=np.float64) - mean
     return float(np.sqrt(max(d @ precision @ d, 0.0)))
 
 
 # --------------------------------------------------------------------------- calibration
 
 
-def fit_feature_space(features: np.ndarray, shrinkage: float = 0.1) -> dict[str, Any]:
-    """Mean and shrunk inverse covariance of bottleneck features of training images."""
-    x = np.asarray(features, dtype=np.float64)
+def fit_gaussian(x: np.ndarray, shrinkage: float) -> dict[str, Any]:
+    """Mean and shrunk inverse covariance (for a Mahalanobis distance)."""
+    x = np.asarray(x, dtype=np.float64)
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False)
     d = cov.shape[0]
     cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
-    return {"mean": mean.tolist(), "precision": np.linalg.inv(cov).tolist(), "fit_images": int(len(x)),
-            "shrinkage": shrinkage}
+    return {"mean": mean.tolist(), "precision": np.linalg.inv(cov).tolist(), "shrinkage": shrinkage}
 
 
-def calibrate(val_measures: Sequence[dict[str, float]], space: dict[str, Any], *, refuse_q: float = 0.002,
-              warn_q: float = 0.01, margin: float = 0.25, polarity_margin: float = 0.0,
+SHRINKAGE = {"outline": 0.1, "features": 0.1, "appearance": 0.5, "grey_levels": 0.1}
+
+
+def calibrate(fit_vectors: dict[str, np.ndarray], val_measures: Sequence[dict[str, float]],
+              val_vectors: dict[str, np.ndarray], *, range_q: float = 0.002, margin: float = 0.25,
+              novelty_scale_q: float = 0.99, refuse_q: float = 0.995, warn_q: float = 0.985,
               source: str = "") -> dict[str, Any]:
-    """Accepted ranges from real chest X-rays of the validation data.
+    """Thresholds from data (see docs/GATE.md):
 
-    For each feature: the refusal range is the ``[refuse_q, 1 - refuse_q]``
-    quantile interval widened by ``margin`` times its width (a chest X-ray
-    outside it is rarer than 1 in 500, so the refusal rate on real films stays
-    near ``2 * refuse_q`` per feature); the warning range is the ``[warn_q,
-    1 - warn_q]`` interval.  One-sided features (colour, feature distance) use
-    only the upper bound."""
+    * ``fit_vectors`` (training chest X-rays): mean + shrunk covariance of
+      each novelty vector (outline features, segmenter features, appearance);
+    * ``val_measures`` / ``val_vectors`` (validation chest X-rays): each
+      distance is divided by its ``novelty_scale_q`` quantile; the novelty
+      score (the largest of the three) is refused above its ``refuse_q``
+      quantile and warned above its ``warn_q`` quantile; each outline feature
+      has a hard accepted range: the ``[range_q, 1 - range_q]`` quantile
+      interval widened by ``margin`` times its width."""
+    novelty: dict[str, Any] = {}
+    scaled = []
+    for name in NOVELTY_REASONS:
+        g = fit_gaussian(fit_vectors[name], SHRINKAGE[name])
+        mean, prec = np.asarray(g["mean"]), np.asarray(g["precision"])
+        dist = np.array([mahalanobis(v, mean, prec) for v in val_vectors[name]])
+        g["scale"] = float(np.quantile(dist, novelty_scale_q))
+        g["fit_images"] = int(len(fit_vectors[name]))
+        novelty[name] = g
+        scaled.append(dist / g["scale"])
+    score = np.max(np.stack(scaled), axis=0)
     ranges: dict[str, list[float]] = {}
-    warn: dict[str, list[float]] = {}
-    for name in RANGE_FEATURES:
-        v = np.array([m[name] for m in val_measures if name in m], dtype=np.float64)
-        lo, hi = np.quantile(v, [refuse_q, 1 - refuse_q])
-        wlo, whi = np.quantile(v, [warn_q, 1 - warn_q])
-        width = hi - lo
-        if FEATURE_REASONS[name][0] == "":  # one-sided
-            ranges[name] = [-1e30, float(hi + margin * max(width, 1e-3))]
-            warn[name] = [-1e30, float(whi)]
-        else:
-            ranges[name] = [float(lo - margin * width), float(hi + margin * width)]
-            warn[name] = [float(wlo), float(whi)]
-    return {"version": GATE_VERSION, "refuse_ranges": ranges, "warn_ranges": warn, "feature_space": space,
-            "polarity_margin": polarity_margin, "quantiles": {"refuse": refuse_q, "warn": warn_q, "margin": margin},
+    for name in SHAPE_FEATURES:
+        v = np.array([m[name] for m in val_measures], dtype=np.float64)
+        lo, hi = np.quantile(v, [range_q, 1 - range_q])
+        ranges[name] = [float(lo - margin * (hi - lo)), float(hi + margin * (hi - lo))]
+    return {"version": GATE_VERSION, "ranges": ranges, "novelty": novelty,
+            "novelty_refuse": float(np.quantile(score, refuse_q)), "novelty_warn": float(np.quantile(score, warn_q)),
+            "polarity_margin": 0.0,
+            "quantiles": {"range": range_q, "margin": margin, "scale": novelty_scale_q, "refuse": refuse_q,
+                          "warn": warn_q},
             "calibration": source, "validation_images": len(val_measures)}
 
 
@@ -219,9 +272,8 @@ class ChestGate:
     def __init__(self, segmenter: LungSegmenter, thresholds: dict[str, Any] | None = None):
         self.segmenter = segmenter
         self.t = thresholds if thresholds is not None else dict(segmenter.info.gate or {})
-        fs = self.t.get("feature_space") or {}
-        self._mean = np.asarray(fs["mean"], dtype=np.float64) if fs else None
-        self._prec = np.asarray(fs["precision"], dtype=np.float64) if fs else None
+        self._novelty = {name: (np.asarray(g["mean"]), np.asarray(g["precision"]), float(g["scale"]))
+                         for name, g in (self.t.get("novelty") or {}).items()}
 
     @classmethod
     def from_file(cls, path, device="cpu") -> "ChestGate":
@@ -229,34 +281,41 @@ class ChestGate:
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.t.get("refuse_ranges"))
+        return bool(self.t.get("ranges"))
 
     def measure(self, seg: Segmentation, colour: float = 0.0) -> dict[str, float]:
+        """Outline features plus each novelty distance (scaled: 1.0 = the 99th
+        percentile of validation chest X-rays) and their maximum, ``novelty``."""
         f = measure(seg, colour)
-        if self._mean is not None:
-            f["feature_distance"] = mahalanobis(seg.features, self._mean, self._prec)
+        if self._novelty:
+            vec = novelty_vectors(seg, f)
+            for name, (mean, prec, scale) in self._novelty.items():
+                f[f"novelty_{name}"] = mahalanobis(vec[name], mean, prec) / scale
+            f["novelty"] = max(f[f"novelty_{n}"] for n in self._novelty)
         return f
 
     def decide(self, f: dict[str, float]) -> tuple[str, list[str], list[str]]:
         reasons: list[str] = []
         warns: list[str] = []
-        ranges = self.t.get("refuse_ranges", {})
-        wranges = self.t.get("warn_ranges", {})
-        for name in RANGE_FEATURES:
-            if name not in f or name not in ranges:
+        colour_limits = self.t.get("colour", {})
+        if f.get("colour", 0.0) >= float(colour_limits.get("refuse", 1e30)):
+            reasons.append(FEATURE_REASONS["colour"][1])
+        elif f.get("colour", 0.0) >= float(colour_limits.get("warn", 1e30)):
+            warns.append("it has some colour")
+        for name, (lo, hi) in self.t.get("ranges", {}).items():
+            v = f.get(name)
+            if v is None or lo <= v <= hi:
                 continue
-            v = f[name]
-            lo, hi = (_finite(x) for x in ranges[name])
-            wlo, whi = (_finite(x) for x in wranges.get(name, ranges[name]))
-            low_reason, high_reason = FEATURE_REASONS[name]
-            if v < lo or v > hi:
-                why = low_reason if v < lo else high_reason
-                if why not in reasons:
-                    reasons.append(why)
-            elif v < wlo or v > whi:
-                why = low_reason if v < wlo else high_reason
-                if why not in warns:
-                    warns.append(why)
+            why = FEATURE_REASONS[name][0 if v < lo else 1]
+            if why not in reasons:
+                reasons.append(why)
+        if "novelty" in f:
+            worst = max(NOVELTY_REASONS, key=lambda n: f.get(f"novelty_{n}", 0.0))
+            if f["novelty"] > float(self.t["novelty_refuse"]):
+                if NOVELTY_REASONS[worst] not in reasons:
+                    reasons.append(NOVELTY_REASONS[worst])
+            elif f["novelty"] > float(self.t["novelty_warn"]):
+                warns.append(NOVELTY_REASONS[worst])
         decision = REFUSED if reasons else (WARNING if warns else SUITABLE)
         return decision, reasons, warns
 
@@ -300,5 +359,5 @@ ATTENTION_OUTSIDE_NOTE = ("The model's attention was mostly outside the lungs; t
 
 
 __all__ = ["ChestGate", "GateResult", "SUITABLE", "WARNING", "REFUSED", "measure", "polarity_score", "calibrate",
-           "fit_feature_space", "heatmap_in_lungs", "ATTENTION_OUTSIDE_THRESHOLD", "ATTENTION_OUTSIDE_NOTE",
+           "fit_gaussian", "novelty_vectors", "heatmap_in_lungs", "ATTENTION_OUTSIDE_THRESHOLD", "ATTENTION_OUTSIDE_NOTE",
            "INVERTED_NOTE"]

@@ -1,10 +1,10 @@
 """Calibrating the chest-radiograph gate from data, and storing the result in
 the segmenter's model file.
 
-* **Feature space**: bottleneck features of the segmenter on a sample of the
-  classifier's *training* images (mean + shrunk covariance, for the
-  Mahalanobis distance "unlike the chest X-rays the models were trained on").
-* **Accepted ranges**: :func:`training.gate.calibrate` on the classifier's
+* **Novelty models**: outline features, segmenter bottleneck features and
+  coarse appearance of a sample of the classifier's *training* images (mean +
+  shrunk covariance each, for Mahalanobis distances).
+* **Limits**: :func:`training.gate.calibrate` on the classifier's
   *validation* images plus the segmenter's own validation pairs: quantiles of
   real frontal chest X-rays only.  No non-chest image is used to set a
   threshold; ``../shared/data/not-cxr-dev`` is for measuring the gate
@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .gate import ChestGate, calibrate, fit_feature_space, mahalanobis, measure
+from .gate import NOVELTY_REASONS, ChestGate, calibrate, measure, novelty_vectors
 from .loading import load_image
 from .lungseg import LungSegmenter, load_segmenter_module, save_segmenter
 
@@ -33,8 +33,8 @@ COLOUR_WARN = 0.005
 COLOUR_REFUSE = 0.02
 
 
-def measure_paths(seg: LungSegmenter, paths: Sequence[Path], batch: int = 16) -> Iterator[tuple[Path, dict, np.ndarray]]:
-    """(path, gate measures, bottleneck features) for each readable image (polarity as loaded)."""
+def measure_paths(seg: LungSegmenter, paths: Sequence[Path], batch: int = 16) -> Iterator[tuple[Path, dict, dict]]:
+    """(path, outline measures, novelty vectors) for each readable image (polarity as loaded)."""
     for s in range(0, len(paths), batch):
         chunk, imgs, cols = [], [], []
         for p in paths[s:s + batch]:
@@ -46,7 +46,8 @@ def measure_paths(seg: LungSegmenter, paths: Sequence[Path], batch: int = 16) ->
             imgs.append(im.pixels)
             cols.append(float(im.meta.colour or 0.0))
         for p, sg, col in zip(chunk, seg.segment_batch(imgs), cols):
-            yield p, measure(sg, col), sg.features
+            m = measure(sg, col)
+            yield p, m, novelty_vectors(sg, m)
 
 
 def split_paths(split_csv: Path, data_root: Path, split: str) -> list[Path]:
@@ -58,31 +59,27 @@ def calibrate_segmenter_file(segmenter: Path, out: Path, fit_paths: Sequence[Pat
                              source: str = "", report: Path | None = None) -> dict:
     net, info = load_segmenter_module(segmenter)
     seg = LungSegmenter(net, info)
-    fit_feats = np.stack([f for _, _, f in measure_paths(seg, list(fit_paths))])
-    space = fit_feature_space(fit_feats)
-    mean, prec = np.asarray(space["mean"]), np.asarray(space["precision"])
-    val = []
-    for p, m, f in measure_paths(seg, list(val_paths)):
-        m["feature_distance"] = mahalanobis(f, mean, prec)
-        m["path"] = str(p)
-        val.append(m)
-    thresholds = calibrate(val, space, source=source)
-    thresholds["refuse_ranges"]["colour"] = [-1e30, COLOUR_REFUSE]
-    thresholds["warn_ranges"]["colour"] = [-1e30, COLOUR_WARN]
-    pol = np.array([m["polarity"] for m in val])
-    thresholds["polarity_margin"] = 0.0
+    fit = list(measure_paths(seg, list(fit_paths)))
+    val = list(measure_paths(seg, list(val_paths)))
+    fit_vectors = {n: np.stack([v[n] for _, _, v in fit]) for n in NOVELTY_REASONS}
+    val_vectors = {n: np.stack([v[n] for _, _, v in val]) for n in NOVELTY_REASONS}
+    thresholds = calibrate(fit_vectors, [m for _, m, _ in val], val_vectors, source=source)
+    thresholds["colour"] = {"warn": COLOUR_WARN, "refuse": COLOUR_REFUSE}
+    pol = np.array([m["polarity"] for _, m, _ in val])
     thresholds["validation_polarity"] = {"min": float(pol.min()), "q001": float(np.quantile(pol, 0.001)),
                                          "median": float(np.median(pol)), "negative": int((pol < 0).sum())}
     info.gate = json.loads(json.dumps(thresholds, default=float))
     save_segmenter(net, info, out)
     if report is not None:
         gate = ChestGate(seg, info.gate)
-        decisions = [gate.decide(m)[0] for m in val]
-        summary = {"fit_images": len(fit_feats), "validation_images": len(val),
+        decisions = [gate.decide(gate.measure(seg.segment(load_image(p, check_header=False).pixels)))[0]
+                     for p, _, _ in val]
+        summary = {"fit_images": len(fit), "validation_images": len(val),
                    "validation_refused": decisions.count("refused"), "validation_warned": decisions.count("warning"),
-                   "source": source, "thresholds": {"refuse": info.gate["refuse_ranges"],
-                                                    "warn": info.gate["warn_ranges"]},
-                   "validation_polarity": thresholds["validation_polarity"]}
+                   "source": source, "ranges": info.gate["ranges"], "novelty_refuse": info.gate["novelty_refuse"],
+                   "novelty_warn": info.gate["novelty_warn"],
+                   "novelty_scales": {n: g["scale"] for n, g in info.gate["novelty"].items()},
+                   "colour": info.gate["colour"], "validation_polarity": thresholds["validation_polarity"]}
         from . import atomic
 
         atomic.write_text(report, json.dumps(summary, indent=2) + "\n")
@@ -123,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         source += f" + {len(extra)} validation pairs of the lung segmenter"
     gate = calibrate_segmenter_file(Path(args.segmenter), Path(args.out), fit, val, source=source,
                                     report=Path(args.report) if args.report else None)
-    print(json.dumps({k: gate[k] for k in ("refuse_ranges", "warn_ranges")}, indent=1))
+    print(json.dumps({k: gate[k] for k in ("ranges", "novelty_refuse", "novelty_warn", "colour")}, indent=1))
     print(f"wrote {args.out} ({source})", file=sys.stderr)
     return 0
 
