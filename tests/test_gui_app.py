@@ -17,6 +17,8 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QThreadPool, QUrl  # noqa: E4
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from xray_gui.batch_table import COL_STATUS  # noqa: E402
+
 WAIT = 60_000  # ms; generous for 2 shared CPU cores
 
 
@@ -211,7 +213,7 @@ def test_drop_folder_fills_table_with_broken_rows(window, qtbot, mixed_dir):
     m = window.batch_panel.model
     i = m.rows.index(rows["broken.png"])
     assert m.data(m.index(i, 0), Qt.ItemDataRole.BackgroundRole) is not None  # red row
-    assert rows["broken.png"].reason in m.data(m.index(i, 4))
+    assert rows["broken.png"].reason in m.data(m.index(i, COL_STATUS))
     # filter and sort through the proxy
     window.batch_panel.filter.setCurrentText("Problems (refused, error, skipped)")
     assert window.batch_panel.proxy.rowCount() == 3
@@ -261,7 +263,7 @@ def test_csv_export_matches_table(window, qtbot, mixed_dir, tmp_path):
             assert float(csv_row["p_covid"]) == pytest.approx(float(proxy.index(r, 3).data()), abs=5e-4)
             assert float(csv_row["threshold"]) == pytest.approx(0.2)
         else:
-            assert csv_row["reason"] and csv_row["reason"] in proxy.index(r, 4).data()
+            assert csv_row["reason"] and csv_row["reason"] in proxy.index(r, COL_STATUS).data()
     assert not [p for p in out.parent.iterdir() if p.name != "results.csv"]  # no temp file left
 
 

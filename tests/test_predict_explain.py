@@ -140,9 +140,9 @@ def test_predict_arrays_and_image(hybrid, train_set, image):
     probs = hybrid.predict_arrays(pixels)
     assert probs.shape == (6,) and probs.dtype == np.float32
     assert ((probs >= 0) & (probs <= 1)).all()
-    with torch.inference_mode():
-        direct = torch.sigmoid(hybrid.model(x[:6])).numpy()
-    np.testing.assert_allclose(probs, direct, atol=1e-5)
+    with torch.inference_mode():  # same memory format as the Classifier (kernels differ in the last digits)
+        direct = torch.sigmoid(hybrid.model(x[:6].contiguous(memory_format=torch.channels_last))).numpy()
+    np.testing.assert_allclose(probs, direct, atol=5e-4)  # batches of 4 vs 6: other kernels, last digits
     pred = hybrid.predict_image(image)
     assert isinstance(pred, Prediction) and pred.status == "ok" and pred.ok
     assert Path(pred.path) == Path(image.meta.path)
@@ -226,7 +226,7 @@ def test_load_model_then_classify_on_saved_file(tmp_path, resnet, cxr1000):
     pngs, _ = _pngs(cxr1000, 2)
     preds = list(clf.classify_paths(pngs))
     ref = resnet.predict_arrays([load_image(p).pixels for p in pngs])
-    np.testing.assert_allclose([p.p_covid for p in preds], ref, atol=5e-3)
+    np.testing.assert_allclose([p.p_covid for p in preds], ref, atol=1e-2)  # fp16-rounded weights
 
 
 def test_classify_paths_can_keep_a_preview_so_thumbnails_need_no_second_decode(resnet, cxr1000, tmp_path):

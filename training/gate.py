@@ -90,7 +90,8 @@ class GateResult:
         return self.decision == REFUSED
 
     def refusal_text(self) -> str:
-        return f"{REFUSAL_PREFIX}: {'; '.join(self.reasons)}." if self.reasons else ""
+        """One line: the prefix and the first two reasons (all are in ``reasons``)."""
+        return f"{REFUSAL_PREFIX}: {'; '.join(self.reasons[:2])}." if self.reasons else ""
 
     def warning_texts(self) -> list[str]:
         out = [INVERTED_NOTE] if self.inverted else []
@@ -183,9 +184,12 @@ def appearance(seg: Segmentation) -> np.ndarray:
 
 def grey_levels(seg: Segmentation) -> np.ndarray:
     """Histogram of grey levels (16 bins) and of edge strength (8 bins, log
-    scale) of the segmenter's input: flat areas, text, photos and
+    scale) of the segmenter's input after a 1-99 % percentile stretch (so
+    window and exposure do not matter): flat areas, text, photos and
     cross-sections differ from a radiograph here."""
     img = np.asarray(seg.image, dtype=np.float64)
+    lo, hi = np.percentile(img, [1.0, 99.0])
+    img = np.clip((img - lo) / max(hi - lo, 1e-3), 0.0, 1.0)  # contrast-stretched: a washed-out film is still a film
     h = np.histogram(img, bins=16, range=(0.0, 1.0))[0] / img.size
     gy, gx = np.gradient(img)
     mag = np.log10(np.hypot(gx, gy) + 1e-4)
@@ -327,18 +331,24 @@ class ChestGate:
         out = []
         margin = float(self.t.get("polarity_margin", 0.0))
         for im, seg, col in zip(images, segs, colours):
-            pixels = im
-            inverted = False
             pol = polarity_score(seg)
+            res = None
             if pol < -margin and seg.mask.mean() >= 0.01:
-                inverted = True
-                pixels = (np.float32(1.0) - np.asarray(im, dtype=np.float32))
-                seg = self.segmenter.segment(pixels)
-            f = self.measure(seg, col)
-            f["polarity_before"] = pol
-            decision, reasons, warns = self.decide(f)
-            out.append((GateResult(decision, reasons, warns, inverted, f, seg), pixels))
+                fixed = np.float32(1.0) - np.asarray(im, dtype=np.float32)
+                res = self._result(self.segmenter.segment(fixed), col, pol, inverted=True)
+                if res.refused:  # not a chest film either way: judge it as it is, no "inverted" claim
+                    res = None
+                else:
+                    out.append((res, fixed))
+            if res is None:
+                out.append((self._result(seg, col, pol, inverted=False), im))
         return out
+
+    def _result(self, seg: Segmentation, colour: float, polarity_before: float, inverted: bool) -> GateResult:
+        f = self.measure(seg, colour)
+        f["polarity_before"] = polarity_before
+        decision, reasons, warns = self.decide(f)
+        return GateResult(decision, reasons, warns, inverted, f, seg)
 
     def check(self, pixels: np.ndarray, colour: float = 0.0) -> tuple[GateResult, np.ndarray]:
         return self.check_batch([pixels], [colour])[0]

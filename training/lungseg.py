@@ -24,6 +24,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ class LungSegmenter:
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
         self._bottleneck: list[torch.Tensor] = []
+        self._lock = threading.Lock()  # the hook's list is shared: one forward pass at a time
         self.net.down_4.register_forward_hook(lambda _m, _i, out: self._bottleneck.append(out))
 
     @classmethod
@@ -186,11 +188,11 @@ class LungSegmenter:
         if not images:
             return []
         x = torch.cat([to_seg_input(im, self.size) for im in images]).to(self.device)
-        self._bottleneck.clear()
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
+            self._bottleneck.clear()
             prob = torch.sigmoid(self.net(x).float())
-        feats = self._bottleneck.pop().float().mean(dim=(2, 3))
-        self._bottleneck.clear()
+            feats = self._bottleneck.pop().float().mean(dim=(2, 3))
+            self._bottleneck.clear()
         prob_np = prob[:, 0].cpu().numpy()
         feats_np = feats.cpu().numpy()
         x_np = x[:, 0].cpu().numpy()

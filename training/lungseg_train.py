@@ -175,11 +175,19 @@ def _save_ckpt(obj, path: Path) -> None:
 def seg_train_events(cfg: SegTrainConfig, *, resume: bool = False,
                      should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
     """Train (or resume) the lung segmenter; yields events, ends with kind 'done'."""
-    from monai.losses import DiceCELoss
-
     stop = should_stop or (lambda: False)
+    threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    try:
+        yield from _seg_train(cfg, resume, stop)
+    finally:
+        torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
+
+
+def _seg_train(cfg: SegTrainConfig, resume: bool, stop: Callable[[], bool]) -> Iterator[Event]:
+    from monai.losses import DiceCELoss
+
     run = Path(cfg.out_dir)
     run.mkdir(parents=True, exist_ok=True)
     ck_dir = run / "checkpoints"

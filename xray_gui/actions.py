@@ -53,11 +53,14 @@ def build_menus(w) -> dict[str, QAction]:
     A["fit"] = _act(w, "&Fit to Window", w.viewer.fit, ["0", "Ctrl+0"])
     A["heatmap"] = _act(w, "Show &Heatmap", w.pred_panel.heatmap.toggle, ["H"], checkable=True)
     w.pred_panel.heatmap.toggled.connect(A["heatmap"].setChecked)
+    A["lung_outline"] = _act(w, "Show &Lung Outline", w.pred_panel.lung_outline.toggle, ["L"], checkable=True,
+                             tip="Outline of the lungs found by the lung segmenter, over the image")
+    w.pred_panel.lung_outline.toggled.connect(A["lung_outline"].setChecked)
     A["invert"] = _act(w, "&Invert", w.meta_panel.invert.toggle, ["I"], checkable=True)
     w.meta_panel.invert.toggled.connect(A["invert"].setChecked)
     A["next"] = _act(w, "&Next Image in Batch", lambda: w.batch_panel.step(+1), ["PgDown", "N"])
     A["prev"] = _act(w, "&Previous Image in Batch", lambda: w.batch_panel.step(-1), ["PgUp", "P"])
-    for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "invert", None, "next", "prev"):
+    for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "lung_outline", "invert", None, "next", "prev"):
         v.addSeparator() if key is None else v.addAction(A[key])
     v.addSeparator()
     v.addAction(w.side_dock.toggleViewAction())

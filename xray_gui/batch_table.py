@@ -1,5 +1,8 @@
 """Batch results: a table model (one row per file), a sort/filter proxy and
-the dock widget around them (progress, time left, Cancel, filter, export)."""
+the dock widget around them (progress, time left, Cancel, filter, export).
+
+Rows refused by the core (DICOM header, chest-radiograph gate) or broken are
+red with their reason; "In lungs" is the heatmap's share inside the lungs."""
 
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 
 from .images import THUMB_SIZE
 
-COLUMNS = ("", "File", "Prediction", "P(COVID)", "Status")
-COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_STATUS = range(5)
+COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status")
+COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_LUNGS, COL_STATUS = range(6)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 BAD_BRUSH = QBrush(QColor(120, 30, 30))
 BAD_TEXT = QBrush(QColor(255, 225, 220))
 SKIPPED_TEXT = QBrush(QColor(140, 140, 140))
+CAUTION_TEXT = QBrush(QColor(230, 150, 40))  # heatmap mostly outside the lungs
+LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it pulls in torch)
 FILTERS = ("All", "COVID", "Normal", "Problems (refused, error, skipped)", "Warnings")
 
 
@@ -102,9 +107,14 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_FILE:
                 return r.path.name
             if c == COL_PRED:
-                return (p.label or "—") if p is not None and p.status == "ok" else "—"
+                if p is None or p.status != "ok":
+                    return "—"
+                return (p.label or "—") if p.valid else "not valid"
             if c == COL_P:
                 return f"{p.p_covid:.3f}" if p is not None and p.p_covid is not None else ""
+            if c == COL_LUNGS:
+                share = _share(p)
+                return f"{share * 100:.0f} %" if share is not None else ""
             if c == COL_STATUS:
                 if r.status == "pending":
                     return "waiting…"
@@ -115,6 +125,9 @@ class BatchTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             if c == COL_P:
                 return -1.0 if p is None or p.p_covid is None else float(p.p_covid)
+            if c == COL_LUNGS:
+                share = _share(p)
+                return -1.0 if share is None else share
             if c == COL_THUMB:
                 return index.row()
             return str(self.data(index) or "").lower()
@@ -133,7 +146,10 @@ class BatchTableModel(QAbstractTableModel):
             return BAD_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and r.status == "skipped":
             return SKIPPED_TEXT
-        if role == Qt.ItemDataRole.TextAlignmentRole and c == COL_P:
+        if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
+            share = _share(p)
+            return CAUTION_TEXT if share is not None and share < LOW_SHARE else None
+        if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL_P, COL_LUNGS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -176,7 +192,7 @@ class BatchFilterProxy(QSortFilterProxyModel):
             return r.problem
         if self.mode == "Warnings":
             return p is not None and bool(p.warnings)
-        return p is not None and p.status == "ok" and (p.label or "").lower() == self.mode.lower()
+        return p is not None and p.status == "ok" and p.valid and (p.label or "").lower() == self.mode.lower()
 
 
 class BatchPanel(QWidget):
@@ -232,6 +248,7 @@ class BatchPanel(QWidget):
         self.view.setColumnWidth(COL_FILE, 260)
         self.view.setColumnWidth(COL_PRED, 90)
         self.view.setColumnWidth(COL_P, 80)
+        self.view.setColumnWidth(COL_LUNGS, 70)
         hh.setStretchLastSection(True)
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
         lay.addWidget(self.view)
@@ -270,6 +287,11 @@ class BatchPanel(QWidget):
     def _current_changed(self, current, _previous) -> None:
         if current.isValid():
             self.rowActivated.emit(self.proxy.mapToSource(current).row())
+
+
+def _share(pred) -> float | None:
+    """The heatmap's share inside the lungs of a classified row, if known."""
+    return getattr(pred, "heat_in_lungs", None) if pred is not None and pred.status == "ok" else None
 
 
 def _fmt_secs(s: float) -> str:

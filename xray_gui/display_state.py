@@ -3,7 +3,9 @@
 The windowing itself is the core's ``training.loading.apply_window``; this
 class only keeps the user's (center, width) and turns drags and presets into
 new values.  The model never sees these settings (it classifies
-``LoadedImage.pixels``, the file's default window)."""
+``LoadedImage.pixels``, the file's default window).  ``gate_invert``: the
+core's gate found the image inverted and classified it inverted back, so the
+viewer shows it inverted back too (the user's Invert applies on top)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class DisplayState:
             raw_range = (float(np.min(raw)), float(np.max(raw)))
         self.raw_range = raw_range
         self.user_invert = False
+        self.gate_invert = False
         self.default_window = self._file_window()
         self.center, self.width = self.default_window if self.default_window else (None, None)
         self._dirty_window = False
@@ -67,10 +70,11 @@ class DisplayState:
 
     def pixels(self) -> np.ndarray:
         """The grey image to display, (H, W) float32 in [0, 1]."""
+        flip = self.user_invert != self.gate_invert
         if self.has_raw and self._dirty_window:
             from training.loading import apply_window
 
-            invert = bool(self.image.invert) != self.user_invert
+            invert = bool(self.image.invert) != flip
             return apply_window(self.image.raw, self.center, self.width, invert)
         px = self.image.pixels
-        return (1.0 - px) if self.user_invert else px
+        return (1.0 - px) if flip else px

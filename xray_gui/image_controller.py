@@ -1,5 +1,11 @@
-"""The current image: open it (worker), show it, classify it, its heatmap
-(worker, cached per image and model), window/level and invert.
+"""The current image: open it (worker), show it, classify it through the
+core's chest-radiograph gate, its heatmap and the heatmap's share inside the
+lungs (worker, cached per image and model), the lung outline, window/level and
+invert.
+
+Two refusals can be overridden with "Classify anyway", one at a time: a DICOM
+header refusal (the gate still applies afterwards) and a gate refusal (the
+result is then shown as not valid: no verdict, here or in the PDF report).
 
 Drives the viewer, the prediction panel and the metadata panel; all image and
 model work is the core's, run through ``Jobs``."""
@@ -13,7 +19,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from .display_state import DisplayState
 from .images import grey_to_qimage
-from .tasks import HEADER_CODES, gradcam_task, open_image_task, predict_task
+from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
 HEAT_CACHE_SIZE = 8
 
@@ -37,8 +43,9 @@ class ImageController(QObject):
         self.image = None
         self.display: DisplayState | None = None
         self.pred = None
-        self.refusal = None  # ImageRefused shown for the current path
-        self.overridden = False
+        self.refusal = None  # ImageRefused (or _Reason) shown for the current path
+        self.overridden = False  # the header refusal was overridden
+        self.gate_overridden = False  # the gate refusal was overridden: results are not valid
         self.heat_cache: OrderedDict = OrderedDict()
         self.show_heatmap = True
         self.opacity = 0.45
@@ -54,7 +61,8 @@ class ImageController(QObject):
         self.classifier = classifier
         self.heat_cache.clear()
         self.viewer.set_overlay(None)
-        if self.image is not None and (self.refusal is None or self.overridden):
+        if self.image is not None and (self.refusal is None or self.overridden
+                                       or getattr(self.refusal, "code", "") == GATE_CODE):
             self._predict()
 
     # -- opening -----------------------------------------------------------------
@@ -63,27 +71,36 @@ class ImageController(QObject):
         self.path = Path(path)
         self.image = self.display = self.pred = self.refusal = None
         self.overridden = not check_header
+        self.gate_overridden = False
         self.viewer.set_image(None)
         self.viewer.set_placeholder(f"Opening {self.path.name}…")
         self.meta_panel.set_meta(None)
         self.panel.clear("Opening the image…")
-        self.jobs.cancel("heatmap")
+        for job in ("predict", "heatmap", "lungs"):  # their late results belong to the previous image
+            self.jobs.cancel(job)
         classify = self.classifier if pred is None else None
         self.jobs.start("image", open_image_task, str(self.path), check_header, classify,
                         on_yield=lambda item, b=pred: self._on_image_item(item, b),
                         on_error=self._on_open_error, context=f"Opening {self.path.name}")
 
     def classify_anyway(self) -> None:
-        """Header refusal overridden: classify the already decoded image."""
+        """The shown refusal overridden: classify the already decoded image.
+        After a header refusal the gate still applies (it may refuse in its
+        turn); after a gate refusal the result is marked not valid."""
         if self.path is None:
             return
-        self.overridden = True
+        gate = getattr(self.refusal, "code", "") == GATE_CODE
+        if gate:
+            self.gate_overridden = True
+        else:
+            self.overridden = True
         self.refusal = None
         self.panel.show_refusal(None)
         if self.image is None:
             self.open(self.path, check_header=False)
         else:
-            self.panel.show_warnings(list(self.image.warnings))
+            if not gate:
+                self.panel.show_warnings(list(self.image.warnings))
             self._predict()
 
     def _on_image_item(self, item, batch_pred) -> None:
@@ -118,7 +135,7 @@ class ImageController(QObject):
             else:
                 self.panel.set_busy("Classifying…")
         elif kind == "prediction":
-            self._show_prediction(item[1])
+            self._show_prediction(item[1], item[2])
 
     def _on_open_error(self, exc) -> bool:
         from training.errors import ImageRefused
@@ -134,12 +151,18 @@ class ImageController(QObject):
 
     def _show_refusal(self, exc) -> None:
         self.refusal = exc
-        can = getattr(exc, "code", "") in HEADER_CODES
+        code = getattr(exc, "code", "")
+        if code == GATE_CODE:
+            tip = ("Classify this image all the same. The result is marked “not valid” and shows no "
+                   "COVID / Normal verdict.")
+        else:
+            tip = "Ignore the header check (modality / body part / view) and classify this image."
         if self.image is None:
             self.panel.clear("")
         else:
             self.panel.set_busy("")
-        self.panel.show_refusal(exc.reason, can_override=can)
+        self.panel.show_refusal(exc.reason, can_override=code in HEADER_CODES or code == GATE_CODE,
+                                override_tip=tip)
         self.refusalShown.emit(exc.reason)
 
     # -- prediction ----------------------------------------------------------------
@@ -147,23 +170,86 @@ class ImageController(QObject):
         if self.classifier is None or self.image is None:
             return
         self.panel.set_busy("Classifying…")
-        self.jobs.start("predict", predict_task, self.classifier, self.image,
-                        on_yield=lambda item: self._show_prediction(item[1]), context="Classification")
+        self.jobs.start("predict", predict_task, self.classifier, self.image, not self.gate_overridden,
+                        on_yield=lambda item: self._show_prediction(item[1], item[2]), context="Classification")
 
-    def _show_prediction(self, pred) -> None:
-        if pred.status != "ok":  # a batch row that was refused or failed
+    def _show_prediction(self, pred, outline=None) -> None:
+        """Show a prediction (``outline``: its lung outline, a QPainterPath)."""
+        if pred.status != "ok":  # the gate refused, or a batch row that was refused or failed
+            self.pred = None
+            self.viewer.set_overlay(None)
+            if pred.code == GATE_CODE:
+                from training.gate import INVERTED_NOTE  # torch is loaded once a model is
+
+                self.panel.clear("")  # no earlier verdict may stay next to the refusal
+                # a refused image is shown as the file has it (its "inversion" may mean
+                # nothing: a photo has no lungs), so the note on inverting it back is left out
+                self._set_gate_invert(False)
+                self.viewer.set_outline(outline)
+                self.panel.show_warnings([w for w in pred.warnings if w != INVERTED_NOTE])
+                self.notifier.warning(f"{self.path.name} was not classified: {pred.reason}")
             self._show_refusal(_Reason(pred.reason, pred.code))
             return
         self.pred = pred
+        self._set_gate_invert(pred.inverted)
+        self.viewer.set_outline(outline)
+        if outline is None and pred.suitability and (pred.lung_mask is None or pred.lung_mask.any()):
+            self._find_lungs()  # a batch result: the gate ran but kept no mask
         self.panel.show_warnings(list(pred.warnings))
         self._label_prediction()
+        self._show_share()
         self.predictionShown.emit(pred)
         self.refresh_heatmap()
 
     def _label_prediction(self) -> None:
         p = self.pred
         positive = self.classifier.positive_class if self.classifier is not None else "COVID"
-        self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive)
+        self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid)
+
+    def _set_gate_invert(self, on: bool) -> None:
+        """The gate found the image inverted: show it inverted back, as classified."""
+        if self.display is not None and self.display.gate_invert != bool(on):
+            self.display.gate_invert = bool(on)
+            self._redraw()
+
+    # -- lungs ---------------------------------------------------------------------
+    def _find_lungs(self) -> None:
+        """The lung mask and outline of a batch result, in a worker."""
+        if self.classifier is None or getattr(self.classifier, "gate", None) is None or self.image is None:
+            return
+        self.jobs.start("lungs", lung_mask_task, self._heat_key(), self.classifier, self.image, self.pred.lung_mask,
+                        on_yield=self._on_lungs, on_error=self._on_lungs_error, context="Lung outline")
+
+    def _on_lungs(self, item) -> None:
+        _, key, mask, outline = item
+        if key != self._heat_key() or self.pred is None:
+            return
+        if self.pred.lung_mask is None:
+            self.pred.lung_mask = mask
+        self.viewer.set_outline(outline)
+
+    def _on_lungs_error(self, exc) -> bool:
+        self.notifier.warning(f"The lung outline could not be computed: {exc}")
+        return True
+
+    def _show_share(self) -> None:
+        """The heatmap's share inside the lungs, when known."""
+        share = self.pred.heat_in_lungs if self.pred is not None else None
+        low = False
+        if share is not None:
+            from training.gate import ATTENTION_OUTSIDE_THRESHOLD  # torch is loaded once a model is
+
+            low = share < ATTENTION_OUTSIDE_THRESHOLD
+        self.panel.show_lung_share(share, low=low)
+
+    def _apply_share(self, share) -> None:
+        """Record the share computed with the heatmap (a batch result already has one)."""
+        p = self.pred
+        if p is None or share is None or p.heat_in_lungs is not None:
+            return
+        p.set_heat_share(share)  # adds the core's caution note when low
+        self.panel.show_warnings(list(p.warnings))
+        self._show_share()
 
     def relabel(self) -> None:
         """The threshold changed: relabel with the core's rule; no model run."""
@@ -174,11 +260,12 @@ class ImageController(QObject):
 
     # -- heatmap -------------------------------------------------------------------
     def _heat_key(self):
-        return (str(self.path), self.overridden, id(self.classifier))
+        return (str(self.path), self.overridden, self.gate_overridden, id(self.classifier))
 
     def heatmap(self):
         """(heatmap array, colour QImage) for the current image, or None."""
-        return self.heat_cache.get(self._heat_key()) if self.path is not None else None
+        entry = self.heat_cache.get(self._heat_key()) if self.path is not None else None
+        return entry[:2] if entry is not None else None
 
     def set_heatmap_visible(self, on: bool) -> None:
         self.show_heatmap = on
@@ -198,6 +285,7 @@ class ImageController(QObject):
         cached = self.heatmap()
         if cached is not None:
             self.heat_cache.move_to_end(self._heat_key())
+            self._apply_share(self.heat_cache[self._heat_key()][2])
             self.viewer.set_overlay(cached[1], self.opacity)
             self.panel.heat_state.setText("Red = regions that raised P(COVID) most (Grad-CAM).")
             self.heatmapShown.emit(str(self.path))
@@ -213,18 +301,19 @@ class ImageController(QObject):
         if w is not None and getattr(w, "heat_key", None) == key:
             return True  # already on its way
         self.panel.heat_state.setText("Computing heatmap…")
-        w = self.jobs.start("heatmap", gradcam_task, key, self.classifier, self.image.pixels,
+        w = self.jobs.start("heatmap", gradcam_task, key, self.classifier, self.image.pixels, self.pred,
                             on_yield=self._on_heatmap, on_error=self._on_heatmap_error, context="Heatmap")
         if w is not None:
             w.heat_key = key
         return True
 
     def _on_heatmap(self, item) -> None:
-        _, key, heat, colour = item
-        self.heat_cache[key] = (heat, colour)
+        _, key, heat, colour, share = item
+        self.heat_cache[key] = (heat, colour, share)
         while len(self.heat_cache) > HEAT_CACHE_SIZE:
             self.heat_cache.popitem(last=False)
         if key == self._heat_key():
+            self._apply_share(share)
             self.heatmapReady.emit(str(self.path))
             if self.show_heatmap:
                 self.refresh_heatmap()
@@ -294,8 +383,10 @@ def report_content(ctl: ImageController, *, patient: dict | None):
         metadata.append(("Display window", f"level {d.center:.4g}, width {d.width:.4g}"
                          + ("" if d.windowed else " (file default)")))
     info = ctl.classifier.info if ctl.classifier is not None else None
+    p = ctl.pred
     return ReportContent(
-        file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=ctl.pred.label,
-        p_covid=float(ctl.pred.p_covid), threshold=float(ctl.pred.threshold),
+        file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=p.label,
+        p_covid=float(p.p_covid), threshold=float(p.threshold),
         model_name=info.label if info else "unknown", model_version=info.version if info else "?",
-        warnings=list(ctl.pred.warnings), metadata=metadata, patient=patient)
+        warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
+        suitability=p.suitability, heat_in_lungs=p.heat_in_lungs)

@@ -1,14 +1,15 @@
-"""numpy <-> QImage conversions (no image logic: the core makes the pixels).
+"""numpy <-> QImage conversions (no image logic: the core makes the pixels),
+and the lung mask's outline as a QPainterPath.
 
-QImage (unlike QPixmap) may be built in worker threads, so thumbnails are
-made there and only drawn on the GUI thread.
+QImage and QPainterPath (unlike QPixmap) may be built in worker threads, so
+thumbnails and outlines are made there and only drawn on the GUI thread.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QImage, QPainterPath, QPolygonF
 
 THUMB_SIZE = 40
 
@@ -41,3 +42,26 @@ def thumbnail(pixels: np.ndarray, size: int = THUMB_SIZE) -> QImage:
     img = grey_to_qimage(small)
     return img.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
                       Qt.TransformationMode.SmoothTransformation)
+
+
+def lung_outline_path(mask: np.ndarray | None, image_shape: tuple[int, int]) -> QPainterPath | None:
+    """The contour of a lung mask (bool, any square size, in "image stretched
+    to a square" coordinates, as ``Prediction.lung_mask``) as a path in the
+    image's pixel coordinates; ``image_shape`` = (rows, cols).  None without a
+    mask or when the mask is empty.  Worker-thread safe."""
+    if mask is None or not np.any(mask):
+        return None
+    from contourpy import LineType, contour_generator  # matplotlib's contour engine
+
+    m = np.asarray(mask)
+    rows, cols = m.shape
+    z = np.pad(m.astype(np.float32), 1)  # closes contours that touch the border
+    sx, sy = image_shape[1] / cols, image_shape[0] / rows
+    path = QPainterPath()
+    for line in contour_generator(z=z, line_type=LineType.Separate).lines(0.5):
+        if len(line) < 3:
+            continue
+        pts = (np.asarray(line, dtype=np.float64) - 0.5) * (sx, sy)  # -1 (pad) + 0.5 (pixel centre)
+        path.addPolygon(QPolygonF([QPointF(float(x), float(y)) for x, y in pts]))
+        path.closeSubpath()
+    return path

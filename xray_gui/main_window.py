@@ -95,6 +95,7 @@ class MainWindow(QMainWindow):
         p.resetThresholdRequested.connect(self._threshold_reset)
         p.heatmapToggled.connect(self._heatmap_toggled)
         p.opacityChanged.connect(self._opacity_changed)
+        p.lung_outline.toggled.connect(self._lung_outline_toggled)
         p.classifyAnywayRequested.connect(im.classify_anyway)
         p.openModelRequested.connect(self.choose_model)
         im.heatmapReady.connect(self._maybe_write_report)
@@ -116,6 +117,8 @@ class MainWindow(QMainWindow):
         self.images.set_opacity(s.overlay_opacity)
         self.pred_panel.heatmap.setChecked(s.show_heatmap)
         self.images.show_heatmap = s.show_heatmap
+        self.pred_panel.lung_outline.setChecked(s.show_lung_outline)
+        self.viewer.set_outline_visible(s.show_lung_outline)
         self.device_actions[s.device].setChecked(True)
 
     def start_model(self, explicit: str | None = None) -> None:
@@ -206,6 +209,10 @@ class MainWindow(QMainWindow):
     def _heatmap_toggled(self, on: bool) -> None:
         self.settings.show_heatmap = on
         self.images.set_heatmap_visible(on)
+
+    def _lung_outline_toggled(self, on: bool) -> None:
+        self.settings.show_lung_outline = on
+        self.viewer.set_outline_visible(on)
 
     def _opacity_changed(self, value: int) -> None:
         self.settings.overlay_opacity = value

@@ -1,5 +1,7 @@
 """Right-hand panel: the prediction, P(COVID) bar, threshold, model, heatmap
-controls, warnings and refusals.  It only shows what it is given."""
+and lung-outline controls, warnings and refusals.  It only shows what it is
+given.  A result that is not valid (a gate refusal classified anyway) is shown
+without a verdict: "Not valid" in grey, P(COVID) greyed and marked."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGroupBox, QHB
 
 POSITIVE_COLOUR = QColor(200, 70, 50)
 NEGATIVE_COLOUR = QColor(40, 140, 90)
+MUTED_COLOUR = QColor(140, 140, 140)
+CAUTION_COLOUR = QColor(230, 150, 40)
+NOT_VALID_LABEL = "Not valid"
+NOT_VALID_NOTE = "not valid: not a frontal chest radiograph"
 
 
 class ProbabilityBar(QWidget):
@@ -19,12 +25,15 @@ class ProbabilityBar(QWidget):
         super().__init__(parent)
         self._p: float | None = None
         self._threshold = 0.5
+        self._muted = False
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_values(self, p: float | None, threshold: float) -> None:
-        self._p, self._threshold = p, threshold
-        self.setToolTip("" if p is None else f"P(COVID) = {p:.3f}, threshold {threshold:.3f}")
+    def set_values(self, p: float | None, threshold: float, *, muted: bool = False) -> None:
+        """``muted``: a result that is not valid; grey, no verdict colour."""
+        self._p, self._threshold, self._muted = p, threshold, muted
+        self.setToolTip("" if p is None else f"P(COVID) = {p:.3f}, threshold {threshold:.3f}"
+                        + (f" ({NOT_VALID_NOTE})" if muted else ""))
         self.update()
 
     def paintEvent(self, event):  # noqa: N802
@@ -36,7 +45,8 @@ class ProbabilityBar(QWidget):
         painter.drawRoundedRect(r, 3, 3)
         if self._p is not None:
             fill = QRectF(r.left(), r.top(), r.width() * max(0.0, min(1.0, self._p)), r.height())
-            colour = POSITIVE_COLOUR if self._p >= self._threshold else NEGATIVE_COLOUR
+            colour = (MUTED_COLOUR if self._muted else
+                      POSITIVE_COLOUR if self._p >= self._threshold else NEGATIVE_COLOUR)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(colour)
             painter.drawRoundedRect(fill, 3, 3)
@@ -68,6 +78,7 @@ class PredictionPanel(QWidget):
         self.label.setFont(f)
         self.label.setObjectName("predictionLabel")
         self.p_text = QLabel("P(COVID): —")
+        self.p_text.setWordWrap(True)
         self.bar = ProbabilityBar()
         self.state = QLabel("Open an image to classify it.")
         self.state.setWordWrap(True)
@@ -104,13 +115,12 @@ class PredictionPanel(QWidget):
         self.refusal_text.setWordWrap(True)
         self.refusal_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.classify_anyway = QPushButton("Classify anyway")
-        self.classify_anyway.setToolTip("Ignore the header check (modality / body part / view) "
-                                        "and classify this image; the result is flagged.")
         self.classify_anyway.clicked.connect(self.classifyAnywayRequested)
         r.addWidget(self.refusal_text)
         r.addWidget(self.classify_anyway, 0, Qt.AlignmentFlag.AlignLeft)
         lay.addWidget(self.refusal)
         self.warnings = QLabel()
+        self.warnings.setTextFormat(Qt.TextFormat.PlainText)
         self.warnings.setWordWrap(True)
         self.warnings.setObjectName("warningsLabel")
         self.warnings.setStyleSheet("#warningsLabel { background: #5b4a14; color: #fff4d6; "
@@ -133,8 +143,17 @@ class PredictionPanel(QWidget):
         self.heat_state = QLabel("")
         self.heat_state.setWordWrap(True)
         self.heat_state.setStyleSheet("color: gray;")
+        self.lung_share = QLabel("")
+        self.lung_share.setObjectName("lungShare")
+        self.lung_share.setWordWrap(True)
+        self.lung_share.setToolTip("Share of the heatmap's weight that lies inside the lungs found by the "
+                                   "lung segmenter. Low values mean the model looked mostly elsewhere.")
+        self.lung_outline = QCheckBox("Show lung outline (L)")
+        self.lung_outline.setToolTip("Draw the outline of the lungs found by the lung segmenter (cyan)")
         h.addLayout(hrow)
         h.addWidget(self.heat_state)
+        h.addWidget(self.lung_share)
+        h.addWidget(self.lung_outline)
         lay.addWidget(heat)
 
         mbox = QGroupBox("Model")
@@ -155,31 +174,65 @@ class PredictionPanel(QWidget):
         self.label.setText("—")
         self.label.setStyleSheet("")
         self.p_text.setText("P(COVID): —")
+        self.p_text.setStyleSheet("")
         self.bar.set_values(None, self.threshold.value())
         self.state.setText(state)
         self.show_refusal(None)
         self.show_warnings([])
         self.heat_state.setText("")
+        self.show_lung_share(None)
 
     def set_busy(self, text: str) -> None:
         self.state.setText(text)
 
-    def show_prediction(self, label: str, p: float, threshold: float, positive: str) -> None:
+    def show_prediction(self, label: str, p: float, threshold: float, positive: str, *,
+                        valid: bool = True) -> None:
+        """A verdict, or (``valid=False``) a result shown without one."""
+        if not valid:
+            self.label.setText(NOT_VALID_LABEL)
+            self.label.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
+            self.p_text.setText(f"P(COVID): {p:.3f}   ({NOT_VALID_NOTE})")
+            self.p_text.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
+            self.bar.set_values(p, threshold, muted=True)
+            self.state.setText("Classified only because you chose “Classify anyway”: the image does not look "
+                               "like a frontal chest radiograph, so this output means nothing.")
+            return
         self.label.setText(label)
         colour = POSITIVE_COLOUR if label == positive else NEGATIVE_COLOUR
         self.label.setStyleSheet(f"color: {colour.name()};")
         self.p_text.setText(f"P(COVID): {p:.3f}   (threshold {threshold:.3f})")
+        self.p_text.setStyleSheet("")
         self.bar.set_values(p, threshold)
         self.state.setText("Model output for this image — a research aid, not a diagnosis.")
 
-    def show_refusal(self, reason: str | None, *, can_override: bool = False) -> None:
+    def show_refusal(self, reason: str | None, *, can_override: bool = False, override_tip: str = "") -> None:
+        """``reason``: a lower-case clause ("the modality is CT") or a whole
+        sentence (the gate's "This does not look like ...")."""
         self.refusal.setVisible(bool(reason))
-        self.refusal_text.setText(f"Not classified: {reason}" if reason else "")
+        text = ""
+        if reason:
+            text = f"Not classified. {reason}" if reason[:1].isupper() else f"Not classified: {reason}"
+        self.refusal_text.setText(text)
         self.classify_anyway.setVisible(bool(reason) and can_override)
+        self.classify_anyway.setToolTip(override_tip)
+
+    def show_lung_share(self, share: float | None, *, low: bool = False) -> None:
+        """The heatmap's share inside the lungs (None: not known); ``low``: the
+        core's caution applies (attention mostly outside the lungs)."""
+        if share is None:
+            self.lung_share.setText("")
+            self.lung_share.setVisible(False)
+            return
+        self.lung_share.setText(f"Heatmap inside the lungs: {share * 100:.0f} %"
+                                + ("  — mostly outside the lungs" if low else ""))
+        self.lung_share.setStyleSheet(f"color: {CAUTION_COLOUR.name()}; font-weight: bold;" if low else "")
+        self.lung_share.setVisible(True)
 
     def show_warnings(self, warnings: list[str]) -> None:
         self.warnings.setVisible(bool(warnings))
-        self.warnings.setText("Please note: " + "; ".join(warnings) + "." if warnings else "")
+        items = [w if w.endswith((".", "!", "?")) else w + "." for w in warnings]
+        self.warnings.setText("Please note: " + items[0] if len(items) == 1 else
+                              "Please note:\n" + "\n".join(f"• {w}" for w in items) if items else "")
 
     def set_threshold(self, value: float) -> None:
         """Set the spin box without emitting ``thresholdEdited``."""

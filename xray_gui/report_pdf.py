@@ -1,5 +1,8 @@
 """A one-page PDF report of the current image (QPdfWriter + QTextDocument),
-written atomically (temporary file in the same folder, then renamed)."""
+written atomically (temporary file in the same folder, then renamed).
+
+A result that is not valid (the image was refused by the chest-radiograph
+gate and classified anyway) gets no COVID / Normal verdict in the report."""
 
 from __future__ import annotations
 
@@ -30,6 +33,15 @@ class ReportContent:
     metadata: list[tuple[str, str]] = field(default_factory=list)
     patient: dict[str, str] | None = None  # only when the user chose to show identifiers
     created: str = ""
+    valid: bool = True                # False: refused by the gate, classified anyway: no verdict
+    suitability: str = ""             # the gate's decision: suitable | warning | refused | ''
+    heat_in_lungs: float | None = None  # share of the heatmap inside the lungs
+
+SUITABILITY_TEXT = {"suitable": "looks like a frontal chest radiograph",
+                    "warning": "unusual image for this model (see the warnings)",
+                    "refused": "does not look like a frontal chest radiograph"}
+NOT_VALID_TEXT = ("Not valid — the image does not look like a frontal chest radiograph; it was classified "
+                  "only because the user chose “Classify anyway”")
 
 
 def _rows(pairs) -> str:
@@ -49,9 +61,17 @@ def build_document(c: ReportContent) -> QTextDocument:
         f"<td align='center' style='padding:4px'><img src='{url}' width='{IMAGE_WIDTH_PX}'"
         f" height='{int(IMAGE_WIDTH_PX * img.height() / max(1, img.width()))}'><br>"
         f"<span style='color:#555'>{cap}</span></td>" for url, img, cap in imgs)
-    result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f}"),
-              ("Decision threshold", f"{c.threshold:.3f}"),
-              ("Model", f"{c.model_name} (version {c.model_version})"), ("Report created", created)]
+    if c.valid:
+        result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f}")]
+    else:
+        result = [("Prediction", NOT_VALID_TEXT), ("P(COVID)", f"{c.p_covid:.3f} (not valid)")]
+    result.append(("Decision threshold", f"{c.threshold:.3f}"))
+    if c.suitability:
+        result.append(("Image check", SUITABILITY_TEXT.get(c.suitability, c.suitability)
+                       + ("" if c.valid else " (classified anyway)")))
+    if c.heat_in_lungs is not None:
+        result.append(("Heatmap inside the lungs", f"{c.heat_in_lungs * 100:.0f} %"))
+    result += [("Model", f"{c.model_name} (version {c.model_version})"), ("Report created", created)]
     parts = [
         "<h2 style='margin-bottom:2px'>Chest X-ray assistant — report</h2>",
         f"<p style='color:#a33;font-weight:bold'>{html.escape(RESEARCH_NOTICE)}. "
@@ -60,6 +80,9 @@ def build_document(c: ReportContent) -> QTextDocument:
         f"<table><tr>{cells}</tr></table>",
         f"<h3>Result</h3><table>{_rows(result)}</table>",
     ]
+    if not c.valid:
+        parts.append("<p style='color:#a33;font-weight:bold'>This result is not valid and must not be read "
+                     "as a finding.</p>")
     if c.warnings:
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in c.warnings)
                      + "</ul>")
@@ -69,7 +92,8 @@ def build_document(c: ReportContent) -> QTextDocument:
         parts.append(f"<h3>Patient</h3><table>{_rows(c.patient.items())}</table>")
     parts.append("<p style='color:#777;font-size:small'>P(COVID) is the model's output probability; "
                  "images at or above the threshold are labelled COVID. The heatmap shows which regions "
-                 "raised the model's COVID score, not where disease is.</p>")
+                 "raised the model's COVID score, not where disease is; its share inside the lungs (found "
+                 "by a lung segmenter) says how much of it lies on the lungs.</p>")
     doc.setHtml("<html><body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
     return doc
 

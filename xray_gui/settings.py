@@ -96,6 +96,14 @@ class AppSettings:
     def show_heatmap(self, value: bool) -> None:
         self._set("view/show_heatmap", bool(value))
 
+    @property
+    def show_lung_outline(self) -> bool:
+        return self._get("view/show_lung_outline", False, bool)
+
+    @show_lung_outline.setter
+    def show_lung_outline(self, value: bool) -> None:
+        self._set("view/show_lung_outline", bool(value))
+
     # -- files ---------------------------------------------------------------
     @property
     def last_folder(self) -> str:

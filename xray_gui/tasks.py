@@ -3,7 +3,7 @@
 They run on worker threads (see ``workers.py``); every ``yield`` is a tuple
 ``(kind, ...)`` handed to the GUI thread and a point where a cancel takes
 effect.  Heavy imports (torch, the core's predict/explain modules) happen
-here, never on the GUI thread.  Only QImage (thread-safe) is built here.
+here, never on the GUI thread.  Only QImage and QPainterPath (thread-safe) are built here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .images import THUMB_SIZE, rgb_to_qimage, thumbnail
+from .images import THUMB_SIZE, lung_outline_path, rgb_to_qimage, thumbnail
 from .workers import MODEL_LOCK, locked_iter
 
 
@@ -42,6 +42,7 @@ def load_model_task(path: str, device: str):
 
 
 HEADER_CODES = ("modality", "body_part", "view")
+GATE_CODE = "not_chest_xray"  # = training.predict.GATE_CODE (not imported here: that module pulls in torch)
 
 
 def open_image_task(path: str, check_header: bool, classifier):
@@ -66,11 +67,27 @@ def open_image_task(path: str, check_header: bool, classifier):
         yield from predict_task(classifier, img)
 
 
-def predict_task(classifier, image):
-    """Classify an already decoded image."""
+def predict_task(classifier, image, enforce_gate: bool = True):
+    """Classify an already decoded image through the core's chest-radiograph
+    gate (``enforce_gate=False``: "Classify anyway" after a gate refusal).
+    Yields ``("prediction", pred, lung outline QPainterPath | None)``."""
     with MODEL_LOCK:
-        pred = classifier.predict_image(image)
-    yield ("prediction", pred)
+        pred = classifier.predict_image(image, enforce_gate=enforce_gate)
+    yield ("prediction", pred, lung_outline_path(pred.lung_mask, image.pixels.shape))
+
+
+def lung_mask_task(key, classifier, image, mask=None):
+    """The lung outline of an image whose prediction came from a batch: from
+    ``mask`` when known, else from the gate's segmenter (batch results carry
+    no mask).  Yields ``("lungs", key, mask, outline)``."""
+    if mask is None:
+        if getattr(classifier, "gate", None) is None:
+            return
+        colour = float(getattr(image.meta, "colour", 0.0) or 0.0)
+        with MODEL_LOCK:
+            result, _ = classifier.gate.check(image.pixels, colour)
+        mask = result.segmentation.mask if result.segmentation is not None else None
+    yield ("lungs", key, mask, lung_outline_path(mask, image.pixels.shape))
 
 
 def _raw_range(img) -> tuple[float, float] | None:
@@ -78,15 +95,21 @@ def _raw_range(img) -> tuple[float, float] | None:
     return (float(np.nanmin(raw)), float(np.nanmax(raw))) if raw is not None else None
 
 
-def gradcam_task(key, classifier, pixels: np.ndarray):
+def gradcam_task(key, classifier, pixels: np.ndarray, pred=None):
     """Grad-CAM for one image, plus its colour layer (the jet map at full
-    weight; the viewer blends it at the user's opacity)."""
+    weight; the viewer blends it at the user's opacity) and the heatmap's
+    share inside ``pred``'s lung mask (None without a mask).  An image the gate
+    found inverted is explained as classified: inverted back."""
     from training.explain import gradcam, overlay_rgb
+    from training.predict import lung_share
 
+    if pred is not None and pred.inverted:
+        pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
     with MODEL_LOCK:
         heat = gradcam(classifier, pixels)
     colour = rgb_to_qimage(overlay_rgb(pixels, heat, 1.0))
-    yield ("heatmap", key, heat, colour)
+    share = lung_share(pred, heat) if pred is not None else None
+    yield ("heatmap", key, heat, colour, share)
 
 
 def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
@@ -94,7 +117,9 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
 
     Yields ``("found", files, skipped)``, then per file
     ``("result", index, prediction, thumbnail QImage | None)`` in order, with
-    ``("progress", done, total, seconds_left)`` after each."""
+    ``("progress", done, total, seconds_left)`` after each.  The core's gate
+    refuses what is not a frontal chest film (refused rows, code
+    ``GATE_CODE``); ``explain`` fills each row's heatmap share inside the lungs."""
     from training.loading import find_images, load_image
 
     files, skipped = find_images([Path(p) for p in inputs])
@@ -103,7 +128,8 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
     if not total:
         return
     start = time.monotonic()
-    preds = classifier.classify_paths(files, check_header=check_header, preview=2 * THUMB_SIZE)
+    preds = classifier.classify_paths(files, check_header=check_header, preview=2 * THUMB_SIZE,
+                                     explain=True)
     try:
         for i, pred in enumerate(locked_iter(iter(preds))):
             thumb = None

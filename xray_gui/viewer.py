@@ -1,14 +1,16 @@
 """The image viewer: fit, zoom (wheel, +/-), pan (left drag), window/level
-(right drag, reported as a signal: the window applies it through the core)."""
+(right drag, reported as a signal: the window applies it through the core),
+and two layers over the image: the heatmap and the lung outline."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
+OUTLINE_COLOUR = QColor(0, 230, 255)  # cyan: apart from the heatmap's jet colours and the grey image
 
 
 class ImageViewer(QGraphicsView):
@@ -27,6 +29,13 @@ class ImageViewer(QGraphicsView):
         self._overlay = QGraphicsPixmapItem(self._item)  # child: same position and zoom
         self._overlay.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self._overlay.setVisible(False)
+        self._outline = QGraphicsPathItem(self._item)  # over the heatmap
+        pen = QPen(OUTLINE_COLOUR, 2)
+        pen.setCosmetic(True)  # 2 screen pixels at any zoom
+        self._outline.setPen(pen)
+        self._outline.setZValue(1)
+        self._outline.setVisible(False)
+        self._outline_wanted = False
         self._placeholder = "Open a chest X-ray (Ctrl+O) or drop files or folders here"
         self._fit_mode = True
         self._wl_last: QPointF | None = None
@@ -56,6 +65,7 @@ class ImageViewer(QGraphicsView):
         if image is None or image.isNull():
             self._item.setPixmap(QPixmap())
             self.set_overlay(None)
+            self.set_outline(None)
             self.scene().setSceneRect(QRectF())
             self.resetTransform()
             self.viewport().update()
@@ -82,6 +92,18 @@ class ImageViewer(QGraphicsView):
 
     def overlay_visible(self) -> bool:
         return self._overlay.isVisible() and not self._overlay.pixmap().isNull()
+
+    def set_outline(self, path: QPainterPath | None) -> None:
+        """The lung outline in image pixel coordinates (None: no outline)."""
+        self._outline.setPath(path if path is not None else QPainterPath())
+        self._outline.setVisible(self._outline_wanted and not self._outline.path().isEmpty())
+
+    def set_outline_visible(self, on: bool) -> None:
+        self._outline_wanted = bool(on)
+        self._outline.setVisible(self._outline_wanted and not self._outline.path().isEmpty())
+
+    def outline_visible(self) -> bool:
+        return self._outline.isVisible()
 
     # -- zoom / pan ----------------------------------------------------------
     def current_scale(self) -> float:
