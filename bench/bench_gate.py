@@ -102,8 +102,6 @@ def run_corpus(gate, name: str, files: list[Path], polarity: bool) -> dict:
 
 
 def seg_speed(seg, n: int = 30) -> float:
-    import torch
-
     x = np.random.default_rng(0).random((seg.size, seg.size), dtype=np.float32)
     for _ in range(3):
         seg.segment(x)

@@ -20,7 +20,6 @@ code from the file.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import os
@@ -34,9 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import atomic
 from .errors import ModelFileError
-from .modelfile import weights_digest
+from .modelfile import MetaRecord, read_verified_tensors, state_tensors, write_tensors
 from .preprocess import to_tensor
 
 SEG_FORMAT = "xray-lung-segmenter"
@@ -58,7 +56,7 @@ def build_segmenter(features=SEG_FEATURES) -> nn.Module:
 
 
 @dataclass
-class SegmenterInfo:
+class SegmenterInfo(MetaRecord):
     """What a segmenter file says about itself."""
 
     name: str = "Lung segmenter (MONAI BasicUNet)"
@@ -70,28 +68,13 @@ class SegmenterInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)  # thresholds of training.gate, from validation data
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SegmenterInfo":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 def save_segmenter(model: nn.Module, info: SegmenterInfo, path: str | os.PathLike) -> Path:
-    """Write weights + metadata atomically (fp32; the network is small)."""
-    from safetensors.torch import save_file
-
-    sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    """Write weights (fp32; the network is small) + metadata atomically."""
     if not info.created:
         info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     meta = {"format": SEG_FORMAT, "format_version": SEG_FORMAT_VERSION, **info.to_dict()}
-    header = {SEG_META_KEY: json.dumps(meta), "weights_sha256": weights_digest(tensors)}
-    out = Path(path)
-    atomic.write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    return out
+    return write_tensors(state_tensors(model), SEG_META_KEY, meta, path)
 
 
 def read_segmenter_info(path: str | os.PathLike) -> SegmenterInfo:
@@ -115,19 +98,9 @@ def read_segmenter_info(path: str | os.PathLike) -> SegmenterInfo:
 
 def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, SegmenterInfo]:
     """Weights checked against their stored SHA-256; the network rebuilt from our code."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     p = Path(path)
     info = read_segmenter_info(p)
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            expected = (fh.metadata() or {}).get("weights_sha256")
-        tensors = load_file(str(p))
-    except Exception as exc:
-        raise ModelFileError(f"{p.name}: the segmenter weights cannot be read (file damaged or truncated).") from exc
-    if not expected or weights_digest(tensors) != expected:
-        raise ModelFileError(f"{p.name}: the segmenter weights do not match their checksum; the file was altered.")
+    tensors = read_verified_tensors(p, "segmenter weights")
     net = build_segmenter(info.features)
     try:
         net.load_state_dict(tensors, strict=True)

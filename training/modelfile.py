@@ -33,8 +33,60 @@ FORMAT_VERSION = 1
 META_KEY = "xray_model"
 
 
+class MetaRecord:
+    """A dataclass that is stored as JSON in a model file's metadata; reading
+    ignores keys this version does not know (files from newer versions)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def state_tensors(model: nn.Module, *, half: bool = False) -> dict[str, torch.Tensor]:
+    """A (DDP-unwrapped) model's state dict as contiguous CPU tensors; ``half``: fp16 floats."""
+    sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        out[k] = v.contiguous()
+    return out
+
+
+def write_tensors(tensors: dict[str, torch.Tensor], meta_key: str, meta: dict[str, Any], path) -> Path:
+    """safetensors file with ``meta`` (JSON) under ``meta_key`` and the weights' SHA-256, atomically."""
+    from safetensors.torch import save_file
+
+    header = {meta_key: json.dumps(meta), "weights_sha256": weights_digest(tensors)}
+    out = Path(path)
+    atomic.write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    return out
+
+
+def read_verified_tensors(path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensors of a model file, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            expected = (fh.metadata() or {}).get("weights_sha256")
+        tensors = load_file(str(p))
+    except Exception as exc:
+        raise ModelFileError(f"{p.name}: the {what} cannot be read (file damaged or truncated).") from exc
+    if not expected or weights_digest(tensors) != expected:
+        raise ModelFileError(f"{p.name}: the {what} do not match their checksum; the file was altered or damaged.")
+    return tensors
+
+
 @dataclass
-class ModelInfo:
+class ModelInfo(MetaRecord):
     """What a model file says about itself."""
 
     arch: str
@@ -60,14 +112,6 @@ class ModelInfo:
     @property
     def label(self) -> str:
         return self.name or ARCH_LABELS.get(self.arch, self.arch)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -96,24 +140,12 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write ``model`` + ``info`` to ``path`` atomically.  ``half`` stores fp16
     weights (half the size; loaded back as fp32)."""
-    from safetensors.torch import save_file
-
     if info.arch not in ARCHITECTURES:
         raise XrayError(f"unknown architecture {info.arch!r}")
-    sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
-    tensors = {}
-    for k, v in sd.items():
-        v = v.detach().cpu()
-        if half and v.is_floating_point():
-            v = v.half()
-        tensors[k] = v.contiguous()
     if not info.created:
         info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **info.to_dict()}
-    header = {META_KEY: json.dumps(meta), "weights_sha256": weights_digest(tensors)}
-    out = Path(path)
-    atomic.write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    return out
+    return write_tensors(state_tensors(model, half=half), META_KEY, meta, path)
 
 
 def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
@@ -158,17 +190,9 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
     """Load and verify a model file; the model is returned in eval mode on ``device``."""
-    from safetensors.torch import load_file
-
     p = Path(path)
-    info, header = read_info(p)
-    try:
-        tensors = load_file(str(p))
-    except Exception as exc:
-        raise ModelFileError(f"{p.name}: the weights cannot be read (file damaged or truncated).") from exc
-    expected = header.get("weights_sha256")
-    if not expected or weights_digest(tensors) != expected:
-        raise ModelFileError(f"{p.name}: the weights do not match their checksum; the file was altered or damaged.")
+    info, _ = read_info(p)
+    tensors = read_verified_tensors(p)
     model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
