@@ -163,3 +163,24 @@ def test_cli_csv_has_gate_columns(shipped, data_dir, tmp_path, chest_files):
     assert rows["holiday"]["suitability"] == "refused" and rows["holiday"]["label"] == ""
     assert rows["chest"]["status"] == "ok" and rows["chest"]["suitability"] in ("suitable", "warning")
     assert 0.0 <= float(rows["chest"]["heatmap_in_lungs"]) <= 1.0
+
+
+def test_frozen_segmenter_matches_eager_for_any_batch(chest_files):
+    """The CPU segmenter runs as a frozen TorchScript graph: same numbers as
+    MONAI's eager BasicUNet, for one image or several."""
+    import torch
+
+    from training.lungseg import LungSegmenter, SegmentAndPool, to_seg_input
+
+    seg = LungSegmenter.from_file(default_segmenter_path())
+    assert isinstance(seg._forward, torch.jit.ScriptModule)
+    ims = [load_image(f).pixels for f in chest_files[:3]]
+    with torch.inference_mode():
+        x = torch.cat([to_seg_input(im) for im in ims])
+        logits = seg.net(x)
+        _, feats = SegmentAndPool(seg.net)(x)
+    for batch in (ims[:1], ims):
+        out = seg.segment_batch(batch)
+        for i, o in enumerate(out):
+            np.testing.assert_allclose(o.prob, torch.sigmoid(logits[i, 0]).numpy(), atol=1e-5)
+            np.testing.assert_allclose(o.features, feats[i].numpy(), atol=1e-5)

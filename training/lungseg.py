@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +136,43 @@ class Segmentation:
         return (r[0, 0] >= 0.5).numpy()
 
 
+class SegmentAndPool(nn.Module):
+    """BasicUNet's forward pass that also returns the bottleneck activations
+    averaged over space (the gate's feature space): ``(logits, features)``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        x0 = n.conv_0(x)
+        x1 = n.down_1(x0)
+        x2 = n.down_2(x1)
+        x3 = n.down_3(x2)
+        x4 = n.down_4(x3)
+        u4 = n.upcat_4(x4, x3)
+        u3 = n.upcat_3(u4, x2)
+        u2 = n.upcat_2(u3, x1)
+        u1 = n.upcat_1(u2, x0)
+        return n.final_conv(u1), x4.mean(dim=(2, 3))
+
+
+def freeze_for_cpu(module: nn.Module, size: int) -> nn.Module:
+    """TorchScript trace + freeze (oneDNN folds the normalisation and
+    activation into the convolutions): about 15 % faster on the CPU, same
+    numbers (``tests/test_gate.py``).  The input size is fixed (``size``), the
+    batch size is not.  Falls back to the eager module if tracing fails."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TracerWarning: the shape checks are constant at a fixed size
+            return torch.jit.freeze(torch.jit.trace(module.eval(), torch.zeros(1, 1, size, size)))
+    except Exception:  # pragma: no cover - an unusual torch build
+        return module
+
+
 class LungSegmenter:
     """Runs the segmenter on loader images (CPU by default: it is small)."""
 
@@ -144,9 +180,8 @@ class LungSegmenter:
         self.info = info
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
-        self._bottleneck: list[torch.Tensor] = []
-        self._lock = threading.Lock()  # the hook's list is shared: one forward pass at a time
-        self.net.down_4.register_forward_hook(lambda _m, _i, out: self._bottleneck.append(out))
+        module = SegmentAndPool(self.net)
+        self._forward = freeze_for_cpu(module, self.size) if self.device.type == "cpu" else module
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "LungSegmenter":
@@ -161,11 +196,10 @@ class LungSegmenter:
         if not images:
             return []
         x = torch.cat([to_seg_input(im, self.size) for im in images]).to(self.device)
-        with self._lock, torch.inference_mode():
-            self._bottleneck.clear()
-            prob = torch.sigmoid(self.net(x).float())
-            feats = self._bottleneck.pop().float().mean(dim=(2, 3))
-            self._bottleneck.clear()
+        with torch.inference_mode():
+            logits, feats = self._forward(x)
+            prob = torch.sigmoid(logits.float())
+            feats = feats.float()
         prob_np = prob[:, 0].cpu().numpy()
         feats_np = feats.cpu().numpy()
         x_np = x[:, 0].cpu().numpy()
