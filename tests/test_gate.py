@@ -184,3 +184,15 @@ def test_frozen_segmenter_matches_eager_for_any_batch(chest_files):
         for i, o in enumerate(out):
             np.testing.assert_allclose(o.prob, torch.sigmoid(logits[i, 0]).numpy(), atol=1e-5)
             np.testing.assert_allclose(o.features, feats[i].numpy(), atol=1e-5)
+
+
+def test_model_card_section_comes_from_the_segmenter_file_and_benchmark():
+    import json
+
+    from training.model_card import render_segmenter
+
+    bench = json.loads((RESULTS / "gate_bench.json").read_text())
+    text = render_segmenter(default_segmenter_path(), bench)
+    info = read_segmenter_info(default_segmenter_path())
+    assert f"{info.metrics['dice_mean']:.4f}" in text and "not-cxr-dev" in text
+    assert "Lung segmenter and chest-radiograph gate" in (REPO / "resources" / "models" / "MODEL_CARD.md").read_text()

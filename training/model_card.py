@@ -119,8 +119,10 @@ def render_segmenter(seg_path: Path, bench: dict | None = None) -> str:
          f"| same pairs, grey levels inverted | {m['dice_inverted_mean']:.4f} (95 % CI {ilo:.4f}-{ihi:.4f}) |",
          f"| gate calibration | {g.get('calibration', 'not calibrated')} |", ""]
     if bench:
-        L += [f"CPU inference (2 AVX2 cores, batch 1): {bench['segmenter_ms']:.1f} ms per image at {info.input_size} px "
-              "(`bench/bench_gate.py`).", "",
+        L += [f"CPU inference (2 AVX2 cores, batch 1): median {bench['segmenter_ms']:.1f} ms per image at "
+              f"{info.input_size} px (`bench/bench_gate.py --speed-only`). The gate's figures below are development "
+              "figures: its signals and quantile levels were chosen looking at these corpora (its thresholds "
+              "themselves come from validation chest X-rays only).", "",
               "| corpus | files | refused by the gate | warned | refused by the app (header checks + gate) | "
               "inverted copies detected | originals flagged inverted |", "|---|---|---|---|---|---|---|"]
         for r in bench["corpora"]:
