@@ -150,3 +150,58 @@ def test_console_script_subprocess(mixed_folder, model_file, tmp_path):
                           capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert proc.returncode == 2
     assert "bad.safetensors" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- results are never lost (fault corpus, item 2)
+
+
+def test_csv_path_is_checked_before_any_image(tmp_path, mixed_folder, model_file, capsys):
+    folder_target = tmp_path / "a_folder"
+    folder_target.mkdir()
+    rc = main([str(mixed_folder), "--model", str(model_file), "--csv", str(folder_target), "--no-progress"])
+    err = capsys.readouterr()
+    assert rc == 2 and "is a folder" in err.err and err.out == ""  # no image was classified
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    rc = main([str(mixed_folder), "--model", str(model_file), "--csv", str(a_file / "r.csv")])
+    assert rc == 2 and "Cannot create the folder" in capsys.readouterr().err
+
+
+def test_csv_keeps_rows_when_interrupted(tmp_path, mixed_folder, model_file, monkeypatch, capsys):
+    """Ctrl-C / SIGTERM after two results: the CSV holds those two rows."""
+    from training import predict
+
+    real = predict.Classifier.classify_paths
+
+    def two_then_interrupt(self, *a, **kw):
+        for i, pred in enumerate(real(self, *a, **kw)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield pred
+
+    monkeypatch.setattr(predict.Classifier, "classify_paths", two_then_interrupt)
+    out = tmp_path / "r.csv"
+    rc = main([str(mixed_folder), "--model", str(model_file), "--csv", str(out), "--no-progress", "--batch-size", "2"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert len(_rows(out)) == 2
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_csv_cells_are_safe(tmp_path, model_file, cxr1000):
+    """A file name with invalid UTF-8 and one that starts like a formula: the CSV stays valid UTF-8."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = sorted((cxr1000 / "COVID").glob("*.png"))[0].read_bytes()
+    (folder / "=cmd.png").write_bytes(src)
+    bad = os.fsencode(str(folder)) + b"/caf\xe9.png"
+    with open(bad, "wb") as fh:
+        fh.write(src)
+    out = tmp_path / "r.csv"
+    assert main([str(folder), "--model", str(model_file), "--csv", str(out), "--no-progress"]) == 0
+    text = out.read_bytes().decode("utf-8")  # strict: valid UTF-8
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert any(r["path"].endswith("caf\\xe9.png") for r in rows)
+    assert not any(r["path"].startswith("=") for r in rows) and "=cmd.png" in text

@@ -229,8 +229,10 @@ def test_png_la_and_colour(tmp_path, grey8):
     rgb = np.zeros((64, 64, 3), np.uint8)
     rgb[..., 0] = 200
     rgb[..., 2] = 100
+    rgb[32:, :, 1] = 150  # not one flat colour: a blank picture is refused (test_blank_png_is_refused)
     im = load_image(write_png(tmp_path / "rgb.png", rgb))
-    assert np.allclose(im.pixels, (0.299 * 200 + 0.114 * 100) / 255.0, atol=1e-5)
+    assert np.allclose(im.pixels[:32], (0.299 * 200 + 0.114 * 100) / 255.0, atol=1e-5)
+    assert np.allclose(im.pixels[32:], (0.299 * 200 + 0.587 * 150 + 0.114 * 100) / 255.0, atol=1e-5)
     assert any("Colour" in w for w in im.warnings)
 
 
@@ -313,7 +315,7 @@ def test_too_small(tmp_path):
     assert err.reason == "The image is only 1 x 1 pixels; at least 64 x 64 is needed."
     write_png(tmp_path / "thin.png", np.zeros((63, 500), np.uint8))
     assert refused(tmp_path / "thin.png").code == "too_small"
-    write_png(tmp_path / "ok.png", np.zeros((64, 64), np.uint8))
+    write_png(tmp_path / "ok.png", np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)))
     load_image(tmp_path / "ok.png")
 
 
@@ -541,3 +543,51 @@ def test_find_images(tmp_path, grey8, phantom16):
 
 def test_supported_suffixes():
     assert SUPPORTED_SUFFIXES == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+
+
+# --------------------------------------------------------------------------- decoded content (fault corpus d40-d57, p14)
+
+
+def test_blank_png_is_refused(tmp_path):
+    p = write_png(tmp_path / "black.png", np.zeros((300, 300), np.uint8))
+    with pytest.raises(ImageRefused) as e:
+        load_image(p)
+    assert e.value.code == "blank" and "blank" in e.value.reason
+
+
+@pytest.mark.parametrize("slope, code", [(0.0, "blank"), (float("nan"), "invalid_pixels"), (1e38, "invalid_pixels")])
+def test_broken_rescale_is_refused(tmp_path, phantom16, slope, code):
+    ds = make_dicom(phantom16, window=(2100, 3000))
+    ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
+    p = write_dicom(tmp_path / "r.dcm", ds)
+    with pytest.raises(ImageRefused) as e:
+        load_image(p)
+    assert e.value.code == code
+
+
+def test_absurd_aspect_is_refused(tmp_path):
+    strip = (np.random.default_rng(0).random((70, 900)) * 255).astype(np.uint8)
+    with pytest.raises(ImageRefused) as e:
+        load_image(write_png(tmp_path / "strip.png", strip))
+    assert e.value.code == "aspect" and "900 x 70" in e.value.reason
+
+
+def test_voi_lut_that_misses_the_data_falls_back_to_a_window(tmp_path, phantom16):
+    ds = make_dicom(phantom16, voi_lut=(60000, np.linspace(0, 4095, 256).astype(np.uint16)))
+    img = load_image(write_dicom(tmp_path / "voi.dcm", ds))
+    assert np.ptp(img.pixels) > 0.5
+    assert any("VOI LUT does not cover" in w for w in img.warnings)
+
+
+def test_training_scan_skips_blank_images(tmp_path, cxr1000):
+    from training.data import decode_all, scan_folders
+
+    for cls in ("COVID", "Normal"):
+        (tmp_path / cls).mkdir()
+        for p in sorted((cxr1000 / cls).glob("*.png"))[:5]:
+            (tmp_path / cls / p.name).write_bytes(p.read_bytes())
+    write_png(tmp_path / "COVID" / "blank.png", np.full((300, 300), 128, np.uint8))
+    scan = scan_folders([tmp_path])
+    cache = decode_all(scan.items, 32)
+    assert len(cache.labels) == 10
+    assert any("blank" in why for _, why in cache.skipped)

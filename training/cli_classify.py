@@ -6,15 +6,18 @@ Prints one tab-separated row per input on stdout (status, label, P(COVID),
 path, reason or warnings), a progress bar and a summary on stderr.  Exit code
 0 when the batch ran (also when some files were refused: their rows say why),
 2 on usage errors (no/bad model file, bad option values, nothing to classify),
-130 when interrupted (the CSV then holds the rows done so far).
+130 when interrupted by Ctrl-C or SIGTERM (the CSV then holds the rows done
+so far).  The CSV is written row by row (``training.csv_out``); its path is
+checked before the first image.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .device import DEVICE_CHOICES
@@ -73,20 +76,47 @@ def _heatmap_name(path: Path, used: set[str]) -> str:
     return name
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
-    from . import atomic
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 never crash the output
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
-    from .predict import CSV_COLUMNS, Classifier, validate_threshold
+    from .csv_out import CsvResults
+    from .predict import CSV_COLUMNS
+
+    out = None
+    if args.csv:  # checked before any image is read
+        try:
+            out = CsvResults(args.csv, list(CSV_COLUMNS) + (["heatmap"] if args.heatmaps else []))
+        except XrayError as exc:
+            _err(f"error: {exc.reason}")
+            return 2
+    started = [False]
+    previous = _sigterm_as_interrupt()
+    try:
+        return _classify(args, out, started)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if out is not None:
+            out.close() if started[0] else out.discard()
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM stops a batch like Ctrl-C (rows done so far are kept); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _classify(args, out, started: list[bool]) -> int:
+    from .csv_out import csv_cell
+    from .predict import Classifier, validate_threshold
     from .resources import default_model_path
 
     model_path = Path(args.model) if args.model else default_model_path()
@@ -128,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             _err(f"error: cannot create the heatmap folder {heat_dir}: {exc.strerror or exc}")
             return 2
-    columns = list(CSV_COLUMNS) + (["heatmap"] if heat_dir is not None else [])
 
     from tqdm import tqdm
 
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
           f"threshold {clf.threshold:.3g}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
-    rows: list[dict[str, str]] = []
+    done = 0
+    started[0] = True
     counts = {"ok": 0, "refused": 0, "error": 0}
     labels: dict[str, int] = {}
     used_names: set[str] = set()
@@ -162,35 +192,30 @@ def main(argv: list[str] | None = None) -> int:
 
                         img = load_image(pred.path, check_header=not args.allow_any_header)
                         pixels = 1.0 - img.pixels if pred.inverted else img.pixels
-                        out = heat_dir / _heatmap_name(pred.path, used_names)
-                        save_overlay_png(out, pixels, gradcam(clf, pixels), args.alpha)
-                        row["heatmap"] = str(out)
+                        heat_png = heat_dir / _heatmap_name(pred.path, used_names)
+                        save_overlay_png(heat_png, pixels, gradcam(clf, pixels), args.alpha)
+                        row["heatmap"] = csv_cell(heat_png)
                     except Exception as exc:  # a heatmap failure never stops the batch
                         heat_failures += 1
                         _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
-            rows.append(row)
+            done += 1
+            if out is not None:
+                out.write(row)
             note = pred.reason if not pred.ok else row["warnings"]
             p_txt = "" if pred.p_covid is None else f"{pred.p_covid:.4f}"
-            tqdm.write(f"{pred.status}\t{row['label'] or '-'}\t{p_txt or '-'}\t{pred.path}\t{note}", file=sys.stdout)
+            tqdm.write(f"{pred.status}\t{row['label'] or '-'}\t{p_txt or '-'}\t{row['path']}\t{note}", file=sys.stdout)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
-    except BrokenPipeError:  # e.g. piped into `head`
-        bar.close()
-        return 0
+    except BrokenPipeError:  # e.g. piped into `head`: stop, keep the rows done, say so on stderr
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _err("the output pipe was closed; stopped early (the CSV keeps the rows done).")
     finally:
         bar.close()
 
-    if args.csv:
-        try:
-            _write_csv(Path(args.csv), rows, columns)
-        except OSError as exc:
-            _err(f"error: cannot write {args.csv}: {exc.strerror or exc}")
-            return 2
-
     failed = counts["refused"] + counts["error"]
     by_label = ", ".join(f"{n} {lab}" for lab, n in sorted(labels.items())) or "none"
-    summary = (f"{len(rows)} of {len(files)} file(s) processed: {counts['ok']} classified ({by_label}); "
+    summary = (f"{done} of {len(files)} file(s) processed: {counts['ok']} classified ({by_label}); "
                f"{failed} failed ({counts['refused']} refused, {counts['error']} errors)")
     if skipped:
         summary += f"; {len(skipped)} skipped (not images)"

@@ -27,7 +27,10 @@ class ImageRefused(XrayError):
     (truncated or damaged), ``no_pixels`` (DICOM without pixel data),
     ``multiframe``, ``modality`` (CT, MR, US ...), ``body_part`` (not chest),
     ``view`` (lateral), ``decoder`` (missing decompression plug-in),
-    ``too_small``, ``too_large``.
+    ``too_small``, ``too_large``, ``blank`` (every pixel about the same grey),
+    ``invalid_pixels`` (NaN / infinite values), ``aspect`` (absurdly narrow
+    or wide); ``not_chest_xray`` is the chest-radiograph gate's refusal
+    (``training.predict.GATE_CODE``).
     """
 
     code = "refused"

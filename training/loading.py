@@ -226,15 +226,40 @@ def _is_colour(arr: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- entry point
 
 
+MAX_ASPECT = 4.0  # longer side / shorter side above this: not a radiograph's shape
+BLANK_SPREAD = 0.02  # 1st-99th percentile grey spread below this (of [0, 1]): a blank picture
+
+
+def _content_checks(img: LoadedImage) -> LoadedImage:
+    """Refuse decoded pictures no model may judge, in classification and in
+    training data alike: non-finite pixel values, blank pictures, absurd shapes."""
+    rows, cols = img.pixels.shape
+    if max(rows, cols) > MAX_ASPECT * min(rows, cols):
+        raise _refuse(f"The image is {cols} x {rows} pixels: far too narrow or wide for a radiograph "
+                      "(its size information may be damaged).", "aspect")
+    raw = img.raw
+    if raw is not None:
+        bad = ~np.isfinite(_subsample(raw))
+        if bad.mean() > 0.005:
+            raise _refuse("The pixel values are not valid numbers (the DICOM rescale slope or intercept "
+                          "is broken).", "invalid_pixels")
+    lo, hi = np.percentile(_subsample(img.pixels), [1.0, 99.0])
+    if hi - lo < BLANK_SPREAD:
+        raise _refuse("The image is blank: almost every pixel has the same grey level.", "blank")
+    return img
+
+
 def load_image(path: str | os.PathLike, *, check_header: bool = True) -> LoadedImage:
     """Load one image file; raise :class:`ImageRefused` for anything unusable.
 
     ``check_header=False`` turns the DICOM header gates (modality, body part,
     view) into warnings.  Every unexpected failure is reported as
-    ``ImageRefused(code='corrupt')`` naming the exception type.
+    ``ImageRefused(code='corrupt')`` naming the exception type.  Decoded
+    pictures that are blank, hold non-finite values or have an absurd aspect
+    ratio are refused too (codes ``blank``, ``invalid_pixels``, ``aspect``).
     """
     try:
-        return _load(Path(path), check_header)
+        return _content_checks(_load(Path(path), check_header))
     except ImageRefused:
         raise
     except MemoryError:
@@ -783,7 +808,8 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         except Exception:
             warnings.append("The DICOM modality LUT could not be applied; stored values used.")
             modality_out = arr
-        raw = np.asarray(modality_out, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused by _content_checks
+            raw = np.asarray(modality_out, dtype=np.float32)
         if raw.ndim != 2:
             raise _refuse(f"Unexpected DICOM image shape {raw.shape}.", "corrupt")
         pixels, window, source = _voi(ds, raw, modality_out, bits, warnings)
@@ -841,9 +867,13 @@ def _voi(ds, raw: np.ndarray, modality_out: np.ndarray, bits: int, warnings: lis
             if hi > lo:
                 pixels = (out - np.float32(lo)) * np.float32(1.0 / (hi - lo))
                 np.clip(pixels, 0.0, 1.0, out=pixels)
-                # the LUT's input span as the nearest linear window (start point for manual W/L)
-                return pixels.astype(np.float32, copy=False), (first + n / 2.0, float(n)), "VOI LUT"
-            warnings.append("The DICOM VOI LUT is flat; contrast set automatically.")
+                spread = np.ptp(_subsample(pixels))
+                if spread > 0 or np.ptp(_subsample(raw)) == 0:
+                    # the LUT's input span as the nearest linear window (start point for manual W/L)
+                    return pixels.astype(np.float32, copy=False), (first + n / 2.0, float(n)), "VOI LUT"
+                warnings.append("The DICOM VOI LUT does not cover the image data; contrast set automatically.")
+            else:
+                warnings.append("The DICOM VOI LUT is flat; contrast set automatically.")
         except Exception:
             warnings.append("The DICOM VOI LUT could not be applied; contrast set automatically.")
 

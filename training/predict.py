@@ -105,14 +105,16 @@ class Prediction:
 
     def as_row(self) -> dict[str, str]:
         """The CSV row (``CSV_COLUMNS``) for this prediction."""
+        from .csv_out import csv_cell
+
         return {
-            "path": "" if self.path is None else str(self.path),
+            "path": "" if self.path is None else csv_cell(self.path),
             "label": (self.label or "") if self.valid else f"not valid ({self.label})",
             "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
             "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
             "status": self.status,
-            "reason": self.reason,
-            "warnings": "; ".join(self.warnings),
+            "reason": csv_cell(self.reason),
+            "warnings": csv_cell("; ".join(self.warnings)),
             "suitability": self.suitability + (" (classified anyway: not valid)" if self.ok and not self.valid else ""),
             "heatmap_in_lungs": "" if self.heat_in_lungs is None else f"{self.heat_in_lungs:.3f}",
         }

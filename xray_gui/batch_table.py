@@ -17,6 +17,8 @@ from PySide6.QtGui import QBrush, QColor, QImage
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel,
                                QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget)
 
+from training.csv_out import csv_cell
+
 from .images import THUMB_SIZE
 
 COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status")
@@ -164,7 +166,7 @@ class BatchTableModel(QAbstractTableModel):
             if r.pred is not None:
                 w.writerow(r.pred.as_row())
             else:
-                w.writerow({"path": str(r.path), "status": r.status, "reason": r.reason})
+                w.writerow({"path": csv_cell(r.path), "status": r.status, "reason": csv_cell(r.reason)})
         return buf.getvalue()
 
 
