@@ -591,3 +591,22 @@ def test_training_scan_skips_blank_images(tmp_path, cxr1000):
     cache = decode_all(scan.items, 32)
     assert len(cache.labels) == 10
     assert any("blank" in why for _, why in cache.skipped)
+
+
+def test_named_pipe_never_blocks(tmp_path):
+    """A FIFO in a scanned folder (fault corpus gen_fs.sh folder_fifo_txt): skipped by the
+    scan with a reason, refused by the loader without being opened."""
+    import os
+
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe")
+    os.mkfifo(folder / "pipe.png")
+    write_png(folder / "ok.png", (chest_phantom(96, 96) * 255).astype(np.uint8))
+    files, skipped = find_images([folder])
+    assert [f.name for f in files] == ["ok.png"]
+    assert sorted((f.name, why) for f, why in skipped) == [("pipe", "not a regular file (named pipe)"),
+                                                           ("pipe.png", "not a regular file (named pipe)")]
+    with pytest.raises(ImageRefused) as e:
+        load_image(folder / "pipe.png")
+    assert e.value.code == "unreadable" and "named pipe" in e.value.reason

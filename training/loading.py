@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,6 +282,9 @@ def _load(p: Path, check_header: bool) -> LoadedImage:
         raise _refuse(f"The file cannot be opened ({exc.strerror or type(exc).__name__}).", "unreadable") from None
     if p.is_dir():
         raise _refuse("This is a folder, not an image file.", "unreadable")
+    special = _special_file(p)
+    if special:  # checked before open(): opening a named pipe blocks until someone writes to it
+        raise _refuse(f"This is a {special}, not an image file.", "unreadable")
     if st.st_size == 0:
         raise _refuse("The file is empty (0 bytes).", "empty")
     try:
@@ -903,6 +907,22 @@ def _voi(ds, raw: np.ndarray, modality_out: np.ndarray, bits: int, warnings: lis
 # --------------------------------------------------------------------------- find_images
 
 
+def _special_file(path: Path) -> str:
+    """'named pipe', 'device', 'socket' for such entries (without opening
+    them); '' for regular files, folders and paths that cannot be checked."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return ""
+
+
 def _has_dicm(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -955,7 +975,10 @@ def find_images(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
             skipped.append((Path(err.filename or p), f"folder cannot be read ({why})"))
         for f in sorted(found, key=lambda q: q.relative_to(p).parts):
             suffix = f.suffix.lower()
-            if f.name.upper() == "DICOMDIR":
+            special = _special_file(f)
+            if special:  # never opened: a named pipe would block the scan
+                skipped.append((f, f"not a regular file ({special})"))
+            elif f.name.upper() == "DICOMDIR":
                 skipped.append((f, "DICOM directory index (DICOMDIR), not an image"))
             elif suffix in SUPPORTED_SUFFIXES or suffix == "" or _has_dicm(f):
                 add(f)
