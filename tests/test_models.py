@@ -233,3 +233,98 @@ def test_malicious_pickle_refused_and_not_executed(tmp_path):
 def test_unknown_arch_refused():
     with pytest.raises(XrayError, match="Unknown model architecture"):
         build_model("vgg16")
+
+
+# --------------------------------------------------------------------------- tampered model files (fault corpus m03-m32)
+
+
+def _rewrite(src, dst, *, meta_edit=None, tensor_edit=None, rehash_weights=False):
+    """Copy a model file with its metadata and/or tensors edited, keeping the stored digests
+    unless ``rehash_weights`` (an editor who recomputes the weights' checksum)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from training.modelfile import META_KEY, weights_digest
+
+    with safe_open(str(src), framework="pt") as fh:
+        header = dict(fh.metadata())
+    tensors = load_file(str(src))
+    if meta_edit:
+        meta = json.loads(header[META_KEY])
+        meta.update(meta_edit)
+        header[META_KEY] = json.dumps(meta)
+    if tensor_edit:
+        tensor_edit(tensors)
+    if rehash_weights:
+        header["weights_sha256"] = weights_digest(tensors)
+    save_file(tensors, str(dst), metadata=header)
+    return dst
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    return save_model(_tiny("resnet50"), ModelInfo(arch="resnet50", input_size=64, threshold=0.3),
+                      tmp_path / "ok.safetensors")
+
+
+@pytest.mark.parametrize("edit", [{"threshold": 0.99}, {"positive_class": "Normal"}, {"input_size": 32}])
+def test_edited_metadata_is_refused(tmp_path, saved, edit):
+    bad = _rewrite(saved, tmp_path / "bad.safetensors", meta_edit=edit)
+    with pytest.raises(ModelFileError, match="does not match its checksum"):
+        read_info(bad)
+
+
+def test_rehashed_weights_and_nan_weights_are_refused(tmp_path, saved):
+    def shift(t):
+        t["fc.bias"] = t["fc.bias"] + 5.0
+
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(_rewrite(saved, tmp_path / "b.safetensors", tensor_edit=shift, rehash_weights=True))
+
+    from training.modelfile import metadata_digest
+
+    def nan(t):
+        t["fc.bias"] = torch.full_like(t["fc.bias"], float("nan"))
+
+    # a forger who also recomputes the metadata digest still meets the finite-weights check
+    bad = _rewrite(saved, tmp_path / "n.safetensors", tensor_edit=nan, rehash_weights=True)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(bad), framework="pt") as fh:
+        header = dict(fh.metadata())
+    header["metadata_sha256"] = metadata_digest(header["xray_model"], header["weights_sha256"])
+    save_file(load_file(str(bad)), str(bad), metadata=header)
+    with pytest.raises(ModelFileError, match="invalid numbers"):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("field, value", [("threshold", "abc"), ("threshold", float("nan")), ("input_size", 0),
+                                          ("input_size", 20000), ("class_names", 5), ("dropout", "abc")])
+def test_invalid_metadata_fields_are_refused_with_a_reason(tmp_path, field, value):
+    import json
+
+    from training.modelfile import META_KEY, metadata_digest, weights_digest, state_tensors
+    from safetensors.torch import save_file
+
+    tensors = state_tensors(_tiny("resnet50"))
+    meta = {"format": "xray-cxr-model", "format_version": 1, **ModelInfo(arch="resnet50", input_size=64).to_dict()}
+    meta[field] = value
+    text = json.dumps(meta)
+    wd = weights_digest(tensors)
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), metadata={META_KEY: text, "weights_sha256": wd,
+                                            "metadata_sha256": metadata_digest(text, wd)})
+    with pytest.raises(ModelFileError) as e:
+        read_info(path)
+    assert field.replace("_", " ").split()[0] in e.value.reason.lower() or "threshold" in e.value.reason
+
+
+def test_fifo_is_not_called_a_folder(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "m.safetensors")
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        read_info(tmp_path / "m.safetensors")

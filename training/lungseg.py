@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ModelFileError
-from .modelfile import MetaRecord, read_verified_tensors, state_tensors, write_tensors
+from .modelfile import MetaRecord, check_metadata_digest, read_verified_tensors, state_tensors, write_tensors
 from .preprocess import to_tensor
 
 SEG_FORMAT = "xray-lung-segmenter"
@@ -88,6 +88,7 @@ def read_segmenter_info(path: str | os.PathLike) -> SegmenterInfo:
         meta = json.loads(header[SEG_META_KEY])
     except Exception as exc:
         raise ModelFileError(f"{p.name} is not a readable lung segmenter file.") from exc
+    check_metadata_digest(p.name, header, SEG_META_KEY)
     if meta.get("format") != SEG_FORMAT:
         raise ModelFileError(f"{p.name} is not a lung segmenter file (format {meta.get('format')!r}).")
     if int(meta.get("format_version", 0)) > SEG_FORMAT_VERSION:

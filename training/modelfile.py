@@ -16,6 +16,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +63,29 @@ def write_tensors(tensors: dict[str, torch.Tensor], meta_key: str, meta: dict[st
     """safetensors file with ``meta`` (JSON) under ``meta_key`` and the weights' SHA-256, atomically."""
     from safetensors.torch import save_file
 
-    header = {meta_key: json.dumps(meta), "weights_sha256": weights_digest(tensors)}
+    meta_json = json.dumps(meta)
+    digest = weights_digest(tensors)
+    header = {meta_key: meta_json, "weights_sha256": digest, "metadata_sha256": metadata_digest(meta_json, digest)}
     out = Path(path)
     atomic.write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     return out
+
+
+def metadata_digest(meta_json: str, weights_sha256: str) -> str:
+    """SHA-256 over the metadata text and the weights' digest: an edited
+    threshold, class name or input size is detected like an edited weight."""
+    return hashlib.sha256((meta_json + "\n" + weights_sha256).encode("utf-8")).hexdigest()
+
+
+def check_metadata_digest(name: str, header: dict[str, str], meta_key: str) -> None:
+    """``ModelFileError`` unless the stored metadata digest matches."""
+    stored = header.get("metadata_sha256")
+    if not stored:
+        raise ModelFileError(f"{name} has no metadata checksum (written by an older version of this program); "
+                             "re-export it with this version to use it.")
+    if metadata_digest(header.get(meta_key, ""), header.get("weights_sha256", "")) != stored:
+        raise ModelFileError(f"{name}: the model's description (threshold, classes, input size ...) does not match "
+                             "its checksum; the file was altered or damaged.")
 
 
 def read_verified_tensors(path, what: str = "weights") -> dict[str, torch.Tensor]:
@@ -155,8 +175,10 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"Model file not found: {p}")
-    if not p.is_file():
+    if p.is_dir():
         raise ModelFileError(f"{p} is a folder, not a model file.")
+    if not p.is_file():
+        raise ModelFileError(f"{p} is not a regular file (a named pipe or device), not a model file.")
     if p.stat().st_size == 0:
         raise ModelFileError(f"{p.name} is empty (0 bytes).")
     try:
@@ -171,8 +193,14 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
         meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{p.name}: the model metadata is damaged.") from exc
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{p.name}: the model metadata is damaged (not a record).")
+    if meta.get("format") == FORMAT:
+        check_metadata_digest(p.name, header, META_KEY)
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{p.name} is not a chest X-ray model file (format {meta.get('format')!r}).")
+    if not isinstance(meta.get("format_version", 0), int):
+        raise ModelFileError(f"{p.name}: the model metadata is damaged (format version {meta.get('format_version')!r}).")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelFileError(
             f"{p.name} was written by a newer version of this program (format {meta.get('format_version')}); "
@@ -183,9 +211,36 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
         info = ModelInfo.from_dict(meta)
     except TypeError as exc:
         raise ModelFileError(f"{p.name}: the model metadata is incomplete.") from exc
-    if not (0.0 < float(info.threshold) < 1.0):
-        raise ModelFileError(f"{p.name}: decision threshold {info.threshold} is not between 0 and 1.")
+    problem = _metadata_problem(info)
+    if problem:
+        raise ModelFileError(f"{p.name}: {problem}")
     return info, header
+
+
+MIN_INPUT, MAX_INPUT = 32, 1024
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _metadata_problem(info: ModelInfo) -> str:
+    """A plain-language description of the first invalid metadata field, or ''."""
+    if not (_number(info.threshold) and 0.0 < info.threshold < 1.0):
+        return f"decision threshold {info.threshold!r} is not a number between 0 and 1."
+    if not (isinstance(info.input_size, int) and MIN_INPUT <= info.input_size <= MAX_INPUT):
+        return f"input size {info.input_size!r} is not a whole number between {MIN_INPUT} and {MAX_INPUT}."
+    names = info.class_names
+    if not (isinstance(names, list) and len(names) == 2 and all(isinstance(c, str) and c for c in names)
+            and names[0] != names[1]):
+        return f"class names {names!r} are not two different names."
+    if info.positive_class not in names:
+        return f"positive class {info.positive_class!r} is not one of the classes {names}."
+    if not (_number(info.dropout) and 0.0 <= info.dropout < 1.0):
+        return f"dropout {info.dropout!r} is not a number between 0 and 1."
+    if not all(_number(v) and 0.0 < v < 1.0 for v in (info.operating_points or {}).values()):
+        return "an operating point is not a number between 0 and 1."
+    return ""
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
@@ -193,6 +248,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> L
     p = Path(path)
     info, _ = read_info(p)
     tensors = read_verified_tensors(p)
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
+        raise ModelFileError(f"{p.name}: the weights contain invalid numbers (NaN or infinite); the file is damaged.")
     model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)

@@ -280,6 +280,10 @@ class Classifier:
 
     def _ok(self, path, p: float, meta, warnings) -> Prediction:
         p = float(p)
+        if not np.isfinite(p):  # damaged weights or an overflow: never a label
+            return Prediction(path=None if path is None else Path(path), status="error", threshold=self._threshold,
+                              reason="The model produced an invalid output (not a number); the model file may be "
+                                     "damaged.", warnings=list(warnings or []), meta=meta, code="error")
         return Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
                           p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta)
 
