@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,9 @@ def test_cli_mixed_folder(mixed_folder, model_file, tmp_path, capsys):
         assert r["status"] == "refused" and r["reason"] and r["p_covid"] == "" and r["heatmap"] == ""
     assert "empty" in by_name["zero.png"]["reason"]
     pngs = sorted(p.name for p in heat.glob("*.png"))
-    assert pngs == ["IM0001_heatmap.png", "a_heatmap-2.png", "a_heatmap.png", "chest_heatmap.png"]
+    assert len(pngs) == 4 and [re.sub(r"_[0-9a-f]{12}_", "_", n) for n in pngs] == [
+        "IM0001_heatmap.png", "a_heatmap.png", "a_heatmap.png", "chest_heatmap.png"]
+    assert len({by_name[n]["heatmap"] for n in ("a.png", "sub/a.png", "chest.dcm", "sub/IM0001")}) == 4
     # stdout: a header and one row per input; stderr: skipped file, failure count, no traceback
     lines = [ln for ln in cap.out.splitlines() if ln and not ln.startswith("#")]
     assert len(lines) == 6
@@ -205,3 +208,25 @@ def test_csv_cells_are_safe(tmp_path, model_file, cxr1000):
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert any(r["path"].endswith("caf\\xe9.png") for r in rows)
     assert not any(r["path"].startswith("=") for r in rows) and "=cmd.png" in text
+
+
+def test_heatmaps_of_two_runs_never_collide(tmp_path, model_file, cxr1000):
+    """Fault corpus item 6: two runs, same heatmap folder, same file stem, different images."""
+    heat = tmp_path / "heat"
+    rows = []
+    for i, cls in enumerate(("COVID", "Normal")):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "scan.png").write_bytes(sorted((cxr1000 / cls).glob("*.png"))[0].read_bytes())
+        out = tmp_path / f"r{i}.csv"
+        assert main([str(d), "--model", str(model_file), "--csv", str(out), "--heatmaps", str(heat),
+                     "--no-progress"]) == 0
+        rows += _rows(out)
+    assert rows[0]["heatmap"] != rows[1]["heatmap"] and all(Path(r["heatmap"]).is_file() for r in rows)
+    long = tmp_path / "long"
+    long.mkdir()
+    (long / ("x" * 240 + ".png")).write_bytes(sorted((cxr1000 / "COVID").glob("*.png"))[1].read_bytes())
+    out = tmp_path / "long.csv"
+    assert main([str(long), "--model", str(model_file), "--csv", str(out), "--heatmaps", str(heat),
+                 "--no-progress"]) == 0
+    assert Path(_rows(out)[0]["heatmap"]).is_file()

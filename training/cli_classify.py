@@ -62,18 +62,25 @@ def _err(msg: str) -> None:
     print(f"{PROG}: {msg}", file=sys.stderr)
 
 
-def _heatmap_name(path: Path, used: set[str]) -> str:
-    """``<stem>_heatmap.png``; ``-2``, ``-3``... when two inputs share a stem
-    (a.png and a.dcm, or the same name in two folders).  Compared case-
-    insensitively (Windows/macOS file systems)."""
-    base = f"{path.stem}_heatmap"
-    name = f"{base}.png"
-    n = 2
-    while name.lower() in used:
-        name = f"{base}-{n}.png"
-        n += 1
-    used.add(name.lower())
-    return name
+def _weights_digest_of(model_path: Path) -> str:
+    from .modelfile import read_info
+
+    return read_info(model_path)[1].get("weights_sha256", "")
+
+
+def _heatmap_name(path: Path, model_digest: str) -> str:
+    """``<stem>_<12 hex>_heatmap.png``: the hex digits are a SHA-256 of the
+    model's weights digest and the file's bytes, so two different images (or
+    one image under two models) never share a heatmap file, within a run or
+    across runs writing into the same folder; the stem is cut to 80
+    characters (long names would exceed the file system's limit)."""
+    import hashlib
+
+    h = hashlib.sha256(model_digest.encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{path.stem[:80]}_{h.hexdigest()[:12]}_heatmap.png"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +175,7 @@ def _classify(args, out, started: list[bool]) -> int:
     started[0] = True
     counts = {"ok": 0, "refused": 0, "error": 0}
     labels: dict[str, int] = {}
-    used_names: set[str] = set()
+    model_digest = clf.loaded.path and _weights_digest_of(clf.loaded.path) or clf.loaded.display_name
     heat_failures = 0
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
     interrupted = False
@@ -192,7 +199,7 @@ def _classify(args, out, started: list[bool]) -> int:
 
                         img = load_image(pred.path, check_header=not args.allow_any_header)
                         pixels = 1.0 - img.pixels if pred.inverted else img.pixels
-                        heat_png = heat_dir / _heatmap_name(pred.path, used_names)
+                        heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
                         save_overlay_png(heat_png, pixels, gradcam(clf, pixels), args.alpha)
                         row["heatmap"] = csv_cell(heat_png)
                     except Exception as exc:  # a heatmap failure never stops the batch
