@@ -401,7 +401,7 @@ class Classifier:
                         probs = {id(d): float(v) for d, v in zip(ok, values)}
                     except Exception as exc:  # e.g. out of memory: report, keep going
                         failure = one_line(exc)
-                    if explain and not failure:
+                    if explain and not failure and self.gate is not None:  # shares need lung masks
                         shares = self._lung_shares(ok, batch)
                 for d in decoded:
                     if d.status == "ok" and not failure:
