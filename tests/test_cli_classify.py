@@ -57,6 +57,9 @@ def test_cli_mixed_folder(mixed_folder, model_file, tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     rows = _rows(out_csv)
+    skipped = [r for r in rows if r["status"] == "skipped"]  # found in the folder, not an image: a row too
+    assert [(Path(r["path"]).name, r["reason"]) for r in skipped] == [("readme.txt", "not an image file (.txt)")]
+    rows = [r for r in rows if r["status"] != "skipped"]
     names = sorted(Path(r["path"]).relative_to(mixed_folder).as_posix() for r in rows)
     assert names == sorted(["a.png", "sub/a.png", "chest.dcm", "sub/IM0001", "zero.png", "text.png"])
     assert list(rows[0]) == ["path", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
@@ -143,7 +146,7 @@ def test_console_script_subprocess(mixed_folder, model_file, tmp_path):
     proc = subprocess.run([*_script(), str(mixed_folder), "--model", str(model_file), "--csv", str(out_csv),
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert len(_rows(out_csv)) == 6
+    assert len(_rows(out_csv)) == 7  # 6 inputs + the skipped readme.txt
     assert proc.stdout.count("\n") == 7  # header + 6 rows
     assert "Traceback" not in proc.stderr
     # the bad-model path through the real entry point, via python -m
@@ -186,7 +189,7 @@ def test_csv_keeps_rows_when_interrupted(tmp_path, mixed_folder, model_file, mon
     out = tmp_path / "r.csv"
     rc = main([str(mixed_folder), "--model", str(model_file), "--csv", str(out), "--no-progress", "--batch-size", "2"])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
-    assert len(_rows(out)) == 2
+    assert [r["status"] for r in _rows(out)] == ["skipped", "ok", "ok"]  # readme.txt, then the two done
     assert not list(tmp_path.glob(".*.partial"))
 
 

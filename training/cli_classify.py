@@ -173,6 +173,9 @@ def _classify(args, out, started: list[bool]) -> int:
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
     done = 0
     started[0] = True
+    if out is not None:  # every path found gets a row: skipped ones too, first, with the reason
+        for path, why in skipped:
+            out.write({"path": csv_cell(path), "status": "skipped", "reason": csv_cell(why)})
     counts = {"ok": 0, "refused": 0, "error": 0}
     labels: dict[str, int] = {}
     model_digest = clf.loaded.path and _weights_digest_of(clf.loaded.path) or clf.loaded.display_name
