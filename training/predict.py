@@ -329,7 +329,7 @@ class Classifier:
         pred.warnings.extend(gres.warning_texts())
         if gres.refused:
             pred.valid = False
-            pred.warnings.insert(0, f"{FORCED_NOTE} ({gres.refusal_text()})")
+            pred.warnings.insert(0, f"{FORCED_NOTE} ({gres.refusal_text().rstrip('.')})")
 
     # ----------------------------------------------------------- file batches
     def _decode(self, path: Path, check_header: bool, preview: int = 0, enforce_gate: bool = True) -> _Decoded:
