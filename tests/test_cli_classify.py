@@ -233,3 +233,14 @@ def test_heatmaps_of_two_runs_never_collide(tmp_path, model_file, cxr1000):
     assert main([str(long), "--model", str(model_file), "--csv", str(out), "--heatmaps", str(heat),
                  "--no-progress"]) == 0
     assert Path(_rows(out)[0]["heatmap"]).is_file()
+
+
+def test_no_pydicom_warnings_on_stderr(tmp_path, model_file, dicom_dir):
+    """Fault corpus item 7: pydicom's header-validation warnings (with site-packages paths)
+    do not reach the user for the shipped sample DICOMs."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([*_script(), str(dicom_dir / "cxr15_dx_966fixed_j2kr_mono1.dcm"), "--model",
+                           str(model_file), "--device", "cpu", "--no-progress", "--no-lung-attention"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and "site-packages" not in proc.stderr, proc.stderr

@@ -23,12 +23,19 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageRefused
+
+# pydicom warns (with its site-packages path) about header values that break the
+# standard's length/VR rules - common in real files and harmless for reading the
+# pixels.  They are not shown to the user; everything that matters for the image
+# becomes a plain-language warning or refusal here.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
