@@ -337,7 +337,7 @@ def test_unexpected_error_becomes_corrupt(tmp_path, monkeypatch, grey8):
     def boom(*a, **k):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(loading, "_is_colour", boom)
+    monkeypatch.setattr(loading, "_chroma", boom)
     err = refused(write_png(tmp_path / "g.png", grey8))
     assert err.code == "corrupt" and "KeyError" in err.reason
 

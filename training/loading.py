@@ -224,13 +224,6 @@ def _chroma(arr: np.ndarray) -> float:
     return float((s.max(axis=2) - s.min(axis=2)).mean() / top)
 
 
-def _is_colour(arr: np.ndarray) -> bool:
-    if arr.ndim != 3 or arr.shape[2] < 3:
-        return False
-    s = _subsample(arr)
-    return not (np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -400,10 +393,9 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
         amax = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
         if np.any(_subsample(alpha) < amax):
             warnings.append("The image has transparent areas; transparency was ignored.")
-    chroma = 0.0
-    if _is_colour(arr):
+    chroma = _chroma(arr)  # > 0 exactly when the sampled channels differ somewhere
+    if chroma > 0:
         warnings.append("Colour image converted to grey.")
-        chroma = _chroma(arr)
     dt = arr.dtype
     if dt == np.uint8 and arr.ndim == 2:  # the common case: one table lookup, exactly x / 255
         pixels = _U8_TO_UNIT[arr]
