@@ -190,7 +190,7 @@ def _classify(args, out, started: list[bool]) -> int:
             row = pred.as_row()
             counts[pred.status] = counts.get(pred.status, 0) + 1
             if pred.verdict:
-                labels[pred.label] = labels.get(pred.label, 0) + 1
+                labels[pred.result] = labels.get(pred.result, 0) + 1
             elif pred.ok:
                 labels["not valid"] = labels.get("not valid", 0) + 1
             if heat_dir is not None:

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"])
     ap.add_argument("--warmup-epochs", type=int)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--augment-level", choices=["basic", "source"],
+                    help="basic geometry/brightness, or 'source': also gamma, blur/sharpen, resolution, noise, JPEG")
+    ap.add_argument("--region", choices=["whole", "lungs"],
+                    help="classifier input: the whole image (paper) or the lungs' box found by the lung segmenter")
+    ap.add_argument("--intensity", choices=["none", "clahe"], help="intensity normalisation of the input")
+    ap.add_argument("--lung-margin", type=float, help="margin around the lungs' box, as a share of its size")
+    ap.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here and reuse them in the next run")
     ap.add_argument("--balanced-sampling", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     ap.add_argument("--init", help="backbone init: scratch | imagenet | PATH to ResNet50 weights (.pth/.safetensors)")
@@ -82,10 +89,12 @@ def main(argv=None) -> int:
             over = {k: getattr(a, k) for k in (
                 "models", "split_file", "seed", "input_size", "batch_size", "lr", "epochs", "weight_decay",
                 "lr_schedule", "augment", "balanced_sampling", "early_stopping", "init", "lstm_init", "dropout",
-                "freeze_backbone_epochs", "warmup_epochs",
+                "freeze_backbone_epochs", "warmup_epochs", "augment_level", "region", "intensity", "lung_margin", "cache_dir",
                 "device", "precision", "threads", "threshold_rule", "half_weights", "model_name", "holdout_split")}
             if a.split_fractions:
                 over["split"] = tuple(a.split_fractions)
+            if over.get("init") and over["init"] not in ("scratch", "imagenet"):
+                over["init"] = str(Path(over["init"]).resolve())
             for key in ("split_file", "holdout_split"):
                 if over.get(key):
                     over[key] = str(Path(over[key]).resolve())

@@ -36,6 +36,11 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine
     warmup_epochs: int = 0
     augment: bool = False
+    augment_level: str = "basic"  # basic | source (see training/augment.py)
+    region: str = "whole"  # whole | lungs: the classifier's input (training/lung_input.py)
+    intensity: str = "none"  # none | clahe
+    lung_margin: float = 0.10
+    cache_dir: str = ""  # reuse decoded (and lung-cropped) images between runs; "" = no disk cache
     balanced_sampling: bool = False
     early_stopping: int = 0  # patience in epochs on the selection rule; 0 = off
     init: str = "scratch"  # scratch | imagenet | path to weights
@@ -86,6 +91,17 @@ class TrainConfig:
             raise DataError("threshold_rule must be '0.5' or 'sensitivity'.")
         if self.freeze_backbone_epochs < 0:
             raise DataError("freeze_backbone_epochs cannot be negative.")
+        from .augment import LEVELS
+        from .lung_input import INTENSITIES, REGIONS
+
+        if self.augment_level not in LEVELS:
+            raise DataError(f"augment_level must be one of {', '.join(LEVELS)}.")
+        if self.region not in REGIONS:
+            raise DataError(f"region must be one of {', '.join(REGIONS)}.")
+        if self.intensity not in INTENSITIES:
+            raise DataError(f"intensity must be one of {', '.join(INTENSITIES)}.")
+        if not (0.0 <= self.lung_margin <= 0.5):
+            raise DataError("lung_margin must be between 0 and 0.5.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DataError("precision must be auto, fp32, bf16 or fp16.")
 

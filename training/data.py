@@ -16,6 +16,7 @@ computer (``--split FILE``).  Split names other than train/val/test (e.g.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -116,42 +117,88 @@ class Cache:
     images: np.ndarray
     labels: np.ndarray
     skipped: list[tuple[str, str]]
+    fallbacks: int = 0  # images whose lungs were not found (the whole image was used)
+
+
+def _cache_file(cache_dir: str | os.PathLike, items: Sequence[Item], size: int, view_key: str) -> Path:
+    h = hashlib.sha256(f"{size}|{view_key}".encode())
+    for it in items:
+        try:
+            st = it.path.stat()
+            h.update(f"{it.path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{it.path}|missing\n".encode())
+    return Path(cache_dir) / f"decoded_{size}px_{h.hexdigest()[:20]}.npz"
 
 
 def decode_all(items: Sequence[Item], size: int, *, threads: int = 4,
                progress: Callable[[int, int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Cache:
+               should_stop: Callable[[], bool] | None = None,
+               view: Callable[[np.ndarray], tuple[np.ndarray, bool]] | None = None,
+               cache_dir: str | os.PathLike | None = None, view_key: str = "") -> Cache:
     """Decode and resize every item once.  Refused/broken images are skipped
     with their reason.  ``check_header`` stays on, so a CT slice in the
-    training folder is reported, not learned from."""
+    training folder is reported, not learned from.
+
+    ``view`` turns loader pixels into the model's view (``training.lung_input.
+    model_view``: lung crop, intensity normalisation) and says whether the
+    lungs were found.  With ``cache_dir`` the result is kept in an ``.npz``
+    named by the files, the size and ``view_key`` and reused by the next run."""
+    cached = _cache_file(cache_dir, items, size, view_key) if cache_dir else None
+    if cached is not None and cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                out, keep, fallbacks = z["images"], z["keep"], int(z["fallbacks"])
+                skipped = [tuple(x) for x in z["skipped"].tolist()]
+            if progress is not None:
+                progress(len(items), len(items))
+            kept_items = [it for it, k in zip(items, keep) if k]
+            return Cache(kept_items, out[keep], np.array([it.label for it in kept_items], dtype=np.int64),
+                         skipped, fallbacks)
+        except Exception:  # a damaged cache file is rebuilt
+            pass
 
     def one(it: Item):
         try:
             img = load_image(it.path)
+            pixels, found = img.pixels, True
+            if view is not None:
+                pixels, found = view(pixels)
         except ImageRefused as exc:
-            return None, exc.reason
+            return None, exc.reason, True
         except Exception as exc:  # the loader promises not to, but never crash a run on one file
-            return None, f"{type(exc).__name__}: {exc}"
-        return grey_to_uint8(img.pixels, size), None
+            return None, f"{type(exc).__name__}: {exc}", True
+        return grey_to_uint8(pixels, size), None, found
 
     out = np.empty((len(items), size, size), dtype=np.uint8)
     keep = np.zeros(len(items), dtype=bool)
     skipped: list[tuple[str, str]] = []
+    fallbacks = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for i, (arr, reason) in enumerate(pool.map(one, items)):
+        for i, (arr, reason, found) in enumerate(pool.map(one, items)):
             if arr is None:
                 skipped.append((str(items[i].path), reason))
             else:
                 out[i] = arr
                 keep[i] = True
+                fallbacks += int(not found)
             if progress is not None and (i % 50 == 0 or i == len(items) - 1):
                 progress(i + 1, len(items))
             if should_stop is not None and should_stop():
                 from .errors import TrainingCancelled
                 raise TrainingCancelled("Cancelled while reading the images.")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        sk = np.array(skipped, dtype=str).reshape(-1, 2)
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, images=out, keep=keep, fallbacks=fallbacks, skipped=sk)
+
+        atomic.write_with(cached, write)
     kept_items = [it for it, k in zip(items, keep) if k]
     labels = np.array([it.label for it in kept_items], dtype=np.int64)
-    return Cache(kept_items, out[keep], labels, skipped)
+    return Cache(kept_items, out[keep], labels, skipped, fallbacks)
 
 
 def stratified_split(labels: Sequence[int], fractions=(0.8, 0.1, 0.1), seed: int = 42) -> list[str]:

@@ -133,19 +133,32 @@ def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(maps, dtype=np.float32)
 
 
-def gradcam(classifier, pixels: np.ndarray) -> np.ndarray:
+def _model_input(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None):
+    """The classifier's own image -> tensor path (lung crop, normalisation, resize) and its region."""
+    if hasattr(classifier, "model_input"):
+        return classifier.model_input(pixels, lung_mask)
+    from .lung_input import Box
+
+    return preprocess(pixels, int(classifier.info.input_size)), Box()
+
+
+def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> np.ndarray:
     """Heatmap ``(H, W)`` float32 in [0, 1] for the grey image ``pixels`` (H, W).
 
     Grad-CAM on ``model.cam_layer`` for the convolutional models, SmoothGrad for
-    the ``lstm`` model (see the module docstring)."""
+    the ``lstm`` model (see the module docstring).  For a model that sees only
+    the lungs' box the map is computed on that box and put back in place (zero
+    outside it).  ``lung_mask``: the gate's mask, saves segmenting again."""
+    from .lung_input import place_heatmap
+
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
     if getattr(classifier.model, "cam_layer", None) is None:
-        return smoothgrad(classifier, pixels)
-    x = preprocess(pixels, int(classifier.info.input_size))[None]
-    heat = torch.from_numpy(gradcam_maps(classifier, x)[0])
-    return _normalise(_resize_to(heat, pixels.shape).numpy())
+        return smoothgrad(classifier, pixels, lung_mask=lung_mask)
+    x, box = _model_input(classifier, pixels, lung_mask)
+    heat = gradcam_maps(classifier, x[None])[0]
+    return _normalise(place_heatmap(heat, box, pixels.shape))
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -190,15 +203,18 @@ def smoothgrad_tensor(classifier, x: torch.Tensor, n: int = 16, noise: float = 0
     return _normalise(sal.numpy(), top_percentile=99.5)
 
 
-def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
+def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10, seed: int = 0,
+               lung_mask: np.ndarray | None = None) -> np.ndarray:
     """SmoothGrad saliency ``(H, W)`` float32 in [0, 1] for any model (used for
     the ``lstm`` model, which has no convolutional map)."""
+    from .lung_input import place_heatmap
+
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
-    x = preprocess(pixels, int(classifier.info.input_size))
-    sal = torch.from_numpy(smoothgrad_tensor(classifier, x, n, noise, seed))
-    return _normalise(_resize_to(sal, pixels.shape).numpy(), top_percentile=99.5)
+    x, box = _model_input(classifier, pixels, lung_mask)
+    sal = smoothgrad_tensor(classifier, x, n, noise, seed)
+    return _normalise(place_heatmap(sal, box, pixels.shape), top_percentile=99.5)
 
 
 # ---------------------------------------------------------------- overlays

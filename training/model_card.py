@@ -38,9 +38,40 @@ def _eval_table(evals: dict, names: dict[str, str]) -> list[str]:
     return rows
 
 
-def render(model_path: Path, metrics_path: Path, notes: str = "") -> str:
+def _calibrated_table(ev: dict) -> list[str]:
+    """The shipped model's own evaluation (``training.ablation``): calibrated P at the stored threshold."""
+    names = {"test": "own test split", "paper_test": "paper's 100-image test split",
+             "external_dev": "external-dev, COVID vs Normal (other hospitals)"}
+    rows = ["| evaluation set | n | accuracy | precision | recall (sensitivity) | specificity | F1 | ROC AUC | "
+            "ECE | in borderline band | TP/FN/FP/TN |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, title in names.items():
+        m = ev.get(key)
+        if not m:
+            continue
+        cm = m["confusion"]
+        rows.append(f"| {title} | {m['n']} | {_fmt(m, 'accuracy')} | {_fmt(m, 'precision')} | {_fmt(m, 'recall')} | "
+                    f"{_fmt(m, 'specificity')} | {_fmt(m, 'f1')} | {_fmt(m, 'roc_auc')} | {m['ece']:.3f} | "
+                    f"{100 * m.get('band_share', 0):.1f} % | {cm['tp']}/{cm['fn']}/{cm['fp']}/{cm['tn']} |")
+    ex = ev.get("external_dev")
+    if ex and "pneumonia" in ex:
+        pn = ex["pneumonia"]
+        rows += ["", f"external-dev's {pn['n']} non-COVID pneumonia films (a class the model never saw): "
+                     f"{pn['called_covid']} called COVID at the stored threshold, {pn['in_band']} inside the "
+                     f"borderline band. The gate refused {ex.get('gate_refused', 0)} of external-dev's films "
+                     "(they were classified anyway for this evaluation)."]
+    return rows
+
+
+def render(model_path: Path, metrics_path: Path, notes: str = "", ablation_dir: Path | None = None) -> str:
     info, _ = read_info(model_path)
     res = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    ev = rows = None
+    if ablation_dir is not None:
+        ev = json.loads((ablation_dir / "shipped_evaluation.json").read_text(encoding="utf-8"))
+        rows = json.loads((ablation_dir / "ablation.json").read_text(encoding="utf-8"))
+    from .lung_input import InputSpec
+
+    spec = InputSpec.from_metadata(info.preprocessing)
     tr = info.training
     paper = TABLE6.get(info.arch, {})
     L = [f"# Model card: {info.label}", "",
@@ -48,21 +79,36 @@ def render(model_path: Path, metrics_path: Path, notes: str = "") -> str:
          "| | |", "|---|---|",
          f"| file | `{model_path.name}` (SHA-256 `{file_sha256(model_path)[:16]}...`) |",
          f"| architecture | {ARCH_LABELS[info.arch]} (`{info.arch}`) |",
-         f"| input | {info.input_size} x {info.input_size} grey, repeated to 3 channels, values in [0, 1] (no ImageNet normalisation) |",
-         f"| output | P(COVID) (sigmoid); classes {info.class_names}, positive `{info.positive_class}` |",
+         f"| input | {spec.describe()}; {info.input_size} x {info.input_size} grey, repeated to 3 channels, values in [0, 1] (no ImageNet normalisation) |",
+         f"| output | P(COVID) (sigmoid{f', temperature {info.temperature:.3f}: calibrated on validation' if info.calibration else ''}); classes {info.class_names}, positive `{info.positive_class}` |",
          f"| default decision threshold | {info.threshold:.3f} ({', '.join(f'{k}: {v:.3f}' for k, v in info.operating_points.items())}) |",
+         *([f"| borderline band | {info.band[0]:.3f}-{info.band[1]:.3f}: shown as \"Indeterminate \u2014 review\" "
+            f"({info.calibration.get('band_rule', '')}) |"] if info.band else []),
          f"| version / created | {info.version} / {info.created} |",
          f"| recipe | `{tr.get('recipe')}`; init `{tr.get('init')}`; {tr.get('epochs_run')} epochs run, chosen epoch {tr.get('best_epoch')}; "
          f"batch {tr.get('batch_size')}; Adam lr {tr.get('lr')}; augmentation {'on' if tr.get('augment') else 'off'}; seed {tr.get('seed')} |",
          f"| data | {', '.join(tr.get('data', []))} |",
          "| split (images) | " + "; ".join(f"{k}: {sum(v.values())} ({', '.join(f'{c} {n}' for c, n in v.items())})"
                                             for k, v in tr.get("split", {}).items()) + " |",
-         "", "## Test results", "",
-         "Rows at threshold 0.5 and at the stored operating point (>= "
-         f"{int(res.get('target_sensitivity', 0.95) * 100)} % COVID sensitivity on the validation split). "
-         "`paper_test` = the 100 test images of the paper reproduction's split of covid-cxr-1000 "
-         "(seed 42), kept out of this model's training and validation.", ""]
-    L += _eval_table(res["evaluations"], {"test": "own test split", "paper_test": "paper's 100-image test split"})
+         "", "## Test results", ""]
+    if ev is not None:
+        from .ablation import render_goals, render_table
+
+        L += ["Calibrated P(COVID) at the stored threshold "
+              f"({info.threshold:.3f}: >= 95 % COVID sensitivity on the validation split). `paper_test` = the 100 "
+              "test images of the paper reproduction's split of covid-cxr-1000 (seed 42), kept out of this model's "
+              "training and validation. external-dev = films from other hospitals, used to choose between models, "
+              "never to train or fit anything (`python -m training.ablation`).", ""]
+        L += _calibrated_table(ev)
+        L += ["", "### Goals", "", render_goals(ev), "",
+              "### Ablation", "", "Each row is one trained model (run folders in `training/results/v1/`), "
+              "evaluated the same way; 'what changes' is relative to the row above.", "", render_table(rows), ""]
+    else:
+        L += ["Rows at threshold 0.5 and at the stored operating point (>= "
+              f"{int(res.get('target_sensitivity', 0.95) * 100)} % COVID sensitivity on the validation split). "
+              "`paper_test` = the 100 test images of the paper reproduction's split of covid-cxr-1000 "
+              "(seed 42), kept out of this model's training and validation.", ""]
+        L += _eval_table(res["evaluations"], {"test": "own test split", "paper_test": "paper's 100-image test split"})
     if paper:
         L += ["", f"The paper reports for its {ARCH_LABELS[info.arch]}: accuracy {paper['accuracy']:.2f}, precision "
                   f"{paper['precision']:.2f}, recall {paper['recall']:.2f}, F1 {paper['f1']:.2f} (100 test images, "
@@ -150,9 +196,10 @@ def main(argv=None) -> int:
     ap.add_argument("--notes", help="a Markdown file appended under 'Notes'")
     ap.add_argument("--segmenter", help="lung segmenter file: adds its section")
     ap.add_argument("--gate-bench", help="bench/bench_gate.py --json output for the segmenter section")
+    ap.add_argument("--ablation", help="training.ablation's output folder: calibrated results, goals, ablation")
     a = ap.parse_args(argv)
     notes = Path(a.notes).read_text(encoding="utf-8") if a.notes else ""
-    text = render(Path(a.model), Path(a.metrics), notes)
+    text = render(Path(a.model), Path(a.metrics), notes, Path(a.ablation) if a.ablation else None)
     if a.segmenter:
         bench = json.loads(Path(a.gate_bench).read_text(encoding="utf-8")) if a.gate_bench else None
         text = text.rstrip("\n") + "\n\n" + render_segmenter(Path(a.segmenter), bench)

@@ -128,10 +128,16 @@ class ModelInfo(MetaRecord):
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"method": "temperature", "temperature": T, ...}
+    band: list[float] = field(default_factory=list)  # [lo, hi] borderline band of calibrated P; [] = none
 
     @property
     def label(self) -> str:
         return self.name or ARCH_LABELS.get(self.arch, self.arch)
+
+    @property
+    def temperature(self) -> float:
+        return float((self.calibration or {}).get("temperature", 1.0))
 
 
 @dataclass
@@ -240,6 +246,20 @@ def _metadata_problem(info: ModelInfo) -> str:
         return f"dropout {info.dropout!r} is not a number between 0 and 1."
     if not all(_number(v) and 0.0 < v < 1.0 for v in (info.operating_points or {}).values()):
         return "an operating point is not a number between 0 and 1."
+    t = (info.calibration or {}).get("temperature", 1.0)
+    if not (_number(t) and 0.01 <= t <= 100.0):
+        return f"calibration temperature {t!r} is not a number between 0.01 and 100."
+    band = info.band or []
+    if band and not (isinstance(band, list) and len(band) == 2 and all(_number(v) and 0.0 < v < 1.0 for v in band)
+                     and band[0] <= info.threshold <= band[1]):
+        return f"borderline band {band!r} is not two numbers between 0 and 1 around the threshold."
+    prep = info.preprocessing or {}
+    try:
+        from .lung_input import InputSpec
+
+        InputSpec.from_metadata(prep)
+    except (TypeError, ValueError) as exc:
+        return f"input preprocessing is not understood ({exc})."
     return ""
 
 

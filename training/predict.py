@@ -38,6 +38,7 @@ import torch
 from .device import autocast_for, pick_device
 from .errors import ImageRefused, XrayError
 from .loading import load_image
+from .lung_input import Box, InputSpec, model_view, place_heatmap
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .preprocess import preprocess
 
@@ -46,8 +47,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loading import ImageMeta, LoadedImage
 
 STATUSES = ("ok", "refused", "error")
-CSV_COLUMNS = ("path", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
+CSV_COLUMNS = ("path", "result", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
                "heatmap_in_lungs")
+INDETERMINATE = "Indeterminate \u2014 review"  # calibrated P inside the model's borderline band
 GATE_CODE = "not_chest_xray"  # ImageRefused-like code of a gate refusal
 FORCED_NOTE = ("Classified anyway although the image does not look like a frontal chest radiograph: "
                "this result is not valid.")
@@ -85,10 +87,28 @@ class Prediction:
     heat_in_lungs: float | None = None  # share of the Grad-CAM heatmap inside the lung mask
     lung_mask: np.ndarray | None = None  # bool (256, 256), image stretched to a square (single images)
     gate_scores: dict = field(default_factory=dict)
+    band: tuple[float, float] | None = None  # the model's borderline band of calibrated P (None: no band)
+    input_box: Box | None = None  # the region the model saw (fractions of the image)
+    model_version: str = ""  # "<name> v<version>" of the model that computed this result
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def indeterminate(self) -> bool:
+        """A valid result whose P(COVID) lies in the model's borderline band."""
+        return (self.verdict and self.band is not None and self.p_covid is not None
+                and self.band[0] <= self.p_covid <= self.band[1])
+
+    @property
+    def result(self) -> str:
+        """What the app shows: COVID / Normal, ``INDETERMINATE``, ``not valid (...)`` or '' (no result)."""
+        if not self.ok or self.label is None:
+            return ""
+        if not self.valid:
+            return f"not valid ({self.label})"
+        return INDETERMINATE if self.indeterminate else self.label
 
     @property
     def verdict(self) -> bool:
@@ -109,6 +129,7 @@ class Prediction:
 
         return {
             "path": "" if self.path is None else csv_cell(self.path),
+            "result": self.result,
             "label": (self.label or "") if self.valid else f"not valid ({self.label})",
             "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
             "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
@@ -133,6 +154,7 @@ class _Decoded:
     code: str = ""
     preview: np.ndarray | None = None
     gate: Any = None  # GateResult when the gate ran
+    box: Box | None = None  # the model's input region
 
 
 def _preview(pixels: np.ndarray, max_side: int) -> np.ndarray:
@@ -199,6 +221,21 @@ class Classifier:
             model.to(memory_format=torch.channels_last)
         self.mixed_precision = mixed_precision
         self.model = model
+        self.spec = InputSpec.from_metadata(loaded.info.preprocessing)
+        self.temperature = loaded.info.temperature
+        self.band = tuple(float(v) for v in loaded.info.band) if loaded.info.band else None
+        self._segmenter = None
+        if self.spec.needs_lungs:
+            if gate is not None:
+                self._segmenter = gate.segmenter
+            else:
+                from .lungseg import LungSegmenter, default_segmenter_path
+
+                seg_path = default_segmenter_path()
+                if seg_path is None:
+                    raise XrayError("This model looks at the lungs only and needs the lung segmenter "
+                                    "(lung_segmenter.safetensors), which is not installed.", code="segmenter")
+                self._segmenter = LungSegmenter.from_file(seg_path)
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -240,6 +277,22 @@ class Classifier:
     def label_for(self, p: float) -> str:
         return self.positive_class if p >= self._threshold else self.negative_class
 
+    @property
+    def version_text(self) -> str:
+        return f"{self.info.label} v{self.info.version}"
+
+    def model_input(self, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
+        """Loader pixels -> the model's input ``(3, S, S)`` and the region it shows.
+
+        The one image -> tensor path of prediction and Grad-CAM: the model
+        file's input spec (lung crop, intensity normalisation; see
+        ``training.lung_input``), then the model's resize.  ``lung_mask`` is the
+        gate's segmentation; without it a lung-region model segments here."""
+        if self.spec.needs_lungs and lung_mask is None:
+            lung_mask = self._segmenter.segment(pixels).mask
+        view, box = model_view(pixels, self.spec, lung_mask)
+        return preprocess(view, self.input_size), box
+
     def _autocast(self):
         if self.mixed_precision is None:
             return autocast_for(self.device)
@@ -263,7 +316,7 @@ class Classifier:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = self.model(x)
-                out.append(torch.sigmoid(logits.float()).cpu())
+                out.append(torch.sigmoid(logits.float() / self.temperature).cpu())
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -274,7 +327,7 @@ class Classifier:
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = torch.stack([preprocess(im, self.input_size) for im in chunk])
+            batch = torch.stack([self.model_input(im)[0] for im in chunk])
             out.append(self.predict_batch(batch))
         return np.concatenate(out)
 
@@ -285,7 +338,8 @@ class Classifier:
                               reason="The model produced an invalid output (not a number); the model file may be "
                                      "damaged.", warnings=list(warnings or []), meta=meta, code="error")
         return Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
-                          p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta)
+                          p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta,
+                          band=self.band, model_version=self.version_text)
 
     def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True) -> Prediction:
         """Classify one already-loaded image, through the gate when there is one.
@@ -305,8 +359,11 @@ class Classifier:
             if pred is not None:
                 pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
                 return pred
-        p = self.predict_arrays([pixels])[0]
+        mask = gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
+        tensor, box = self.model_input(pixels, mask)
+        p = self.predict_batch(tensor[None])[0]
         pred = self._ok(path, p, meta, warnings)
+        pred.input_box = box
         if gres is not None:
             self._apply_gate(pred, gres)
             pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
@@ -346,12 +403,13 @@ class Classifier:
                 if gres.refused and enforce_gate:
                     return _Decoded(path, "refused", meta=img.meta, warnings=list(img.warnings), gate=gres,
                                     preview=_preview(pixels, preview) if preview else None)
-            tensor = preprocess(pixels, self.input_size)
+            mask = gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
+            tensor, box = self.model_input(pixels, mask)
         except Exception as exc:
             return _Decoded(path, "error", reason=one_line(exc), code="error", meta=img.meta,
                             warnings=list(img.warnings))
         return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings), gate=gres,
-                        preview=_preview(pixels, preview) if preview else None)
+                        preview=_preview(pixels, preview) if preview else None, box=box)
 
     def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
                        check_header: bool = True, preview: int = 0, *, enforce_gate: bool = True,
@@ -407,6 +465,7 @@ class Classifier:
                     if d.status == "ok" and not failure:
                         pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings)
                         pred.preview = d.preview
+                        pred.input_box = d.box
                         if d.gate is not None:
                             self._apply_gate(pred, d.gate)
                         if id(d) in shares:
@@ -436,11 +495,12 @@ class Classifier:
             maps = gradcam_maps(self, batch)
         except Exception:  # an explanation failure never stops the batch
             return out
-        size = maps.shape[-1]
         for d, heat in zip(decoded, maps):
             if d.gate is None or d.gate.segmentation is None:
                 continue
-            out[id(d)] = heatmap_in_lungs(heat, d.gate.segmentation.mask_at((size, size)))
+            seg = d.gate.segmentation
+            placed = place_heatmap(heat, d.box or Box(), seg.mask.shape)  # the model's view -> the mask's frame
+            out[id(d)] = heatmap_in_lungs(placed, seg.mask)
         return out
 
 
@@ -468,5 +528,5 @@ def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
     return heatmap_in_lungs(heat, m.numpy())
 
 
-__all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "GATE_CODE", "validate_threshold", "one_line",
-           "load_gate", "lung_share"]
+__all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "GATE_CODE", "INDETERMINATE", "validate_threshold",
+           "one_line", "load_gate", "lung_share"]

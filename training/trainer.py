@@ -48,6 +48,7 @@ from .config import TrainConfig
 from .data import CLASS_NAMES, Cache, apply_manifest, decode_all, read_manifest, scan_folders, stratified_split, write_manifest
 from .device import cpu_supports_bf16, pick_device
 from .errors import DataError, TrainingCancelled
+from .lung_input import InputSpec, model_view
 from .metrics import evaluate, threshold_for_sensitivity
 from .modelfile import ModelInfo, save_model
 from .models import ARCH_LABELS, build_model
@@ -146,11 +147,11 @@ def uses_conv(arch: str) -> bool:
 
 
 def to_batch(images: torch.Tensor, idx, device: torch.device, *, channels_last: bool,
-             augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+             augment: bool = False, generator: torch.Generator | None = None, level: str = "basic") -> torch.Tensor:
     """uint8 (N, S, S) cache rows -> float (B, 3, S, S) in [0, 1] on ``device``."""
     x = images[idx].to(device, non_blocking=True).float().div_(255.0).unsqueeze(1)
     if augment:
-        x = augment_batch(x, generator=generator)
+        x = augment_batch(x, generator=generator, level=level)
     x = x.expand(-1, 3, -1, -1)
     if channels_last:
         return x.contiguous(memory_format=torch.channels_last)
@@ -191,6 +192,43 @@ def _history_csv(history: list[dict]) -> str:
 # --------------------------------------------------------------------------- data
 
 
+def input_spec(cfg: TrainConfig) -> InputSpec:
+    return InputSpec(region=cfg.region, intensity=cfg.intensity, margin=cfg.lung_margin)
+
+
+def view_function(spec: InputSpec):
+    """Loader pixels -> (model view, lungs found?) for ``decode_all``; None for the paper's input."""
+    if spec.plain:
+        return None
+    segmenter = None
+    if spec.needs_lungs:
+        from .lungseg import LungSegmenter, default_segmenter_path
+
+        path = default_segmenter_path()
+        if path is None:
+            raise DataError("A lung-region model needs the lung segmenter (resources/models/lung_segmenter."
+                            "safetensors), which is not installed.")
+        segmenter = LungSegmenter.from_file(path)
+
+    def view(pixels):
+        mask = segmenter.segment(pixels).mask if segmenter is not None else None
+        out, box = model_view(pixels, spec, mask)
+        return out, (not spec.needs_lungs) or not box.whole
+
+    return view
+
+
+def view_key(spec: InputSpec) -> str:
+    """What makes a cached view valid: the spec and, for lung crops, the segmenter's weights."""
+    key = json.dumps(spec.to_metadata(), sort_keys=True)
+    if spec.needs_lungs:
+        from .lungseg import default_segmenter_path
+
+        path = default_segmenter_path()
+        key += f"|{path.stat().st_size if path else 0}|{path.stat().st_mtime_ns if path else 0}"
+    return key
+
+
 @dataclass
 class Prepared:
     cache: Cache
@@ -213,7 +251,9 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, dist: Dist, *, should_stop=Non
         items, splits = scan.items, None
     if not items:
         raise DataError("The data folders hold no images.")
-    cache = decode_all(items, cfg.input_size, should_stop=should_stop, progress=progress)
+    spec = input_spec(cfg)
+    cache = decode_all(items, cfg.input_size, should_stop=should_stop, progress=progress,
+                       view=view_function(spec), cache_dir=cfg.cache_dir or None, view_key=view_key(spec))
     skipped = scan.skipped + cache.skipped
     if splits is None:
         held = set()
@@ -249,6 +289,8 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, dist: Dist, *, should_stop=Non
                          for name, idx in split_idx.items()},
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "split_file": str(manifest_src) if manifest_src else "new (seed %d)" % cfg.seed,
+        "input": spec.describe(),
+        "lungs_not_found": cache.fallbacks,
     }
     return Prepared(cache, split_idx, summary)
 
@@ -458,7 +500,8 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
             lr = lr_at(epoch - 1 + b / batches)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = to_batch(images, sel, device, channels_last=channels_last, augment=cfg.augment, generator=aug_g)
+            x = to_batch(images, sel, device, channels_last=channels_last, augment=cfg.augment, generator=aug_g,
+                         level=cfg.augment_level)
             y = labels[sel].to(device)
             with autocast(precision, device):
                 logits = model(x)
@@ -533,11 +576,14 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
         info = ModelInfo(
             arch=arch, name=cfg.model_name or f"{label} ({cfg.recipe} recipe)", version=time.strftime("%Y%m%d"),
             input_size=cfg.input_size, threshold=float(threshold), dropout=cfg.dropout,
+            preprocessing={**ModelInfo.__dataclass_fields__["preprocessing"].default_factory(),
+                           **input_spec(cfg).to_metadata()},
             operating_points={"paper_0.5": 0.5, f"sensitivity_{int(cfg.target_sensitivity * 100)}_val": float(thr_sens)},
             training={"recipe": cfg.recipe, "data": [Path(d).name for d in cfg.data_dirs],
                       "split": prep.summary["split_counts"], "init": init if not os.path.isabs(init) else Path(init).name,
                       "epochs_run": len(history), "best_epoch": best["epoch"], "lr": cfg.lr,
-                      "batch_size": cfg.batch_size, "augment": cfg.augment, "seed": cfg.seed},
+                      "batch_size": cfg.batch_size, "augment": cfg.augment, "augment_level": cfg.augment_level,
+                      "seed": cfg.seed},
             metrics={k: test[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "ci95",
                                           "confusion")},
             description=f"{label} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")

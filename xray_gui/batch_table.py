@@ -29,7 +29,7 @@ BAD_TEXT = QBrush(QColor(255, 225, 220))
 SKIPPED_TEXT = QBrush(QColor(140, 140, 140))
 CAUTION_TEXT = QBrush(QColor(230, 150, 40))  # heatmap mostly outside the lungs
 LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it pulls in torch)
-FILTERS = ("All", "COVID", "Normal", "Problems (refused, error, skipped)", "Warnings")
+FILTERS = ("All", "COVID", "Normal", "Indeterminate", "Problems (refused, error, skipped)", "Warnings")
 
 
 @dataclass
@@ -111,7 +111,7 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_PRED:
                 if p is None or p.status != "ok":
                     return "—"
-                return (p.label or "—") if p.valid else "not valid"
+                return (p.result or "—") if p.valid else "not valid"
             if c == COL_P:
                 return f"{p.p_covid:.3f}" if p is not None and p.p_covid is not None else ""
             if c == COL_LUNGS:
@@ -148,6 +148,8 @@ class BatchTableModel(QAbstractTableModel):
             return BAD_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and r.status == "skipped":
             return SKIPPED_TEXT
+        if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.indeterminate:
+            return CAUTION_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
             share = _share(p)
             return CAUTION_TEXT if share is not None and share < LOW_SHARE else None
@@ -194,7 +196,9 @@ class BatchFilterProxy(QSortFilterProxyModel):
             return r.problem
         if self.mode == "Warnings":
             return p is not None and bool(p.warnings)
-        return p is not None and p.status == "ok" and p.valid and (p.label or "").lower() == self.mode.lower()
+        if self.mode == "Indeterminate":
+            return p is not None and p.indeterminate
+        return p is not None and p.verdict and not p.indeterminate and (p.label or "").lower() == self.mode.lower()
 
 
 class BatchPanel(QWidget):
@@ -248,7 +252,7 @@ class BatchPanel(QWidget):
         self.view.setColumnWidth(COL_THUMB, THUMB_SIZE + 8)
         hh.setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Interactive)
         self.view.setColumnWidth(COL_FILE, 260)
-        self.view.setColumnWidth(COL_PRED, 90)
+        self.view.setColumnWidth(COL_PRED, 170)
         self.view.setColumnWidth(COL_P, 80)
         self.view.setColumnWidth(COL_LUNGS, 70)
         hh.setStretchLastSection(True)

@@ -204,7 +204,8 @@ class ImageController(QObject):
     def _label_prediction(self) -> None:
         p = self.pred
         positive = self.classifier.positive_class if self.classifier is not None else "COVID"
-        self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid)
+        self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid, band=p.band,
+                                   model=p.model_version)
 
     def _set_gate_invert(self, on: bool) -> None:
         """The gate found the image inverted: show it inverted back, as classified."""
@@ -385,8 +386,8 @@ def report_content(ctl: ImageController, *, patient: dict | None):
     info = ctl.classifier.info if ctl.classifier is not None else None
     p = ctl.pred
     return ReportContent(
-        file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=p.label,
+        file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=p.result or p.label,
         p_covid=float(p.p_covid), threshold=float(p.threshold),
         model_name=info.label if info else "unknown", model_version=info.version if info else "?",
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
-        suitability=p.suitability, heat_in_lungs=p.heat_in_lungs)
+        suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band)

@@ -6,9 +6,11 @@ without a verdict: "Not valid" in grey, P(COVID) greyed and marked."""
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget)
+
+from training.predict import INDETERMINATE
 
 POSITIVE_COLOUR = QColor(200, 70, 50)
 NEGATIVE_COLOUR = QColor(40, 140, 90)
@@ -26,15 +28,22 @@ class ProbabilityBar(QWidget):
         self._p: float | None = None
         self._threshold = 0.5
         self._muted = False
+        self._band: tuple[float, float] | None = None
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_values(self, p: float | None, threshold: float, *, muted: bool = False) -> None:
-        """``muted``: a result that is not valid; grey, no verdict colour."""
-        self._p, self._threshold, self._muted = p, threshold, muted
+    def set_values(self, p: float | None, threshold: float, *, muted: bool = False,
+                   band: tuple[float, float] | None = None) -> None:
+        """``muted``: a result that is not valid; grey, no verdict colour.
+        ``band``: the model's borderline band, drawn hatched behind the bar."""
+        self._p, self._threshold, self._muted, self._band = p, threshold, muted, band
         self.setToolTip("" if p is None else f"P(COVID) = {p:.3f}, threshold {threshold:.3f}"
+                        + (f", borderline band {band[0]:.3f}–{band[1]:.3f}" if band else "")
                         + (f" ({NOT_VALID_NOTE})" if muted else ""))
         self.update()
+
+    def _in_band(self) -> bool:
+        return self._band is not None and self._p is not None and self._band[0] <= self._p <= self._band[1]
 
     def paintEvent(self, event):  # noqa: N802
         painter = QPainter(self)
@@ -43,9 +52,14 @@ class ProbabilityBar(QWidget):
         painter.setPen(QPen(self.palette().mid().color()))
         painter.setBrush(self.palette().base())
         painter.drawRoundedRect(r, 3, 3)
+        if self._band is not None:
+            lo, hi = self._band
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QBrush(CAUTION_COLOUR, Qt.BrushStyle.BDiagPattern))
+            painter.drawRect(QRectF(r.left() + r.width() * lo, r.top(), r.width() * (hi - lo), r.height()))
         if self._p is not None:
             fill = QRectF(r.left(), r.top(), r.width() * max(0.0, min(1.0, self._p)), r.height())
-            colour = (MUTED_COLOUR if self._muted else
+            colour = (MUTED_COLOUR if self._muted else CAUTION_COLOUR if self._in_band() else
                       POSITIVE_COLOUR if self._p >= self._threshold else NEGATIVE_COLOUR)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(colour)
@@ -186,24 +200,36 @@ class PredictionPanel(QWidget):
         self.state.setText(text)
 
     def show_prediction(self, label: str, p: float, threshold: float, positive: str, *,
-                        valid: bool = True) -> None:
-        """A verdict, or (``valid=False``) a result shown without one."""
+                        valid: bool = True, band: tuple[float, float] | None = None, model: str = "") -> None:
+        """A verdict, "Indeterminate — review" (``p`` inside the model's
+        borderline ``band``), or (``valid=False``) a result shown without one.
+        ``model``: the name and version of the model that computed it."""
+        source = f"Model: {model}. " if model else ""
         if not valid:
             self.label.setText(NOT_VALID_LABEL)
             self.label.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
             self.p_text.setText(f"P(COVID): {p:.3f}   ({NOT_VALID_NOTE})")
             self.p_text.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
             self.bar.set_values(p, threshold, muted=True)
-            self.state.setText("Classified only because you chose “Classify anyway”: the image does not look "
-                               "like a frontal chest radiograph, so this output means nothing.")
+            self.state.setText(source + "Classified only because you chose “Classify anyway”: the image does not "
+                               "look like a frontal chest radiograph, so this output means nothing.")
             return
-        self.label.setText(label)
-        colour = POSITIVE_COLOUR if label == positive else NEGATIVE_COLOUR
-        self.label.setStyleSheet(f"color: {colour.name()};")
-        self.p_text.setText(f"P(COVID): {p:.3f}   (threshold {threshold:.3f})")
+        indeterminate = band is not None and band[0] <= p <= band[1]
+        if indeterminate:
+            self.label.setText(INDETERMINATE)
+            self.label.setStyleSheet(f"color: {CAUTION_COLOUR.name()};")
+            self.p_text.setText(f"P(COVID): {p:.3f}   (borderline band {band[0]:.3f}–{band[1]:.3f}; "
+                                f"threshold {threshold:.3f})")
+        else:
+            self.label.setText(label)
+            colour = POSITIVE_COLOUR if label == positive else NEGATIVE_COLOUR
+            self.label.setStyleSheet(f"color: {colour.name()};")
+            self.p_text.setText(f"P(COVID): {p:.3f}   (threshold {threshold:.3f})")
         self.p_text.setStyleSheet("")
-        self.bar.set_values(p, threshold)
-        self.state.setText("Model output for this image — a research aid, not a diagnosis.")
+        self.bar.set_values(p, threshold, band=band)
+        self.state.setText(source + ("P(COVID) is inside the model's borderline band, where its validation "
+                                     "errors concentrate: a reader must decide. " if indeterminate else "")
+                           + "A research aid, not a diagnosis.")
 
     def show_refusal(self, reason: str | None, *, can_override: bool = False, override_tip: str = "") -> None:
         """``reason``: a lower-case clause ("the modality is CT") or a whole

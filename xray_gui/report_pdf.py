@@ -36,6 +36,7 @@ class ReportContent:
     valid: bool = True                # False: refused by the gate, classified anyway: no verdict
     suitability: str = ""             # the gate's decision: suitable | warning | refused | ''
     heat_in_lungs: float | None = None  # share of the heatmap inside the lungs
+    band: tuple[float, float] | None = None  # the model's borderline band ("Indeterminate — review" inside)
 
 SUITABILITY_TEXT = {"suitable": "looks like a frontal chest radiograph",
                     "warning": "unusual image for this model (see the warnings)",
@@ -62,7 +63,10 @@ def build_document(c: ReportContent) -> QTextDocument:
         f" height='{int(IMAGE_WIDTH_PX * img.height() / max(1, img.width()))}'><br>"
         f"<span style='color:#555'>{cap}</span></td>" for url, img, cap in imgs)
     if c.valid:
-        result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f}")]
+        result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f} (calibrated)" if c.band else
+                                             f"{c.p_covid:.3f}")]
+        if c.band:
+            result.append(("Borderline band", f"{c.band[0]:.3f}–{c.band[1]:.3f} (inside: indeterminate, review)"))
     else:
         result = [("Prediction", NOT_VALID_TEXT), ("P(COVID)", f"{c.p_covid:.3f} (not valid)")]
     result.append(("Decision threshold", f"{c.threshold:.3f}"))

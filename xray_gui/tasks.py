@@ -106,7 +106,7 @@ def gradcam_task(key, classifier, pixels: np.ndarray, pred=None):
     if pred is not None and pred.inverted:
         pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
     with MODEL_LOCK:
-        heat = gradcam(classifier, pixels)
+        heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))
     colour = rgb_to_qimage(overlay_rgb(pixels, heat, 1.0))
     share = lung_share(pred, heat) if pred is not None else None
     yield ("heatmap", key, heat, colour, share)

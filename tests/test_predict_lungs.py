@@ -1,0 +1,104 @@
+"""A lung-focused, calibrated model through every front end: the single-image
+path (the app), the batch path (the app's folder mode and ``xray-classify``)
+and Grad-CAM use one image -> tensor path and give the same P(COVID); the
+borderline band turns a verdict into "Indeterminate - review"."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from training.explain import gradcam
+from training.lung_input import InputSpec
+from training.loading import load_image
+from training.modelfile import ModelInfo, load_model, save_model
+from training.models import build_model
+from training.predict import CSV_COLUMNS, INDETERMINATE, Classifier, Prediction
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def lung_model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("resnet50", "scratch").eval()
+    spec = InputSpec("lungs", "clahe")
+    info = ModelInfo(arch="resnet50", input_size=SIZE, threshold=0.4, band=[0.3, 0.6],
+                     calibration={"method": "temperature", "temperature": 2.0},
+                     preprocessing={**ModelInfo.__dataclass_fields__["preprocessing"].default_factory(),
+                                    **spec.to_metadata()})
+    path = tmp_path_factory.mktemp("m") / "lungs.safetensors"
+    save_model(model, info, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def films(cxr1000):
+    return sorted((cxr1000 / "COVID").glob("*.png"))[:3] + sorted((cxr1000 / "Normal").glob("*.png"))[:3]
+
+
+def test_lung_model_metadata_round_trip(lung_model_file):
+    info = load_model(lung_model_file).info
+    assert InputSpec.from_metadata(info.preprocessing) == InputSpec("lungs", "clahe")
+    assert info.temperature == 2.0 and info.band == [0.3, 0.6]
+
+
+def test_single_image_batch_and_arrays_agree(lung_model_file, films):
+    clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False, batch_size=4)
+    batch = list(clf.classify_paths(films))
+    assert all(p.ok for p in batch)
+    for path, b in zip(films, batch):
+        single = clf.predict_image(load_image(path))
+        assert single.p_covid == pytest.approx(b.p_covid, abs=1e-5)
+        assert single.input_box is not None and not single.input_box.whole  # the lungs were cropped
+        assert b.model_version == clf.version_text
+    arrays = clf.predict_arrays([load_image(p).pixels for p in films])
+    assert np.allclose(arrays, [b.p_covid for b in batch], atol=1e-5)
+
+
+def test_temperature_is_applied_to_every_output(lung_model_file, films):
+    clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False, gate=None)
+    x = clf.model_input(load_image(films[0]).pixels)[0][None]
+    with torch.inference_mode():
+        logit = float(clf.model(x)[0])
+    assert clf.predict_batch(x)[0] == pytest.approx(1 / (1 + np.exp(-logit / 2.0)), abs=1e-6)
+
+
+def test_gradcam_of_a_lung_model_is_zero_outside_the_lungs_box(lung_model_file, films):
+    clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False)
+    img = load_image(films[0])
+    pred = clf.predict_image(img)
+    heat = gradcam(clf, img.pixels, pred.lung_mask)
+    assert heat.shape == img.pixels.shape
+    r0, c0, r1, c1 = pred.input_box.pixels(heat.shape)
+    outside = np.ones(heat.shape, bool)
+    outside[r0:r1, c0:c1] = False
+    if outside.any():
+        assert heat[outside].max() == 0.0
+    assert heat[r0:r1, c0:c1].max() > 0
+
+
+@pytest.mark.parametrize("p,expected", [(0.2, "Normal"), (0.35, INDETERMINATE), (0.5, INDETERMINATE),
+                                        (0.7, "COVID")])
+def test_band_turns_a_verdict_into_indeterminate(p, expected):
+    label = "COVID" if p >= 0.4 else "Normal"
+    pred = Prediction(path=None, status="ok", label=label, p_covid=p, threshold=0.4, band=(0.3, 0.6))
+    assert pred.result == expected
+    assert pred.indeterminate == (expected == INDETERMINATE)
+    row = pred.as_row()
+    assert set(row) == set(CSV_COLUMNS)
+    assert row["result"] == expected and row["label"] == label
+    forced = Prediction(path=None, status="ok", label=label, p_covid=p, threshold=0.4, band=(0.3, 0.6), valid=False)
+    assert not forced.indeterminate and forced.result.startswith("not valid")
+
+
+def test_cli_csv_carries_the_result_column(lung_model_file, films, tmp_path):
+    from training.cli_classify import main
+
+    out = tmp_path / "r.csv"
+    assert main([str(f) for f in films[:2]] + ["--model", str(lung_model_file), "--csv", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 2 and all(r["result"] in ("COVID", "Normal", INDETERMINATE) for r in rows)
