@@ -63,16 +63,16 @@ def external_predictions(model_file: Path, root: Path, cache: Path) -> dict[str,
     digest = file_sha256(model_file)
     if cache.is_file():
         old = json.loads(cache.read_text(encoding="utf-8"))
-        if old.get("model_sha256") == digest:
+        if old.get("model_sha256") == digest and old.get("precision") == "fp32":
             return old
     from .predict import Classifier
 
     files = _external_files(root)
-    clf = Classifier.from_file(model_file, device="cpu", batch_size=16)
+    clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False)  # fp32: reproducible
     clf.temperature = 1.0  # raw scores: calibration is applied by the caller
     t0 = time.time()
     preds = list(clf.classify_paths([p for p, _ in files], enforce_gate=False))
-    out = {"model_sha256": digest, "seconds": round(time.time() - t0, 1),
+    out = {"model_sha256": digest, "precision": "fp32", "seconds": round(time.time() - t0, 1),
            "file": [f"{p.parent.name}/{p.name}" for p, _ in files], "label": [c for _, c in files],
            "p_raw": [None if q.p_covid is None else round(float(q.p_covid), 6) for q in preds],
            "gate": [q.suitability if q.ok else q.status for q in preds]}
