@@ -15,6 +15,7 @@ referenced, is not written: :meth:`DicomExporter.export` raises
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,15 @@ class DicomExporter:
 
     def export(self, pred, *, pixels: np.ndarray | None = None, heatmap: np.ndarray | None = None) -> Written:
         """Write the SR (and the SC when ``pixels`` and ``heatmap`` are given for a
-        classified image); ``DicomExportRefused`` when the source is not usable."""
+        classified image); ``DicomExportRefused`` when the source is not usable.
+
+        highdicom's advice about single-component person names ("Anonymized")
+        is silenced: the names are the source's, copied unchanged."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
+            return self._export(pred, pixels, heatmap)
+
+    def _export(self, pred, pixels, heatmap) -> Written:
         from .dicom_sc import banner_lines, build_sc, render_result_image
         from .dicom_sr import MANUFACTURER, build_sr, operating_point_text, sr_result
 

@@ -17,9 +17,14 @@ PNG/JPEG/BMP/TIFF inputs have no DICOM context: export is refused with
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from .errors import XrayError
+
+# pydicom warns (with its site-packages path) about sloppy header values; the
+# values that matter are made legal below, so the warning would only confuse.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 NEEDS_DICOM_SOURCE = ("DICOM export needs a DICOM source image: this file is a {kind} picture without patient "
                       "and study information, so its result cannot be filed with a study (export CSV or PDF "
