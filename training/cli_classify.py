@@ -161,9 +161,9 @@ def _classify(args, out, started: list[bool]) -> int:
         _err(f"error: {exc.reason}")
         return 2
 
-    from .loading import find_images
+    from .dicomdir import find_inputs
 
-    files, skipped = find_images([Path(p) for p in args.inputs])
+    files, skipped = find_inputs([Path(p) for p in args.inputs])  # DICOMDIRs expanded
     if skipped:
         examples = ", ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         self.batch_panel.rowActivated.connect(self._row_activated)
         self.batch_panel.exportRequested.connect(self.choose_csv)
         self.batch.started.connect(lambda _n: self.batch_dock.show())
+        self.meta_panel.showPatientToggled.connect(self.batch_panel.set_show_identifiers)
 
     def _restore(self) -> None:
         s = self.settings
@@ -189,6 +190,7 @@ class MainWindow(QMainWindow):
             self.device_actions["cuda"].setText("NVIDIA GPU (CUDA) — not available on this computer")
         self.viewer.set_placeholder("Open a chest X-ray (Ctrl+O) or drop files or folders here")
         self.images.set_classifier(clf)
+        self.batch.model_changed(clf)
         self._show_model_state()
         if self._queued_batch is not None:
             paths, self._queued_batch = self._queued_batch, None
@@ -256,7 +258,11 @@ class MainWindow(QMainWindow):
         if r.status == "skipped":
             self.notifier.info(f"{r.path.name}: {r.reason}")
             return
-        self.images.open(r.path, pred=r.pred if r.pred is not None and r.pred.status == "ok" else None)
+        current = r.pred is not None and r.pred.status == "ok" and not self.batch_panel.model.is_stale(r)
+        if self.batch_panel.model.is_stale(r):
+            self.notifier.info(f"{r.path.name}: the table's result is from {r.stamp.label}; "
+                               "showing the current model's result.")
+        self.images.open(r.path, pred=r.pred if current else None)
 
     # -- file dialogs -----------------------------------------------------------------------
     def _start_dir(self) -> str:
