@@ -137,7 +137,19 @@ class DicomExporter:
         return path
 
 
-def heatmap_for_export(classifier, pred, *, check_header: bool = True):
+def has_dicom_source(pred) -> bool:
+    """The result comes from a DICOM file (export can refer to it)."""
+    kind = getattr(pred.meta, "kind", None) if pred.meta is not None else None
+    if kind is not None:
+        return kind == "dicom"
+    if pred.path is None:
+        return False
+    from .study_info import read_study_info
+
+    return read_study_info(pred.path) is not None
+
+
+def heatmap_for_export(classifier, pred, *, check_header: bool = False):
     """(pixels, heatmap) of a classified result, as the model saw it (an
     image the gate found inverted is explained inverted back); None otherwise."""
     from .explain import gradcam
@@ -150,4 +162,5 @@ def heatmap_for_export(classifier, pred, *, check_header: bool = True):
     return pixels, gradcam(classifier, pixels)
 
 
-__all__ = ["DicomExporter", "Written", "DicomExportRefused", "heatmap_for_export", "check_output_folder"]
+__all__ = ["DicomExporter", "Written", "DicomExportRefused", "heatmap_for_export", "check_output_folder",
+           "has_dicom_source"]

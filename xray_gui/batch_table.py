@@ -84,6 +84,7 @@ class BatchTableModel(QAbstractTableModel):
         self.rows: list[Row] = []
         self.batch_stamp = None  # the model running the batch (training.audit.ModelStamp)
         self.current_key = ""  # ModelStamp.key of the model now loaded
+        self.show_identifiers = False  # patient name / ID / birth date only when the user asks
 
     # -- filling -------------------------------------------------------------
     def reset(self, files: list[Path], skipped: list[tuple[Path, str]] = (), infos=None) -> None:
@@ -179,7 +180,7 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_PATH:
                 return r.rel
             if c == COL_PATIENT:
-                if info is None:
+                if info is None or not self.show_identifiers:
                     return ""
                 born = f", born {info.birth_date_text}" if info.birth_date else ""
                 return f"{info.patient_name} ({info.patient_id}){born}"
@@ -385,6 +386,7 @@ class BatchPanel(QWidget):
         self.eta.setText(text)
 
     def set_show_identifiers(self, on: bool) -> None:
+        self.model.show_identifiers = bool(on)
         self.view.setColumnHidden(COL_PATIENT, not on)
         self.grouped.set_show_identifiers(on)
 

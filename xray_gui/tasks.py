@@ -154,3 +154,32 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
             yield ("progress", done, total, left)
     finally:
         preds.close()  # stops classify_paths' decode threads at once on cancel
+
+
+def dicom_export_task(classifier, preds, folder: str):
+    """Write DICOM SR (+ heatmap secondary capture) for each result into ``folder``.
+
+    Yields ``("dicom", index, Written | None, reason)`` per result (``reason``
+    says why none was written: not a DICOM source, a header that cannot be
+    referenced, an error).  Grad-CAM runs under the model lock."""
+    from training.dicom_export import DicomExporter, has_dicom_source, heatmap_for_export
+    from training.dicom_source import NEEDS_DICOM_SOURCE, DicomExportRefused
+    from training.predict import one_line
+
+    exporter = DicomExporter.for_classifier(folder, classifier)
+    for i, pred in enumerate(preds):
+        if not has_dicom_source(pred):
+            kind = (getattr(pred.meta, "kind", "") or "non-DICOM") if pred.meta is not None else "non-DICOM"
+            yield ("dicom", i, None, NEEDS_DICOM_SOURCE.format(kind=kind.upper()))
+            continue
+        try:
+            explained = None
+            if pred.ok:
+                with MODEL_LOCK:
+                    explained = heatmap_for_export(classifier, pred)
+            pixels, heat = explained if explained is not None else (None, None)
+            yield ("dicom", i, exporter.export(pred, pixels=pixels, heatmap=heat), "")
+        except DicomExportRefused as exc:
+            yield ("dicom", i, None, exc.reason)
+        except Exception as exc:  # one failure never stops the export
+            yield ("dicom", i, None, f"the export failed: {one_line(exc)}")
