@@ -13,6 +13,7 @@ DICOMDIR that cannot be read is reported and its folder walked instead."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 DICOMDIR_NAME = "DICOMDIR"
+_MISSING = re.compile(r"referenced SOP Instance for the directory record at offset \d+ does not exist: (.+)$")
 
 
 @dataclass
@@ -55,11 +57,17 @@ def read_dicomdir(path) -> DicomdirContents:
 
     p = Path(path)
     try:
-        fs = FileSet(p)
+        with warnings.catch_warnings(record=True) as caught:  # pydicom drops missing instances with a warning
+            warnings.simplefilter("always")
+            fs = FileSet(p)
     except Exception as exc:
         raise XrayError(f"The DICOMDIR {p} cannot be read ({type(exc).__name__}); the folder is searched "
                         "for images instead.", code="dicomdir") from None
     out = DicomdirContents(path=p)
+    for w in caught:
+        m = _MISSING.search(str(w.message))
+        if m:
+            out.skipped.append((Path(m.group(1)), "listed in the DICOMDIR but missing on the disc or folder"))
     patients, studies, series = set(), set(), set()
     for inst in fs:
         try:
