@@ -137,6 +137,7 @@ def test_batch_is_grouped_by_patient_study_series(window, qtbot, studies):
     assert _current_path(panel) == "B/series1/IM0002.dcm"
     # sorting works inside the groups; filtering keeps the groups of the rows shown
     panel.view.sortByColumn(COL_P, Qt.SortOrder.DescendingOrder)
+    assert _current_path(panel) == "B/series1/IM0002.dcm"  # the regrouping keeps the current image
     b_series = g.index(0, 0, g.index(0, 0, _patient(g, "Patient 2")))
     ps = [float(g.index(r, COL_P, b_series).data() or -1) for r in range(g.rowCount(b_series))]
     assert len(ps) == 2 and ps == sorted(ps, reverse=True)

@@ -14,7 +14,7 @@ in order of appearance."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
 GROUP_BRUSH = QBrush(QColor(55, 65, 80))
@@ -84,7 +84,7 @@ class GroupedBatchModel(QAbstractItemModel):
 
     def set_show_identifiers(self, on: bool) -> None:
         self.show_identifiers = bool(on)
-        self.layoutChanged.emit()
+        self.rebuild()  # the group labels change; the panel keeps the current image
 
     # -- navigation helpers -----------------------------------------------------------
     def node(self, index) -> Node:
@@ -199,4 +199,4 @@ def _count_images(node: Node) -> int:
     return sum(1 if c.kind == "image" else _count_images(c) for c in node.children)
 
 
-__all__ = ["GroupedBatchModel", "QPersistentModelIndex"]
+__all__ = ["GroupedBatchModel"]

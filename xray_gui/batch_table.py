@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal)
+from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
+                            Signal)
 from PySide6.QtGui import QBrush, QColor, QImage
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QTreeView, QVBoxLayout, QWidget)
@@ -428,8 +429,10 @@ class BatchPanel(QWidget):
                 idx = self.grouped.index_for_flat(flat.row(), COL_FILE)
                 sm = self.view.selectionModel()
                 sm.blockSignals(True)  # the same image stays current: no reload
-                self.view.setCurrentIndex(idx)
+                sm.setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect
+                                   | QItemSelectionModel.SelectionFlag.Rows)
                 sm.blockSignals(False)
+                self.view.viewport().update()
 
     def _group_indexes(self) -> list:
         out = []
