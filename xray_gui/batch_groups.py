@@ -22,10 +22,12 @@ GROUP_TEXT = QBrush(QColor(235, 240, 250))
 
 
 class Node:
-    __slots__ = ("kind", "key", "info", "children", "flat_row", "parent", "row", "number")
+    __slots__ = ("kind", "key", "info", "children", "flat_row", "source_row", "parent", "row", "number")
 
-    def __init__(self, kind: str, parent: "Node | None", key: str = "", info=None, flat_row: int = -1):
+    def __init__(self, kind: str, parent: "Node | None", key: str = "", info=None, flat_row: int = -1,
+                 source_row: int = -1):
         self.kind, self.key, self.info, self.flat_row, self.parent = kind, key, info, flat_row, parent
+        self.source_row = source_row  # the table model's row, fixed when the tree is built
         self.children: list[Node] = []
         self.row = 0
         self.number = 0
@@ -71,7 +73,7 @@ class GroupedBatchModel(QAbstractItemModel):
                             patients += 1
                             node.number = patients
                     parent = node
-            by_flat[r] = parent.add(Node("image", parent, flat_row=r))
+            by_flat[r] = parent.add(Node("image", parent, flat_row=r, source_row=src))
         self.root, self._by_flat = root, by_flat
         self.endResetModel()
 
@@ -84,7 +86,18 @@ class GroupedBatchModel(QAbstractItemModel):
 
     def set_show_identifiers(self, on: bool) -> None:
         self.show_identifiers = bool(on)
-        self.rebuild()  # the group labels change; the panel keeps the current image
+        groups: list[Node] = []
+
+        def walk(node: Node) -> None:
+            for child in node.children:
+                if child.kind != "image":
+                    groups.append(child)
+                    walk(child)
+
+        walk(self.root)
+        for node in groups:  # only the labels change
+            idx = self.createIndex(node.row, 0, node)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
 
     # -- navigation helpers -----------------------------------------------------------
     def node(self, index) -> Node:
@@ -107,6 +120,13 @@ class GroupedBatchModel(QAbstractItemModel):
     def index_for_flat(self, flat_row: int, column: int = 0) -> QModelIndex:
         node = self._by_flat.get(flat_row)
         return QModelIndex() if node is None else self.createIndex(node.row, column, node)
+
+    def source_row(self, index) -> int | None:
+        """The table model's row of an image index (None for a group row)."""
+        if not index.isValid():
+            return None
+        node = index.internalPointer()
+        return node.source_row if node.kind == "image" else None
 
     def flat_row(self, index) -> int | None:
         """The proxy row of an image index (None for a group row)."""

@@ -392,8 +392,7 @@ class BatchPanel(QWidget):
         self.grouped.set_show_identifiers(on)
 
     def _source_row(self, idx) -> int | None:
-        flat = self.grouped.flat_row(idx)
-        return None if flat is None else self.proxy.mapToSource(self.proxy.index(flat, 0)).row()
+        return self.grouped.source_row(idx)
 
     def visible_source_rows(self) -> list[int]:
         """The source rows of the images shown, in display (reading) order."""
