@@ -157,3 +157,15 @@ def test_uid_root_is_stable_and_uids_are_legal():
     uids = {new_uid() for _ in range(200)}
     assert len(uids) == 200
     assert all(len(u) <= 64 and pydicom.uid.UID(u).is_valid and is_project_uid(u) for u in uids)
+
+
+def test_missing_validator_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    import dicom_tools
+
+    monkeypatch.setattr(dicom_tools.shutil, "which", lambda _name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="dicom3tools"):
+        dicom_tools.require_dciodvfy()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="dicom3tools"):
+        dicom_tools.require_dciodvfy()

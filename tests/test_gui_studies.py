@@ -261,3 +261,14 @@ def test_export_dicom_results_from_the_table(window, qtbot, studies, model_files
             assert back.p_covid == pytest.approx(pred.p_covid) and back.threshold == pytest.approx(pred.threshold)
         else:
             assert back.category == "Refused" and back.reason == pred.reason
+
+
+def test_export_dicom_of_a_png_says_it_needs_a_dicom_source(window, qtbot, cxr1000):
+    png = sorted((cxr1000 / "COVID").glob("*.png"))[0]
+    with qtbot.waitSignal(window.images.predictionShown, timeout=WAIT):
+        window.open_image(png)
+    with qtbot.waitSignal(window.notifier.notified, timeout=WAIT) as sig:
+        window.actions_by_name["export_dicom"].trigger()  # no folder dialog: nothing could be written
+    notice = sig.args[0]
+    assert notice.level == "warning"
+    assert notice.text.startswith("DICOM export needs a DICOM source image: this file is a PNG picture")
