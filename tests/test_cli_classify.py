@@ -63,7 +63,7 @@ def test_cli_mixed_folder(mixed_folder, model_file, tmp_path, capsys):
     names = sorted(Path(r["path"]).relative_to(mixed_folder).as_posix() for r in rows)
     assert names == sorted(["a.png", "sub/a.png", "chest.dcm", "sub/IM0001", "zero.png", "text.png"])
     assert list(rows[0]) == ["path", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
-                            "heatmap_in_lungs", "heatmap"]
+                            "heatmap_in_lungs", "model", "model_sha256", "app_version", "result_time", "heatmap"]
     by_name = {Path(r["path"]).relative_to(mixed_folder).as_posix(): r for r in rows}
     for name in ("a.png", "sub/a.png", "chest.dcm", "sub/IM0001"):
         r = by_name[name]
@@ -244,3 +244,49 @@ def test_no_pydicom_warnings_on_stderr(tmp_path, model_file, dicom_dir):
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr and "site-packages" not in proc.stderr, proc.stderr
+
+
+def test_cli_dicom_out_writes_valid_sr_and_sc_equal_to_the_csv(tmp_path, model_file, dicom_dir, cxr1000, capsys):
+    """``--dicom-out``: an SR per DICOM (+ SC per classified one), validated by
+    dciodvfy, whose values equal the CSV row; a PNG gets the note instead."""
+    import hashlib
+
+    import pydicom
+
+    from dicom_tools import dciodvfy, make_studies
+    from training.dicom_sr import read_sr_values
+
+    studies = tmp_path / "studies"
+    files = make_studies(studies, dicom_dir)
+    shutil.copy(sorted((cxr1000 / "COVID").glob("*.png"))[0], studies / "photo.png")
+    ct = dicom_dir / "cxr11_nih_udacity_test5_modality-CT.dcm"  # refused by its header: an SR saying so
+    out_csv, dicom_out = tmp_path / "r.csv", tmp_path / "dicom"
+    rc = main([str(studies), str(ct), "--model", str(model_file), "--csv", str(out_csv),
+               "--dicom-out", str(dicom_out), "--no-progress", "--device", "cpu"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "1 x DICOM export needs a DICOM source" in cap.err and "Traceback" not in cap.err
+    rows = {Path(r["path"]).resolve(): r for r in _rows(out_csv)}
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    assert {r["model_sha256"] for r in rows.values()} == {digest}
+    assert rows[(studies / "photo.png").resolve()]["dicom_sr"] == ""
+    srs = sorted(dicom_out.glob("*_SR.dcm"))
+    scs = sorted(dicom_out.glob("*_SC.dcm"))
+    n_ok = sum(rows[f.resolve()]["status"] == "ok" for f in files)
+    assert len(srs) == len(files) + 1 and len(scs) == n_ok >= 1
+    for path in srs + scs:
+        errors, report = dciodvfy(path)
+        assert errors == [], report
+    for f in files + [ct]:
+        row = rows[f.resolve()]
+        sr = pydicom.dcmread(row["dicom_sr"])
+        src = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        assert (sr.StudyInstanceUID, sr.PatientID) == (src.StudyInstanceUID, src.PatientID)
+        back = read_sr_values(sr)
+        assert back.model_sha256 == digest
+        if row["status"] == "ok":
+            assert back.p_covid == pytest.approx(float(row["p_covid"]), abs=1e-6)
+            assert back.threshold == pytest.approx(float(row["threshold"]))
+            assert back.category == {"COVID": "COVID-19", "Normal": "Normal"}[row["label"]]
+        else:
+            assert back.category == "Refused" and back.reason == row["reason"] and back.p_covid is None

@@ -253,6 +253,8 @@ def test_csv_export_matches_table(window, qtbot, mixed_dir, tmp_path):
         rows = list(csv.DictReader(fh))
     proxy, model = window.batch_panel.proxy, window.batch_panel.model
     assert len(rows) == proxy.rowCount() == 7
+    assert {r["model"] for r in rows if r["status"] != "skipped"} == {"Test model v7"}  # audit columns
+    assert all(len(r["model_sha256"]) == 64 and r["result_time"] for r in rows if r["status"] != "skipped")
     for r, csv_row in enumerate(rows):
         src = model.rows[proxy.mapToSource(proxy.index(r, 0)).row()]
         assert csv_row["path"] == str(src.path)
@@ -334,6 +336,13 @@ def test_pdf_report(window, qtbot, png, tmp_path):
 
     content = report_content(window.images, patient=None)
     assert content.overlay is not None and content.model_version == "7" and content.patient is None
+    import hashlib
+
+    from training import __version__
+
+    # audit trail: the model file's SHA-256 and the program's version are in the report
+    assert content.model_sha256 == hashlib.sha256(Path(window.models.path).read_bytes()).hexdigest()
+    assert content.app_version == __version__
 
 
 def test_settings_are_remembered(window, qtbot, png, settings_file):

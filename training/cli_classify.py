@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "marked 'not valid' in the CSV)")
     p.add_argument("--no-lung-attention", action="store_true",
                    help="skip the Grad-CAM pass that fills the heatmap_in_lungs column (faster)")
+    p.add_argument("--dicom-out", metavar="DIR",
+                   help="write DICOM results into DIR: a Comprehensive SR per DICOM input and a secondary capture "
+                        "with the heatmap per classified DICOM, in new series of the source's study "
+                        "(docs/DICOM_EXPORT.md); PNG/JPEG inputs get none (no DICOM context)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -89,13 +93,23 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
 
+    from .audit import AUDIT_COLUMNS
     from .csv_out import CsvResults
     from .predict import CSV_COLUMNS
 
     out = None
-    if args.csv:  # checked before any image is read
+    if args.dicom_out:  # checked before any image is read
+        from .dicom_export import check_output_folder
+
         try:
-            out = CsvResults(args.csv, list(CSV_COLUMNS) + (["heatmap"] if args.heatmaps else []))
+            check_output_folder(args.dicom_out)
+        except XrayError as exc:
+            _err(f"error: {exc.reason}")
+            return 2
+    if args.csv:  # checked before any image is read
+        extra = (["heatmap"] if args.heatmaps else []) + (["dicom_sr"] if args.dicom_out else [])
+        try:
+            out = CsvResults(args.csv, list(CSV_COLUMNS) + list(AUDIT_COLUMNS) + extra)
         except XrayError as exc:
             _err(f"error: {exc.reason}")
             return 2
@@ -147,9 +161,9 @@ def _classify(args, out, started: list[bool]) -> int:
         _err(f"error: {exc.reason}")
         return 2
 
-    from .loading import find_images
+    from .dicomdir import find_inputs
 
-    files, skipped = find_images([Path(p) for p in args.inputs])
+    files, skipped = find_inputs([Path(p) for p in args.inputs])  # DICOMDIRs expanded
     if skipped:
         examples = ", ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
@@ -168,6 +182,15 @@ def _classify(args, out, started: list[bool]) -> int:
 
     from tqdm import tqdm
 
+    from .audit import audit_row, model_stamp
+
+    stamp = model_stamp(clf.loaded)
+    dicom = None
+    if args.dicom_out:
+        from .dicom_export import DicomExporter
+
+        dicom = DicomExporter.for_classifier(args.dicom_out, clf, alpha=args.alpha)
+    dicom_notes: dict[str, int] = {}
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
           f"threshold {clf.threshold:.3g}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
@@ -187,12 +210,13 @@ def _classify(args, out, started: list[bool]) -> int:
         for pred in clf.classify_paths(files, check_header=not args.allow_any_header,
                                        enforce_gate=not args.allow_unsuitable,
                                        explain=not args.no_lung_attention):
-            row = pred.as_row()
+            row = audit_row(pred, stamp)
             counts[pred.status] = counts.get(pred.status, 0) + 1
             if pred.verdict:
                 labels[pred.result] = labels.get(pred.result, 0) + 1
             elif pred.ok:
                 labels["not valid"] = labels.get("not valid", 0) + 1
+            explained = None
             if heat_dir is not None:
                 row["heatmap"] = ""
                 if pred.ok:
@@ -203,11 +227,14 @@ def _classify(args, out, started: list[bool]) -> int:
                         img = load_image(pred.path, check_header=not args.allow_any_header)
                         pixels = 1.0 - img.pixels if pred.inverted else img.pixels
                         heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
-                        save_overlay_png(heat_png, pixels, gradcam(clf, pixels), args.alpha)
+                        explained = (pixels, gradcam(clf, pixels))
+                        save_overlay_png(heat_png, explained[0], explained[1], args.alpha)
                         row["heatmap"] = csv_cell(heat_png)
                     except Exception as exc:  # a heatmap failure never stops the batch
                         heat_failures += 1
                         _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
+            if dicom is not None:
+                row["dicom_sr"] = _write_dicom(dicom, clf, pred, explained, not args.allow_any_header, dicom_notes)
             done += 1
             if out is not None:
                 out.write(row)
@@ -231,6 +258,11 @@ def _classify(args, out, started: list[bool]) -> int:
         summary += f"; {len(skipped)} skipped (not images)"
     if heat_dir is not None:
         summary += f"; {counts['ok'] - heat_failures} heatmap(s) in {heat_dir}"
+    if dicom is not None:
+        n_sc = sum(w.sc is not None for w in dicom.written)
+        summary += f"; DICOM: {len(dicom.written)} SR and {n_sc} secondary capture(s) in {args.dicom_out}"
+        if dicom_notes:
+            summary += " (not written: " + "; ".join(f"{n} x {why}" for why, n in dicom_notes.items()) + ")"
     if args.csv:
         summary += f"; CSV: {args.csv}"
     print(summary, file=sys.stderr)
@@ -238,6 +270,31 @@ def _classify(args, out, started: list[bool]) -> int:
         _err("interrupted.")
         return 130
     return 0
+
+
+def _write_dicom(dicom, clf, pred, explained, check_header: bool, notes: dict[str, int]) -> str:
+    """SR (+ SC) for one result; returns the SR path for the CSV ('' when none)."""
+    from .csv_out import csv_cell
+    from .dicom_export import heatmap_for_export
+    from .dicom_source import DicomExportRefused
+
+    kind = getattr(pred.meta, "kind", None) if pred.meta is not None else None
+    if kind is not None and kind != "dicom":  # no DICOM context: one summary note, not a line per file
+        key = "DICOM export needs a DICOM source (PNG/JPEG/BMP/TIFF input)"
+        notes[key] = notes.get(key, 0) + 1
+        return ""
+    try:
+        if explained is None and pred.ok:
+            explained = heatmap_for_export(clf, pred, check_header=check_header)
+        pixels, heat = explained if explained is not None else (None, None)
+        return csv_cell(dicom.export(pred, pixels=pixels, heatmap=heat).sr)
+    except DicomExportRefused as exc:
+        _err(f"no DICOM result for {pred.path}: {exc.reason}")
+        notes["source not usable"] = notes.get("source not usable", 0) + 1
+    except Exception as exc:  # a failure on one file never stops the batch
+        _err(f"DICOM export failed for {pred.path}: {type(exc).__name__}: {exc}")
+        notes["errors"] = notes.get("errors", 0) + 1
+    return ""
 
 
 if __name__ == "__main__":

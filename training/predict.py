@@ -528,5 +528,32 @@ def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
     return heatmap_in_lungs(heat, m.numpy())
 
 
+# ---------------------------------------------------------------- result category
+# The one place that maps a Prediction to the category written into DICOM SR
+# (training.dicom_sr) and shown in exports.  A borderline band ("Indeterminate -
+# review") only needs to be recognised here.
+CATEGORY_COVID = "COVID-19"
+CATEGORY_NORMAL = "Normal"
+CATEGORY_INDETERMINATE = "Indeterminate"
+CATEGORY_REFUSED = "Refused"
+CATEGORY_NOT_VALID = "Not valid"
+CATEGORIES = (CATEGORY_COVID, CATEGORY_NORMAL, CATEGORY_INDETERMINATE, CATEGORY_REFUSED, CATEGORY_NOT_VALID)
+
+
+def result_category(pred: Prediction, positive_class: str = "COVID") -> str:
+    """COVID-19 / Normal / Indeterminate / Refused / Not valid for ``pred``.
+
+    Refused covers every input without a score (refused or broken: ``reason``
+    says why); Not valid a gate-refused image classified anyway; Indeterminate a
+    result in the model's borderline band (``Prediction.indeterminate``)."""
+    if not pred.ok:
+        return CATEGORY_REFUSED
+    if not pred.valid:
+        return CATEGORY_NOT_VALID
+    if pred.indeterminate:
+        return CATEGORY_INDETERMINATE
+    return CATEGORY_COVID if pred.label == positive_class else CATEGORY_NORMAL
+
+
 __all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "GATE_CODE", "INDETERMINATE", "validate_threshold",
-           "one_line", "load_gate", "lung_share"]
+           "one_line", "load_gate", "lung_share", "result_category", "CATEGORIES"]

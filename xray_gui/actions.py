@@ -29,8 +29,11 @@ def build_menus(w) -> dict[str, QAction]:
                      "Open a chest X-ray (PNG, JPEG, BMP, TIFF or DICOM)")
     A["open_folder"] = _act(w, "Open &Folder…", w.choose_folder, ["Ctrl+Shift+O"],
                             "Classify every image in a folder (and its subfolders)")
+    A["open_dicomdir"] = _act(w, "Open &DICOMDIR…", w.choose_dicomdir, ["Ctrl+Shift+D"],
+                              "Classify the radiographs of a CD/DVD or USB export (its DICOMDIR index)")
     m.addAction(A["open"])
     m.addAction(A["open_folder"])
+    m.addAction(A["open_dicomdir"])
     w.recent_menu = m.addMenu("Open &Recent")
     w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
     m.addSeparator()
@@ -41,8 +44,12 @@ def build_menus(w) -> dict[str, QAction]:
                               "PDF of the current image, heatmap and prediction")
     A["export_csv"] = _act(w, "Export Batch Results (&CSV)…", w.choose_csv, ["Ctrl+Shift+E"],
                            "The batch table as shown (sorted and filtered)")
+    A["export_dicom"] = _act(w, "Export &DICOM Results (SR + Secondary Capture)…", w.choose_dicom_export, [],
+                             "A DICOM structured report and a heatmap image per result, filed with the source "
+                             "study (DICOM sources only)")
     m.addAction(A["export_report"])
     m.addAction(A["export_csv"])
+    m.addAction(A["export_dicom"])
     m.addSeparator()
     A["quit"] = _act(w, "&Quit", w.close, ["Ctrl+Q"])
     m.addAction(A["quit"])

@@ -32,9 +32,13 @@ class BatchController(QObject):
         if classifier is None:
             self.notifier.warning("No model loaded — open one (File → Open Model…) before classifying a folder.")
             return False
+        from training.audit import model_stamp
+
         self.classifier = classifier
         self.cancelled = False
         self.state = "running"
+        self.panel.model.batch_stamp = model_stamp(classifier.loaded)
+        self.panel.model.set_current_model(self.panel.model.batch_stamp)
         self.panel.start([], [])
         self.panel.eta.setText("looking for images…")
         self.jobs.start("batch", batch_task, classifier, [str(p) for p in paths],
@@ -50,8 +54,8 @@ class BatchController(QObject):
     def _on_item(self, item) -> None:
         kind = item[0]
         if kind == "found":
-            _, files, skipped = item
-            self.panel.start(files, skipped)
+            _, files, skipped, infos = item
+            self.panel.start(files, skipped, infos)
             self.started.emit(len(files))
             if skipped:
                 self.notifier.info(f"{len(files)} images found; {len(skipped)} other files skipped.")
@@ -82,8 +86,15 @@ class BatchController(QObject):
         self.finished.emit(self.state)
 
     def relabel(self, classifier) -> None:
-        if classifier is not None and classifier is self.classifier:
+        """New threshold: relabel the rows made by this model (stale rows stay as they were)."""
+        if classifier is not None:
             self.panel.model.relabel(classifier.label_for, classifier.threshold)
+
+    def model_changed(self, classifier) -> None:
+        """Another model is loaded: rows computed by a previous model become stale."""
+        from training.audit import model_stamp
+
+        self.panel.model.set_current_model(None if classifier is None else model_stamp(classifier.loaded))
 
     def export_csv(self, path) -> Path:
         """Write the rows as shown (sorted and filtered) as CSV, atomically."""

@@ -1,8 +1,13 @@
-"""Batch results: a table model (one row per file), a sort/filter proxy and
-the dock widget around them (progress, time left, Cancel, filter, export).
+"""Batch results: a table model (one row per file), a sort/filter proxy, the
+grouping model that shows DICOM inputs under patient > study > series
+(``batch_groups``), and the dock widget around them (progress, time left,
+Cancel, filter, export).
 
 Rows refused by the core (DICOM header, chest-radiograph gate) or broken are
-red with their reason; "In lungs" is the heatmap's share inside the lungs."""
+red with their reason; "In lungs" is the heatmap's share inside the lungs.
+Each result remembers the model that made it (``training.audit``); when the
+current model is another one the row is marked stale (grey, "stale" in the
+Prediction column) and the threshold no longer relabels it."""
 
 from __future__ import annotations
 
@@ -12,17 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal)
+from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
+                            Signal)
 from PySide6.QtGui import QBrush, QColor, QImage
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel,
-                               QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
+                               QTreeView, QVBoxLayout, QWidget)
 
+from training.audit import AUDIT_COLUMNS, audit_cells
 from training.csv_out import csv_cell
 
 from .images import THUMB_SIZE
 
-COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status")
-COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_LUNGS, COL_STATUS = range(6)
+COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status", "Study date", "Accession", "Series",
+           "View", "Path", "Patient")
+(COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_LUNGS, COL_STATUS, COL_STUDY_DATE, COL_ACCESSION, COL_SERIES,
+ COL_VIEW, COL_PATH, COL_PATIENT) = range(12)
+STALE_TEXT = QBrush(QColor(150, 150, 150))
+STALE_COLUMN = "result_stale"
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 BAD_BRUSH = QBrush(QColor(120, 30, 30))
 BAD_TEXT = QBrush(QColor(255, 225, 220))
@@ -38,6 +49,15 @@ class Row:
     pred: object | None = None  # training.predict.Prediction
     thumb: QImage | None = None
     skipped_reason: str = ""
+    info: object | None = None  # training.study_info.StudyInfo for a DICOM input
+    rel: str = ""  # path relative to the batch's common folder: tells same-named files apart
+    stamp: object | None = None  # training.audit.ModelStamp of the model that made ``pred``
+    when: object | None = None  # datetime the result arrived
+
+    @property
+    def reading_key(self) -> str:
+        """Reading order: DICOMs by patient/study/series/instance, then other files by path."""
+        return ("0" + self.info.reading_key(self.rel)) if self.info is not None else ("1" + self.rel.lower())
 
     @property
     def status(self) -> str:
@@ -63,22 +83,54 @@ class BatchTableModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[Row] = []
+        self.batch_stamp = None  # the model running the batch (training.audit.ModelStamp)
+        self.current_key = ""  # ModelStamp.key of the model now loaded
+        self.show_identifiers = False  # patient name / ID / birth date only when the user asks
 
     # -- filling -------------------------------------------------------------
-    def reset(self, files: list[Path], skipped: list[tuple[Path, str]] = ()) -> None:
+    def reset(self, files: list[Path], skipped: list[tuple[Path, str]] = (), infos=None) -> None:
+        import os
+
         self.beginResetModel()
-        self.rows = [Row(Path(f)) for f in files] + [Row(Path(p), skipped_reason=r) for p, r in skipped]
+        infos = list(infos) if infos is not None else [None] * len(files)
+        self.rows = ([Row(Path(f), info=info) for f, info in zip(files, infos)]
+                     + [Row(Path(p), skipped_reason=r) for p, r in skipped])
+        parents = [os.path.abspath(r.path.parent) for r in self.rows]
+        try:
+            root = os.path.commonpath(parents) if parents else ""
+        except ValueError:  # different drives
+            root = ""
+        for r in self.rows:
+            try:
+                r.rel = os.path.relpath(os.path.abspath(r.path), root) if root else str(r.path)
+            except ValueError:
+                r.rel = str(r.path)
         self.endResetModel()
 
     def set_result(self, i: int, pred, thumb: QImage | None) -> None:
+        from training.audit import now_utc
+
         row = self.rows[i]
         row.pred, row.thumb = pred, thumb
+        row.stamp, row.when = self.batch_stamp, now_utc()
         self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
 
+    def is_stale(self, row: Row) -> bool:
+        """The row's result was computed by another model than the current one."""
+        return (row.pred is not None and row.stamp is not None and bool(self.current_key)
+                and row.stamp.key != self.current_key)
+
+    def set_current_model(self, stamp) -> None:
+        self.current_key = "" if stamp is None else stamp.key
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+
     def relabel(self, label_for: Callable[[float], str], threshold: float) -> None:
-        """New threshold: the core's ``label_for`` relabels; the model is not run."""
+        """New threshold: the core's ``label_for`` relabels; the model is not run.
+        Stale rows (another model's results) are left as they were."""
         for r in self.rows:
-            if r.pred is not None and r.pred.status == "ok" and r.pred.p_covid is not None:
+            if (r.pred is not None and r.pred.status == "ok" and r.pred.p_covid is not None
+                    and not self.is_stale(r)):
                 r.pred.label = label_for(r.pred.p_covid)
                 r.pred.threshold = threshold
         if self.rows:
@@ -105,13 +157,34 @@ class BatchTableModel(QAbstractTableModel):
         r = self.rows[index.row()]
         c = index.column()
         p = r.pred
+        stale = self.is_stale(r)
+        info = r.info
         if role == Qt.ItemDataRole.DisplayRole:
             if c == COL_FILE:
                 return r.path.name
             if c == COL_PRED:
                 if p is None or p.status != "ok":
                     return "—"
-                return (p.result or "—") if p.valid else "not valid"
+                text = (p.result or "—") if p.valid else "not valid"
+                return f"{text} (stale)" if stale else text
+            if c == COL_STUDY_DATE:
+                return info.study_date_text if info is not None else ""
+            if c == COL_ACCESSION:
+                return info.accession if info is not None else ""
+            if c == COL_SERIES:
+                if info is None:
+                    return ""
+                number = "" if info.series_number is None else f"{info.series_number} "
+                return (number + info.series_description).strip()
+            if c == COL_VIEW:
+                return info.view if info is not None else ""
+            if c == COL_PATH:
+                return r.rel
+            if c == COL_PATIENT:
+                if info is None or not self.show_identifiers:
+                    return ""
+                born = f", born {info.birth_date_text}" if info.birth_date else ""
+                return f"{info.patient_name} ({info.patient_id}){born}"
             if c == COL_P:
                 return f"{p.p_covid:.3f}" if p is not None and p.p_covid is not None else ""
             if c == COL_LUNGS:
@@ -122,6 +195,8 @@ class BatchTableModel(QAbstractTableModel):
                     return "waiting…"
                 if r.problem:
                     return f"{r.status}: {r.reason}"
+                if stale:
+                    return f"stale: computed by {r.stamp.label}, not the current model; classify again"
                 return "ok" + (" (warnings)" if p.warnings else "")
             return None
         if role == SORT_ROLE:
@@ -131,7 +206,9 @@ class BatchTableModel(QAbstractTableModel):
                 share = _share(p)
                 return -1.0 if share is None else share
             if c == COL_THUMB:
-                return index.row()
+                return r.reading_key
+            if c in (COL_STUDY_DATE, COL_SERIES, COL_PATIENT):
+                return r.reading_key  # chronological / by series number, not alphabetical
             return str(self.data(index) or "").lower()
         if role == Qt.ItemDataRole.DecorationRole and c == COL_THUMB:
             return r.thumb
@@ -141,6 +218,9 @@ class BatchTableModel(QAbstractTableModel):
                 tips.append(r.reason)
             if p is not None and p.warnings:
                 tips.append("Warnings: " + "; ".join(p.warnings))
+            if stale:
+                tips.append(f"Computed by {r.stamp.label}; the current model is another one. Classify the "
+                            "folder again for the current model's result.")
             return "\n".join(tips)
         if role == Qt.ItemDataRole.BackgroundRole and r.bad:
             return BAD_BRUSH
@@ -148,6 +228,8 @@ class BatchTableModel(QAbstractTableModel):
             return BAD_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and r.status == "skipped":
             return SKIPPED_TEXT
+        if role == Qt.ItemDataRole.ForegroundRole and stale:
+            return STALE_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.indeterminate:
             return CAUTION_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
@@ -159,14 +241,20 @@ class BatchTableModel(QAbstractTableModel):
 
     # -- export -------------------------------------------------------------------
     def csv_text(self, rows: list[int], columns) -> str:
-        """CSV (the core's ``CSV_COLUMNS``) for ``rows`` in the given order."""
+        """CSV for ``rows`` in the given order: the core's ``CSV_COLUMNS``, then
+        the audit columns of the model that made each row, and whether that row
+        is stale (made by another model than the current one)."""
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(columns) + list(AUDIT_COLUMNS) + [STALE_COLUMN],
+                           lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         for i in rows:
             r = self.rows[i]
             if r.pred is not None:
-                w.writerow(r.pred.as_row())
+                row = r.pred.as_row()
+                row.update(audit_cells(r.stamp, r.when))
+                row[STALE_COLUMN] = "yes" if self.is_stale(r) else ""
+                w.writerow(row)
             else:
                 w.writerow({"path": csv_cell(r.path), "status": r.status, "reason": csv_cell(r.reason)})
         return buf.getvalue()
@@ -201,6 +289,23 @@ class BatchFilterProxy(QSortFilterProxyModel):
         return p is not None and p.verdict and not p.indeterminate and (p.label or "").lower() == self.mode.lower()
 
 
+class BatchTreeView(QTreeView):
+    """The grouped table; ``selectRow(r)`` selects the image at proxy row ``r``."""
+
+    def selectRow(self, proxy_row: int) -> None:  # noqa: N802 - QTableView's name, kept for callers
+        idx = self.model().index_for_flat(proxy_row, COL_FILE)
+        if idx.isValid():
+            self.select_index(idx)
+
+    def select_index(self, idx) -> None:
+        p = idx.parent()
+        while p.isValid():
+            self.expand(p)
+            p = p.parent()
+        self.setCurrentIndex(idx)
+        self.scrollTo(idx)
+
+
 class BatchPanel(QWidget):
     """The table and its controls; the window drives it."""
 
@@ -209,10 +314,13 @@ class BatchPanel(QWidget):
     exportRequested = Signal()
 
     def __init__(self, parent=None):
+        from .batch_groups import GroupedBatchModel
+
         super().__init__(parent)
         self.model = BatchTableModel(self)
         self.proxy = BatchFilterProxy(self)
         self.proxy.setSourceModel(self.model)
+        self.grouped = GroupedBatchModel(self.proxy, self.model, self)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         top = QHBoxLayout()
@@ -237,31 +345,36 @@ class BatchPanel(QWidget):
         top.addWidget(self.filter)
         top.addWidget(self.export)
         lay.addLayout(top)
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
+        self.view = BatchTreeView()
+        self.view.setModel(self.grouped)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(COL_THUMB, Qt.SortOrder.AscendingOrder)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setSelectionBehavior(QTreeView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QTreeView.EditTrigger.NoEditTriggers)
         self.view.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
-        self.view.verticalHeader().setDefaultSectionSize(THUMB_SIZE + 4)
-        self.view.verticalHeader().hide()
-        hh = self.view.horizontalHeader()
-        hh.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Fixed)
-        self.view.setColumnWidth(COL_THUMB, THUMB_SIZE + 8)
-        hh.setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Interactive)
-        self.view.setColumnWidth(COL_FILE, 260)
-        self.view.setColumnWidth(COL_PRED, 170)
-        self.view.setColumnWidth(COL_P, 80)
-        self.view.setColumnWidth(COL_LUNGS, 70)
-        hh.setStretchLastSection(True)
-        self.view.selectionModel().currentRowChanged.connect(self._current_changed)
+        self.view.setUniformRowHeights(False)
+        self.view.setIndentation(14)
+        self.view.setAllColumnsShowFocus(True)
+        hh = self.view.header()
+        hh.setStretchLastSection(False)
+        hh.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Interactive)
+        widths = {COL_THUMB: THUMB_SIZE + 50, COL_FILE: 170, COL_PRED: 170, COL_P: 75, COL_LUNGS: 65,
+                  COL_STATUS: 220, COL_STUDY_DATE: 90, COL_ACCESSION: 90, COL_SERIES: 130, COL_VIEW: 45,
+                  COL_PATH: 200, COL_PATIENT: 200}
+        for col, width in widths.items():
+            self.view.setColumnWidth(col, width)
+        self.view.setColumnHidden(COL_PATIENT, True)  # identifiers: only when the user turns them on
+        self.view.selectionModel().currentChanged.connect(self._current_changed)
+        self.grouped.modelAboutToBeReset.connect(self._remember_current)
+        self.grouped.modelReset.connect(self._after_rebuild)
+        self._keep_source_row: int | None = None
         lay.addWidget(self.view)
+        self._after_rebuild()
 
     # -- driving ------------------------------------------------------------------
-    def start(self, files, skipped) -> None:
-        self.model.reset(files, skipped)
+    def start(self, files, skipped, infos=None) -> None:
+        self.model.reset(files, skipped, infos)
         self.progress.setRange(0, max(1, len(files)))
         self.progress.setValue(0)
         self.eta.setText("starting…" if files else "no images found")
@@ -277,22 +390,70 @@ class BatchPanel(QWidget):
         self.cancel.setEnabled(False)
         self.eta.setText(text)
 
+    def set_show_identifiers(self, on: bool) -> None:
+        self.model.show_identifiers = bool(on)
+        self.view.setColumnHidden(COL_PATIENT, not on)
+        self.grouped.set_show_identifiers(on)
+
+    def _source_row(self, idx) -> int | None:
+        return self.grouped.source_row(idx)
+
     def visible_source_rows(self) -> list[int]:
-        return [self.proxy.mapToSource(self.proxy.index(r, 0)).row() for r in range(self.proxy.rowCount())]
+        """The source rows of the images shown, in display (reading) order."""
+        return [self._source_row(i) for i in self.grouped.image_indexes()]
+
+    def select_source_row(self, row: int) -> None:
+        flat = self.proxy.mapFromSource(self.model.index(row, 0))
+        if flat.isValid():
+            self.view.selectRow(flat.row())
 
     def step(self, delta: int) -> None:
-        """Select the next (+1) / previous (-1) row as shown."""
-        n = self.proxy.rowCount()
-        if not n:
+        """Select the next (+1) / previous (-1) image in display (reading) order, across groups."""
+        images = self.grouped.image_indexes()
+        if not images:
             return
         cur = self.view.currentIndex()
-        r = 0 if not cur.isValid() else max(0, min(n - 1, cur.row() + delta))
-        self.view.selectRow(r)
-        self.view.setCurrentIndex(self.proxy.index(r, COL_FILE))
+        node = cur.internalPointer() if cur.isValid() else None
+        pos = next((k for k, i in enumerate(images) if i.internalPointer() is node), None)
+        k = 0 if pos is None else max(0, min(len(images) - 1, pos + delta))
+        self.view.select_index(images[k].siblingAtColumn(COL_FILE))
+
+    def _remember_current(self) -> None:
+        self._keep_source_row = self._source_row(self.view.currentIndex())
+
+    def _after_rebuild(self) -> None:
+        self.view.expandAll()
+        for idx in self._group_indexes():
+            self.view.setFirstColumnSpanned(idx.row(), idx.parent(), True)
+        keep, self._keep_source_row = self._keep_source_row, None
+        if keep is not None:
+            flat = self.proxy.mapFromSource(self.model.index(keep, 0))
+            if flat.isValid():
+                idx = self.grouped.index_for_flat(flat.row(), COL_FILE)
+                sm = self.view.selectionModel()
+                sm.blockSignals(True)  # the same image stays current: no reload
+                sm.setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect
+                                   | QItemSelectionModel.SelectionFlag.Rows)
+                sm.blockSignals(False)
+                self.view.viewport().update()
+
+    def _group_indexes(self) -> list:
+        out = []
+
+        def walk(parent) -> None:
+            for r in range(self.grouped.rowCount(parent)):
+                idx = self.grouped.index(r, 0, parent)
+                if self.grouped.flat_row(idx) is None:
+                    out.append(idx)
+                    walk(idx)
+
+        walk(QModelIndex())
+        return out
 
     def _current_changed(self, current, _previous) -> None:
-        if current.isValid():
-            self.rowActivated.emit(self.proxy.mapToSource(current).row())
+        row = self._source_row(current)
+        if row is not None:
+            self.rowActivated.emit(row)
 
 
 def _share(pred) -> float | None:

@@ -384,10 +384,16 @@ def report_content(ctl: ImageController, *, patient: dict | None):
         metadata.append(("Display window", f"level {d.center:.4g}, width {d.width:.4g}"
                          + ("" if d.windowed else " (file default)")))
     info = ctl.classifier.info if ctl.classifier is not None else None
+    stamp = None
+    if ctl.classifier is not None:
+        from training.audit import model_stamp
+
+        stamp = model_stamp(ctl.classifier.loaded)
     p = ctl.pred
     return ReportContent(
         file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=p.result or p.label,
         p_covid=float(p.p_covid), threshold=float(p.threshold),
         model_name=info.label if info else "unknown", model_version=info.version if info else "?",
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
-        suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band)
+        suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band,
+        model_sha256=stamp.sha256 if stamp else "", app_version=stamp.app_version if stamp else "")

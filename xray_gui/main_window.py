@@ -27,6 +27,7 @@ IMAGE_FILTER = ("Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.D
 
 class MainWindow(QMainWindow):
     reportWritten = Signal(str)
+    dicomExported = Signal(object)  # list of (prediction, Written | None, reason)
 
     def __init__(self, settings: AppSettings | None = None, *, dialogs: bool = True):
         super().__init__()
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.batch_panel.rowActivated.connect(self._row_activated)
         self.batch_panel.exportRequested.connect(self.choose_csv)
         self.batch.started.connect(lambda _n: self.batch_dock.show())
+        self.meta_panel.showPatientToggled.connect(self.batch_panel.set_show_identifiers)
 
     def _restore(self) -> None:
         s = self.settings
@@ -189,6 +191,7 @@ class MainWindow(QMainWindow):
             self.device_actions["cuda"].setText("NVIDIA GPU (CUDA) — not available on this computer")
         self.viewer.set_placeholder("Open a chest X-ray (Ctrl+O) or drop files or folders here")
         self.images.set_classifier(clf)
+        self.batch.model_changed(clf)
         self._show_model_state()
         if self._queued_batch is not None:
             paths, self._queued_batch = self._queued_batch, None
@@ -225,7 +228,7 @@ class MainWindow(QMainWindow):
         paths = [Path(p) for p in paths]
         if not paths:
             return
-        if len(paths) == 1 and not paths[0].is_dir():
+        if len(paths) == 1 and not paths[0].is_dir() and paths[0].name.upper() != "DICOMDIR":
             self.open_image(paths[0])
         else:
             self.open_batch(paths)
@@ -256,7 +259,11 @@ class MainWindow(QMainWindow):
         if r.status == "skipped":
             self.notifier.info(f"{r.path.name}: {r.reason}")
             return
-        self.images.open(r.path, pred=r.pred if r.pred is not None and r.pred.status == "ok" else None)
+        current = r.pred is not None and r.pred.status == "ok" and not self.batch_panel.model.is_stale(r)
+        if self.batch_panel.model.is_stale(r):
+            self.notifier.info(f"{r.path.name}: the table's result is from {r.stamp.label}; "
+                               "showing the current model's result.")
+        self.images.open(r.path, pred=r.pred if current else None)
 
     # -- file dialogs -----------------------------------------------------------------------
     def _start_dir(self) -> str:
@@ -272,6 +279,12 @@ class MainWindow(QMainWindow):
         d = QFileDialog.getExistingDirectory(self, "Classify all images in a folder", self._start_dir())
         if d:
             self.open_batch([d])
+
+    def choose_dicomdir(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Open DICOMDIR (CD/DVD or USB export)", self._start_dir(),
+                                           "DICOMDIR (DICOMDIR dicomdir);;All files (*)")
+        if f:
+            self.open_batch([f])
 
     def choose_model(self) -> None:
         start = str(self.models.path.parent) if self.models.path else self._start_dir()
@@ -298,6 +311,64 @@ class MainWindow(QMainWindow):
                                            "results.csv"), "CSV (*.csv)")
         if f:
             self.export_csv(f)
+
+    def dicom_candidates(self) -> list:
+        """What "Export DICOM results" writes: the batch rows shown (results of the
+        current model), else the current image's result."""
+        model = self.batch_panel.model
+        rows = [model.rows[i] for i in self.batch_panel.visible_source_rows()]
+        preds = [r.pred for r in rows if r.pred is not None and not model.is_stale(r)]
+        if preds:
+            return preds
+        return [self.images.pred] if self.images.pred is not None else []
+
+    def choose_dicom_export(self) -> None:
+        from training.dicom_export import has_dicom_source
+        from training.dicom_source import NEEDS_DICOM_SOURCE
+
+        preds = self.dicom_candidates()
+        if not preds:
+            self.notifier.warning("Classify images first: there are no results of the current model to export.")
+            return
+        if not any(has_dicom_source(p) for p in preds):
+            kind = (getattr(preds[0].meta, "kind", "") or "non-DICOM") if preds[0].meta is not None else "non-DICOM"
+            self.notifier.warning(NEEDS_DICOM_SOURCE.format(kind=kind.upper()))
+            return
+        d = QFileDialog.getExistingDirectory(self, "Export DICOM results into a folder", self._start_dir())
+        if d:
+            self.export_dicom(d, preds)
+
+    def export_dicom(self, folder, preds=None) -> bool:
+        """Write SR + secondary capture for ``preds`` (default: ``dicom_candidates``) in a worker."""
+        from .tasks import dicom_export_task
+
+        clf = self.models.classifier
+        preds = self.dicom_candidates() if preds is None else list(preds)
+        if clf is None or not preds:
+            self.notifier.warning("Nothing to export: load a model and classify images first.")
+            return False
+        results: list = []
+
+        def on_item(item):
+            _, i, written, reason = item
+            results.append((preds[i], written, reason))
+
+        def on_done():
+            done = [w for _, w, _ in results if w is not None]
+            n_sc = sum(w.sc is not None for w in done)
+            text = f"DICOM results written to {folder}: {len(done)} SR, {n_sc} secondary capture(s)"
+            reasons: dict[str, int] = {}
+            for _, w, why in results:
+                if w is None:
+                    reasons[why] = reasons.get(why, 0) + 1
+            if reasons:
+                text += "; not written: " + "; ".join(f"{n} × {why}" for why, n in reasons.items())
+            (self.notifier.info if done else self.notifier.warning)(text)
+            self.dicomExported.emit(results)
+
+        self.notifier.info(f"Writing DICOM results for {len(preds)} result(s)…")
+        return self.jobs.start("dicom", dicom_export_task, clf, preds, str(folder), on_yield=on_item,
+                               on_done=on_done, context="DICOM export") is not None
 
     def fill_recent_menu(self) -> None:
         m = self.recent_menu

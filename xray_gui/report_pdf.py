@@ -37,6 +37,8 @@ class ReportContent:
     suitability: str = ""             # the gate's decision: suitable | warning | refused | ''
     heat_in_lungs: float | None = None  # share of the heatmap inside the lungs
     band: tuple[float, float] | None = None  # the model's borderline band ("Indeterminate — review" inside)
+    model_sha256: str = ""            # audit trail: the model file's SHA-256
+    app_version: str = ""             # audit trail: this program's version
 
 SUITABILITY_TEXT = {"suitable": "looks like a frontal chest radiograph",
                     "warning": "unusual image for this model (see the warnings)",
@@ -75,7 +77,12 @@ def build_document(c: ReportContent) -> QTextDocument:
                        + ("" if c.valid else " (classified anyway)")))
     if c.heat_in_lungs is not None:
         result.append(("Heatmap inside the lungs", f"{c.heat_in_lungs * 100:.0f} %"))
-    result += [("Model", f"{c.model_name} (version {c.model_version})"), ("Report created", created)]
+    result += [("Model", f"{c.model_name} (version {c.model_version})")]
+    if c.model_sha256:
+        result.append(("Model file SHA-256", c.model_sha256))
+    if c.app_version:
+        result.append(("Program", f"Chest X-ray Assistant {c.app_version}"))
+    result.append(("Report created", created))
     parts = [
         "<h2 style='margin-bottom:2px'>Chest X-ray assistant — report</h2>",
         f"<p style='color:#a33;font-weight:bold'>{html.escape(RESEARCH_NOTICE)}. "

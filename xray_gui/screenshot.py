@@ -61,9 +61,9 @@ class Screenshot(QObject):
             return
         view = self.win.batch_panel.view
         proxy = self.win.batch_panel.proxy
-        view.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # by P(COVID): files not classified first
+        if not any(r.info is not None for r in rows):  # studies stay in reading order (grouped)
+            view.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # by P(COVID): files not classified first
         idx = proxy.mapFromSource(self.win.batch_panel.model.index(first_ok, 1))
-        view.setCurrentIndex(idx)
         view.selectRow(idx.row())
 
     def _notice(self, notice) -> None:

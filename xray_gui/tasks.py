@@ -38,6 +38,9 @@ def load_model_task(path: str, device: str):
 
     yield ("status", f"loading model {Path(path).name}…")
     clf = Classifier.from_file(path, device=device)
+    from training.audit import model_stamp
+
+    model_stamp(clf.loaded)  # the model file's SHA-256, once, here rather than on the GUI thread
     yield ("loaded", clf, bool(torch.cuda.is_available()))
 
 
@@ -115,15 +118,19 @@ def gradcam_task(key, classifier, pixels: np.ndarray, pred=None):
 def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
     """Find the images under ``inputs`` (recursive) and classify them.
 
-    Yields ``("found", files, skipped)``, then per file
+    Yields ``("found", files, skipped, infos)`` (``infos``: the patient / study /
+    series of each DICOM file, None for other files, read from the headers only), then per file
     ``("result", index, prediction, thumbnail QImage | None)`` in order, with
     ``("progress", done, total, seconds_left)`` after each.  The core's gate
     refuses what is not a frontal chest film (refused rows, code
     ``GATE_CODE``); ``explain`` fills each row's heatmap share inside the lungs."""
-    from training.loading import find_images, load_image
+    from training.dicomdir import find_inputs
+    from training.loading import load_image
+    from training.study_info import read_study_info
 
-    files, skipped = find_images([Path(p) for p in inputs])
-    yield ("found", list(files), list(skipped))
+    files, skipped = find_inputs([Path(p) for p in inputs])
+    infos = [read_study_info(f) for f in files]
+    yield ("found", list(files), list(skipped), infos)
     total = len(files)
     if not total:
         return
@@ -147,3 +154,32 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
             yield ("progress", done, total, left)
     finally:
         preds.close()  # stops classify_paths' decode threads at once on cancel
+
+
+def dicom_export_task(classifier, preds, folder: str):
+    """Write DICOM SR (+ heatmap secondary capture) for each result into ``folder``.
+
+    Yields ``("dicom", index, Written | None, reason)`` per result (``reason``
+    says why none was written: not a DICOM source, a header that cannot be
+    referenced, an error).  Grad-CAM runs under the model lock."""
+    from training.dicom_export import DicomExporter, has_dicom_source, heatmap_for_export
+    from training.dicom_source import NEEDS_DICOM_SOURCE, DicomExportRefused
+    from training.predict import one_line
+
+    exporter = DicomExporter.for_classifier(folder, classifier)
+    for i, pred in enumerate(preds):
+        if not has_dicom_source(pred):
+            kind = (getattr(pred.meta, "kind", "") or "non-DICOM") if pred.meta is not None else "non-DICOM"
+            yield ("dicom", i, None, NEEDS_DICOM_SOURCE.format(kind=kind.upper()))
+            continue
+        try:
+            explained = None
+            if pred.ok:
+                with MODEL_LOCK:
+                    explained = heatmap_for_export(classifier, pred)
+            pixels, heat = explained if explained is not None else (None, None)
+            yield ("dicom", i, exporter.export(pred, pixels=pixels, heatmap=heat), "")
+        except DicomExportRefused as exc:
+            yield ("dicom", i, None, exc.reason)
+        except Exception as exc:  # one failure never stops the export
+            yield ("dicom", i, None, f"the export failed: {one_line(exc)}")
