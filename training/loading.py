@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "MAX_PIXELS",
+    "MAX_FILE_BYTES",
     "MIN_SIDE",
     "ImageMeta",
     "LoadedImage",
@@ -51,6 +52,9 @@ __all__ = [
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 
 MAX_PIXELS = 64_000_000  # refused before decoding (decompression-bomb guard)
+# refused before reading: the largest uncompressed single frame under MAX_PIXELS is
+# 64 MP x 8 bytes (double-float DICOM pixels) = 512 MB, plus its header
+MAX_FILE_BYTES = 600_000_000
 MIN_SIDE = 64  # either side smaller than this is refused
 
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses
@@ -188,6 +192,15 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _size_text(n: int) -> str:
+    """Bytes as a short decimal size: '4.3 GB', '600 MB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value >= 100 or value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _size_checks(rows: int, cols: int) -> None:
     if rows * cols > MAX_PIXELS:
         raise _refuse(
@@ -287,6 +300,13 @@ def _load(p: Path, check_header: bool) -> LoadedImage:
         raise _refuse(f"This is a {special}, not an image file.", "unreadable")
     if st.st_size == 0:
         raise _refuse("The file is empty (0 bytes).", "empty")
+    if st.st_size > MAX_FILE_BYTES:  # checked before reading: parsing gigabytes of zeros takes hours
+        raise _refuse(
+            f"The file is {_size_text(st.st_size)} ({st.st_size:,} bytes); image files over "
+            f"{_size_text(MAX_FILE_BYTES)} are refused without being read (no single radiograph is that large; "
+            "the file may be damaged).",
+            "too_large",
+        )
     try:
         with open(p, "rb") as fh:
             head = fh.read(512)
@@ -568,11 +588,32 @@ def _first_float(ds, keyword: str) -> float | None:
         return None
 
 
+def _plausible_dataset_start(head: bytes) -> bool:
+    """Whether ``head`` can be the first element of a DICOM data set without a
+    preamble: an even, non-zero group below the pixel data, read little- or
+    big-endian.  Keeps a full parse away from files of zeros or noise: pydicom
+    reads 20 MB of zeros as millions of empty elements in about 6 s, so 4 GB
+    would take over 20 minutes."""
+    if len(head) < 8:
+        return False
+    for order in ("<", ">"):
+        group = int.from_bytes(head[0:2], "little" if order == "<" else "big")
+        if group and group % 2 == 0 and group <= 0x7FE0:
+            return True
+    return False
+
+
 def _try_read_dicom(p: Path):
     """Read a file that lacks the DICM signature; return the dataset only if it
     really looks like DICOM, else None."""
     import pydicom
 
+    try:
+        with open(p, "rb") as fh:
+            if not _plausible_dataset_start(fh.read(8)):
+                return None
+    except OSError:
+        return None
     try:
         ds = pydicom.dcmread(p, force=True)
         # force=True parses lazily-ish; touch the elements to make sure they parse
@@ -759,22 +800,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             ) from None
         if not available:
             raise _decoder_error(tsuid)
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        msg = str(exc).lower()
-        if "missing" in msg and ("plugin" in msg or "dependenc" in msg) or "no pixel data decoders" in msg:
-            raise _decoder_error(tsuid) from None
-        if tsuid.is_compressed:
-            raise _refuse(
-                f"The compressed image data in this DICOM is damaged and cannot be decoded "
-                f"({tsuid.name}; {type(exc).__name__}).",
-                "corrupt",
-            ) from None
-        raise _refuse(
-            f"The image data in this DICOM is damaged or incomplete ({type(exc).__name__}).", "corrupt"
-        ) from None
-    arr = np.asarray(arr)
+    arr = np.asarray(_pixel_array(p, ds, tsuid, rows, cols))
     if bits is None:
         bits = int(arr.dtype.itemsize * 8)
 
@@ -839,6 +865,83 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         colour=chroma,
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
+
+
+GUARD_COMPRESSED = True  # decode compressed pixel data in a worker process with a time limit
+
+
+def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
+    """Decode the pixel data.  Compressed data is first checked (JPEG 2000
+    main header) and then decoded by :mod:`training.decode_guard` in a worker
+    process, so a decoder that hangs or crashes costs a refusal, not the program."""
+    from . import decode_guard
+    from .j2k_header import J2K_TRANSFER_SYNTAXES, codestream_problem
+
+    compressed = tsuid.is_compressed or tsuid.is_encapsulated
+    if compressed and str(tsuid) in J2K_TRANSFER_SYNTAXES:
+        problem = _j2k_problem(ds, rows, cols, codestream_problem)
+        if problem:
+            raise _refuse(f"The compressed image data in this DICOM is damaged: {problem}; "
+                          "it was not decoded.", "corrupt")
+    try:
+        if compressed and GUARD_COMPRESSED:
+            try:
+                return decode_guard.run(decode_guard.dicom_pixel_array, str(p),
+                                        timeout=decode_guard.DECODE_TIMEOUT_S)
+            except decode_guard.DecodeFailed as exc:
+                raise _DecodeError(exc.type_name, exc.message) from None
+        return ds.pixel_array
+    except decode_guard.DecodeTimeout:
+        raise _refuse(
+            f"Decoding the compressed image data in this DICOM ({tsuid.name}) did not finish within "
+            f"{decode_guard.DECODE_TIMEOUT_S:.0f} seconds and was stopped; the file is probably damaged.",
+            "timeout",
+        ) from None
+    except decode_guard.DecodeCrashed:
+        raise _refuse(
+            f"The decoder for the compressed image data in this DICOM ({tsuid.name}) crashed; "
+            "the file is probably damaged.",
+            "corrupt",
+        ) from None
+    except decode_guard.DecodeAbandoned:
+        raise _refuse("Stopped before this image was decoded (the program is closing).", "cancelled") from None
+    except Exception as exc:
+        type_name = exc.type_name if isinstance(exc, _DecodeError) else type(exc).__name__
+        msg = str(exc).lower()
+        if type_name == "MemoryError":
+            raise _refuse("The image is too large to decode with the memory available.", "too_large") from None
+        if "missing" in msg and ("plugin" in msg or "dependenc" in msg) or "no pixel data decoders" in msg:
+            raise _decoder_error(tsuid) from None
+        if tsuid.is_compressed:
+            raise _refuse(
+                f"The compressed image data in this DICOM is damaged and cannot be decoded "
+                f"({tsuid.name}; {type_name}).",
+                "corrupt",
+            ) from None
+        raise _refuse(
+            f"The image data in this DICOM is damaged or incomplete ({type_name}).", "corrupt"
+        ) from None
+
+
+class _DecodeError(Exception):
+    """An exception raised inside the decode worker, re-raised here by type name."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def _j2k_problem(ds, rows: int, cols: int, check) -> str:
+    """The JPEG 2000 header problem of the (first) frame, or ''."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except StopIteration:
+        return "the encapsulated pixel data holds no image fragment"
+    except Exception:
+        return "the encapsulated pixel data is malformed"
+    return check(bytes(frame), rows, cols)
 
 
 def _decoder_error(tsuid) -> ImageRefused:
