@@ -11,8 +11,9 @@ decode would hold a batch, the app's worker pool and process exit hostage.
 * a worker that dies (segfault, out of memory) raises :class:`DecodeCrashed`;
 * an exception inside the job comes back as :class:`DecodeFailed` carrying
   the exception's type name and message;
-* :func:`shutdown` (Ctrl-C, application exit) kills every worker at once, so
-  threads waiting on them return immediately.
+* :func:`abandon` (window closed) and :func:`shutdown` (Ctrl-C, interpreter
+  exit) kill every worker at once, so threads waiting on them return
+  immediately.
 
 Workers are separate interpreters (``python -m training.decode_guard``; no
 fork of a process that runs Qt or torch threads, and unlike multiprocessing's
@@ -35,7 +36,7 @@ import time
 from typing import Any, Callable
 
 __all__ = ["DECODE_TIMEOUT_S", "DecodeTimeout", "DecodeCrashed", "DecodeFailed", "DecodeAbandoned", "run",
-           "dicom_pixel_array", "shutdown"]
+           "dicom_pixel_array", "abandon", "shutdown", "worker_command", "worker_main"]
 
 DECODE_TIMEOUT_S = 30.0  # a 64-megapixel JPEG 2000 decodes in about 10 s on this project's 2-core CPU
 _SELF_DESTRUCT_GRACE_S = 10
@@ -142,6 +143,7 @@ class _Worker:
     def __init__(self) -> None:
         from multiprocessing.connection import Connection
 
+        self.abandoned = False
         self.proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      close_fds=True)
         self.outbox = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
@@ -213,14 +215,16 @@ def run(func: Callable[..., Any], *args, timeout: float = DECODE_TIMEOUT_S) -> A
         try:
             w.outbox.send((func, args, timeout))
             ready = w.inbox.poll(max(0.0, float(timeout)))
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):
             ready = True  # the worker went away; recv below says how
         if not ready:
+            if w.abandoned:
+                raise DecodeAbandoned("the program is stopping")
             raise DecodeTimeout(f"no result after {time.monotonic() - started:.0f} s")
         try:
             reply = w.inbox.recv()
-        except (OSError, EOFError):
-            if _closed:
+        except (OSError, EOFError, ValueError):
+            if w.abandoned or _closed:
                 raise DecodeAbandoned("the program is stopping") from None
             raise DecodeCrashed(f"the decoding process ended unexpectedly (exit code {w.proc.poll()})") from None
         keep = True
@@ -231,17 +235,32 @@ def run(func: Callable[..., Any], *args, timeout: float = DECODE_TIMEOUT_S) -> A
     raise DecodeFailed(reply[1], reply[2])
 
 
+def abandon() -> None:
+    """Kill every worker now, idle or busy: threads waiting on one get
+    :class:`DecodeAbandoned` at once.  Later jobs start fresh workers.  The
+    app calls this when its window closes, before waiting for its threads."""
+    with _lock:
+        idle, busy = list(_idle), list(_busy)
+        _idle.clear()
+        for w in busy:
+            w.abandoned = True
+    for w in idle:
+        w.kill()
+    for w in busy:  # only the process: its pipes belong to the thread waiting on them, which closes them
+        try:
+            w.proc.kill()
+        except OSError:
+            pass
+
+
 def shutdown() -> None:
-    """Kill every worker now (idle or busy); later calls to :func:`run` raise
-    :class:`DecodeAbandoned`.  Called on Ctrl-C / SIGTERM by ``xray-classify``,
-    when the app quits, and at interpreter exit."""
+    """:func:`abandon`, and no further jobs (:func:`run` raises
+    :class:`DecodeAbandoned`).  Called by ``xray-classify`` on Ctrl-C / SIGTERM
+    and at interpreter exit."""
     global _closed
     with _lock:
         _closed = True
-        workers = list(_idle) + list(_busy)
-        _idle.clear()
-    for w in workers:
-        w.kill()
+    abandon()
 
 
 def reset_for_tests() -> None:
