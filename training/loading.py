@@ -543,6 +543,30 @@ def _tokens(text: str) -> set[str]:
     return set(re.findall(r"[A-Z]+", text.upper()))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def _one_line(text: str) -> str:
+    """Header text on one line: control characters (newlines, tabs, NULs, ...) become spaces."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _code_text(value: str, limit: int = 40) -> str:
+    """A coded header value (modality, body part, view) as is when it looks
+    like one (capitals, digits, spaces, underscores), else :func:`shown`."""
+    return value if re.fullmatch(r"[A-Z0-9_ ]{1,16}", value) else shown(value, limit)
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A header value quoted for a message: one line, at most ``limit``
+    characters, inside typographic quotes (so quotes, spreadsheet formulas or
+    markup inside the value can never read as part of the sentence)."""
+    text = _one_line(str(value)).replace("\u201c", '"').replace("\u201d", '"')
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "\u2026"
+    return f"\u201c{text}\u201d"
+
+
 def _get_str(ds, keyword: str) -> str | None:
     """Header value as a stripped string (first value if multi-valued); None if absent/empty."""
     try:
@@ -567,7 +591,7 @@ def _get_str(ds, keyword: str) -> str | None:
         pass
     if isinstance(value, bytes):
         value = value.decode("latin-1", "replace")
-    text = str(value).strip().strip("\x00").strip()
+    text = _one_line(str(value))
     return text or None
 
 
@@ -698,9 +722,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
 
     # ---- is there an image at all?
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise _refuse(
-            "This DICOM file holds no image (no pixel data) - e.g. a structured report.", "no_pixels"
-        )
+        raise _no_pixels(p, ds, sop_name)
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
     except Exception:
@@ -733,8 +755,11 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         else:
             warnings.append("Modality not recorded in the DICOM header (secondary capture?).")
     else:
-        what = _MODALITY_NAMES.get(mod, f"a '{mod}' study")
-        gate(f"This DICOM is {what}, not a chest radiograph (modality {mod}).", "modality")
+        if mod in _MODALITY_NAMES:
+            gate(f"This DICOM is {_MODALITY_NAMES[mod]}, not a chest radiograph (modality {mod}).", "modality")
+        else:
+            gate(f"This DICOM records modality {_code_text(mod, 16)}, which is not a chest radiograph modality "
+                 "(CR, DX or DR).", "modality")
 
     descriptions = " / ".join(
         dict.fromkeys(v for k in ("StudyDescription", "SeriesDescription", "ProtocolName") if (v := _get_str(ds, k)))
@@ -752,17 +777,14 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             any(s in body_part for s in _CHEST_SUBSTRINGS) and "RIB" not in body_part
         )
         if not chest:
-            gate(f"This DICOM records body part {body_part}, not a chest radiograph.", "body_part")
+            gate(f"This DICOM records body part {_code_text(body_part)}, not a chest radiograph.", "body_part")
     else:
         chest_words = desc_tokens & _CHEST_WORDS
         other_words = desc_tokens & _OTHER_WORDS
         if other_words and not chest_words:
             word = sorted(other_words)[0]
-            gate(
-                f"The DICOM description mentions {word}, not a chest radiograph "
-                f"(\"{descriptions.strip()[:80]}\").",
-                "body_part",
-            )
+            gate(f"The DICOM description mentions {word}, not a chest radiograph: {shown(descriptions, 80)}.",
+                 "body_part")
         elif not chest_words:
             warnings.append("Body part not recorded in the DICOM header.")
 
@@ -776,9 +798,9 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     elif not view and desc_tokens & _LATERAL_WORDS and not desc_tokens & _FRONTAL_WORDS:
         gate(lateral_msg, "view")
     if view_tokens & _OBLIQUE_VIEWS:
-        warnings.append(f"Oblique view ({view}); the model was trained on frontal films.")
+        warnings.append(f"Oblique view ({_code_text(view, 16)}); the model was trained on frontal films.")
     elif view_tokens & _DECUBITUS_VIEWS:
-        warnings.append(f"Decubitus view ({view}); the model was trained on upright frontal films.")
+        warnings.append(f"Decubitus view ({_code_text(view, 16)}); the model was trained on upright frontal films.")
 
     # ---- size, before decoding
     try:
@@ -919,8 +941,30 @@ def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
                 "corrupt",
             ) from None
         raise _refuse(
-            f"The image data in this DICOM is damaged or incomplete ({type_name}).", "corrupt"
+            _plain_pixel_error(str(exc)) or f"The image data in this DICOM is damaged or incomplete ({type_name}).", "corrupt"
         ) from None
+
+
+def _plain_pixel_error(message: str) -> str:
+    """pydicom's message about unreadable pixel data, in plain words ('' when not recognised)."""
+    m = re.search(r"pixel data is less than expected \((\d+) vs (\d+) bytes\)", message)
+    if m:
+        have, need = int(m.group(1)), int(m.group(2))
+        return (f"The image data in this DICOM is incomplete: the file holds {have:,} of the {need:,} bytes its "
+                "header announces (the file was cut short, or its image size is recorded wrongly).")
+    m = re.search(r"\) '([^']+)' value of '([^']*)' is invalid", message)
+    if m:
+        return (f"The DICOM header is damaged: its {shown(m.group(1), 40)} value {shown(m.group(2), 20)} is "
+                "impossible, so the image cannot be read.")
+    m = re.search(r"Missing required element: \([0-9A-Fa-f,]+\) '([^']+)'", message)
+    if m:
+        return (f"The DICOM header lacks a required field ({shown(m.group(1), 40)}), so the image cannot be "
+                "read.")
+    m = re.search(r"Unknown \([0-9A-Fa-f,]+\) '([^']+)' value '([^']*)'", message)
+    if m:
+        return (f"The DICOM header gives an unknown {shown(m.group(1), 40)} ({shown(m.group(2), 20)}), so the "
+                "image cannot be read.")
+    return ""
 
 
 class _DecodeError(Exception):
@@ -942,6 +986,48 @@ def _j2k_problem(ds, rows: int, cols: int, check) -> str:
     except Exception:
         return "the encapsulated pixel data is malformed"
     return check(bytes(frame), rows, cols)
+
+
+def _no_pixels(p: Path, ds, sop_name: str) -> ImageRefused:
+    """The refusal for a DICOM without pixel data: a damaged or cut-short file
+    (fault-corpus cases d17, d87, d88) is told apart from a complete file that
+    simply holds no image (a structured report, a presentation state)."""
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = 0
+    meta = getattr(ds, "file_meta", None)
+    has_meta = meta is not None and len(meta) > 1  # the loader itself may have added a Transfer Syntax
+    if len(ds) == 0 and not has_meta:
+        return _refuse(f"This DICOM file is damaged: it holds nothing after its DICOM signature ({size} bytes in "
+                       "all; no header, no image).", "corrupt")
+    last, length, tell = None, 0, 0
+    try:  # an element that claims more bytes than the file holds: pydicom stops reading there
+        import pydicom
+
+        fresh = pydicom.dcmread(p, force=True)  # read again: the elements above are converted, their lengths gone
+        if len(fresh):
+            last = fresh.get_item(max(fresh.keys()))
+            length, tell = int(getattr(last, "length", 0) or 0), int(getattr(last, "value_tell", 0) or 0)
+    except Exception:
+        last = None
+    if last is not None and length != 0xFFFFFFFF and tell + length > size > 0:
+        try:
+            from pydicom.datadict import dictionary_description
+
+            field = dictionary_description(last.tag)
+        except Exception:
+            field = "a header field"
+        return _refuse(f"This DICOM file is damaged: its header says the field {shown(field, 40)} is "
+                       f"{_size_text(length)} long, more than the whole file ({_size_text(size)}), so the image "
+                       "after it cannot be found.", "corrupt")
+    if len(ds) == 0:
+        return _refuse(f"This DICOM file is cut short: it ends after {size} bytes, inside its header, before the "
+                       "patient and image information.", "corrupt")
+    if "image storage" in sop_name.lower():
+        return _refuse(f"This DICOM file is marked as an image ({sop_name}) but holds no pixel data; it is "
+                       "incomplete or damaged.", "no_pixels")
+    return _refuse("This DICOM file holds no image (no pixel data) - e.g. a structured report.", "no_pixels")
 
 
 def _decoder_error(tsuid) -> ImageRefused:

@@ -72,12 +72,14 @@ class MetadataPanel(QWidget):
         self.values: dict[str, QLabel] = {}
         for key, title in self.FIELDS:
             lab = QLabel("—")
+            lab.setTextFormat(Qt.TextFormat.PlainText)  # header values are data, never markup
             lab.setWordWrap(True)
             lab.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.values[key] = lab
             self.form.addRow(title + ":", lab)
         self.file_label = QLabel("—")
+        self.file_label.setTextFormat(Qt.TextFormat.PlainText)
         self.file_label.setWordWrap(True)
         self.file_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.file_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -90,6 +92,7 @@ class MetadataPanel(QWidget):
         self.show_patient.setToolTip("Off by default. When on, identifiers also go into exported reports.")
         self.show_patient.toggled.connect(self._patient_toggled)
         self.patient = QLabel("hidden")
+        self.patient.setTextFormat(Qt.TextFormat.PlainText)
         self.patient.setObjectName("patientText")
         self.patient.setWordWrap(True)
         self.patient.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
