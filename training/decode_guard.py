@@ -144,8 +144,11 @@ class _Worker:
         from multiprocessing.connection import Connection
 
         self.abandoned = False
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")  # one decode per worker; no BLAS thread pools (they reserve memory per core)
         self.proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     close_fds=True)
+                                     close_fds=True, env=env)
         self.outbox = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
         self.inbox = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
         self.proc.stdin.close()
