@@ -250,3 +250,19 @@ def test_ctrl_c_is_prompt_while_a_decode_hangs(tmp_path):
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_without_worker_processes_compressed_files_still_load(guard_pool, monkeypatch):
+    """Where no worker can start (not POSIX, or the start fails) the loader
+    decodes in its own process, still behind the JPEG 2000 header check."""
+    sample = DICOM_DIR / "cxr01_rsna_normal-2_jpegbaseline.dcm"
+    if not sample.is_file():
+        pytest.skip("sample missing")
+
+    def no_worker():
+        raise OSError("no python here")
+
+    monkeypatch.setattr(decode_guard, "_Worker", no_worker)
+    with pytest.raises(decode_guard.GuardUnavailable):
+        guard_pool.run(abs, -1, timeout=10)
+    assert load_image(sample).pixels.shape == (1024, 1024)

@@ -35,7 +35,8 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["DECODE_TIMEOUT_S", "DecodeTimeout", "DecodeCrashed", "DecodeFailed", "DecodeAbandoned", "run",
+__all__ = ["DECODE_TIMEOUT_S", "DecodeTimeout", "DecodeCrashed", "DecodeFailed", "DecodeAbandoned",
+           "GuardUnavailable", "run",
            "dicom_pixel_array", "abandon", "shutdown", "worker_command", "worker_main"]
 
 DECODE_TIMEOUT_S = 30.0  # a 64-megapixel JPEG 2000 decodes in about 10 s on this project's 2-core CPU
@@ -53,6 +54,11 @@ class DecodeCrashed(Exception):
 
 class DecodeAbandoned(Exception):
     """:func:`shutdown` was called: no more jobs are run."""
+
+
+class GuardUnavailable(Exception):
+    """No worker process can be started here (not a POSIX system, or starting
+    one failed): the caller decodes in its own process instead."""
 
 
 class DecodeFailed(Exception):
@@ -186,7 +192,12 @@ def _take() -> _Worker:
                 _busy.add(w)
                 return w
             w.kill()
-    w = _Worker()  # started outside the lock: other threads may take idle workers meanwhile
+    if os.name != "posix":  # the pipe protocol uses file descriptors (multiprocessing.connection, Unix only)
+        raise GuardUnavailable("decode workers need a POSIX system")
+    try:
+        w = _Worker()  # started outside the lock: other threads may take idle workers meanwhile
+    except OSError as exc:
+        raise GuardUnavailable(f"cannot start a decode worker ({exc})") from exc
     with _lock:
         if _closed:
             w.kill()
@@ -209,7 +220,8 @@ def run(func: Callable[..., Any], *args, timeout: float = DECODE_TIMEOUT_S) -> A
 
     ``func`` must be importable by name (a module-level function) and its
     arguments and result picklable.  Raises :class:`DecodeTimeout`,
-    :class:`DecodeCrashed`, :class:`DecodeFailed` or :class:`DecodeAbandoned`.
+    :class:`DecodeCrashed`, :class:`DecodeFailed`, :class:`DecodeAbandoned`, or
+    :class:`GuardUnavailable` before running anything when no worker can be started.
     """
     w = _take()
     keep = False

@@ -912,6 +912,8 @@ def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
                                         timeout=decode_guard.DECODE_TIMEOUT_S)
             except decode_guard.DecodeFailed as exc:
                 raise _DecodeError(exc.type_name, exc.message) from None
+            except decode_guard.GuardUnavailable:
+                pass  # e.g. Windows: decoded here, protected by the header check above only
         return ds.pixel_array
     except decode_guard.DecodeTimeout:
         raise _refuse(
