@@ -10,7 +10,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QSizePolicy, QVBoxLayout, QWidget)
 
-PRESETS = ("File default", "Full range", "More contrast", "Less contrast")
+from .display_state import OTHER_PRESETS, WINDOW_PRESETS
+
+PRESETS = WINDOW_PRESETS + OTHER_PRESETS
 
 
 def _text(value) -> str:
@@ -50,8 +52,9 @@ class MetadataPanel(QWidget):
         row.addWidget(QLabel("W/L:"))
         self.preset = QComboBox()
         self.preset.addItems(PRESETS)
-        self.preset.setToolTip("Window/level (DICOM only). Right-drag on the image: horizontal = width "
-                               "(contrast), vertical = level (brightness).")
+        self.preset.setToolTip("Window/level: keys 1-4 = File default, Lung, Mediastinum, Bone (chosen from this "
+                               "image's grey levels; radiographs have no Hounsfield scale). Right-drag on the image: "
+                               "horizontal = width (contrast), vertical = level (brightness). Display only.")
         self.preset.activated.connect(lambda i: self.presetChosen.emit(self.preset.itemText(i)))
         row.addWidget(self.preset, 1)
         self.invert = QCheckBox("Invert (I)")
