@@ -266,3 +266,14 @@ def test_without_worker_processes_compressed_files_still_load(guard_pool, monkey
     with pytest.raises(decode_guard.GuardUnavailable):
         guard_pool.run(abs, -1, timeout=10)
     assert load_image(sample).pixels.shape == (1024, 1024)
+
+
+def test_the_packaged_app_entry_serves_as_a_decode_worker(guard_pool, monkeypatch):
+    """A frozen app starts its own executable with WORKER_FLAG: the entry
+    script must then serve decode jobs instead of opening a window."""
+    entry = REPO / "packaging" / "xray_assistant.py"
+    monkeypatch.setattr(decode_guard, "worker_command",
+                        lambda: [sys.executable, str(entry), decode_guard.WORKER_FLAG])
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert guard_pool.run(abs, -3, timeout=60) == 3
