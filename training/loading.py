@@ -367,11 +367,14 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
             raise _refuse("The image file is damaged or incomplete (unreadable header).", "corrupt") from None
         raise _not_image() from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if "decompressed data too large" in str(exc).lower():  # Pillow's guard against zlib bombs in text chunks
+            raise _refuse("The image file holds a compressed block that would expand to an absurd size (a "
+                          "decompression bomb); it is refused.", "too_large") from None
         if quiet:
             return None
         if not magic:
             raise _not_image() from None
-        raise _refuse(f"The image file is damaged or incomplete ({type(exc).__name__}).", "corrupt") from None
+        raise _refuse("The image file is damaged or incomplete (its header cannot be read).", "corrupt") from None
 
     with im:
         fmt = (im.format or "").upper()
@@ -690,6 +693,9 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         ds.file_meta.TransferSyntaxUID = tsuid
     tsuid = UID(str(tsuid))
     ts_text = _uid_text(tsuid) + (" - assumed (no file meta information)" if assumed else "")
+    if not tsuid.is_transfer_syntax:
+        raise _refuse(f"This DICOM names a transfer syntax this program does not know ({shown(str(tsuid), 64)}), "
+                      "so its image data cannot be decoded.", "decoder")
 
     # ---- header facts
     modality = _get_str(ds, "Modality")
@@ -723,6 +729,12 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     # ---- is there an image at all?
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise _no_pixels(p, ds, sop_name)
+    try:
+        empty = "PixelData" in ds and len(ds.PixelData or b"") == 0
+    except Exception:
+        empty = False
+    if empty:
+        raise _refuse("This DICOM file's image data is empty (0 bytes); it is incomplete or damaged.", "corrupt")
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
     except Exception:
@@ -833,7 +845,11 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     if photometric == "PALETTE COLOR" and not colour:
         from pydicom.pixels import apply_color_lut
 
-        rgb = np.asarray(apply_color_lut(arr, ds))
+        try:
+            rgb = np.asarray(apply_color_lut(arr, ds))
+        except Exception:
+            raise _refuse("The colour palette of this PALETTE COLOR DICOM is missing or damaged, so the image "
+                          "cannot be shown.", "corrupt") from None
         top = 65535.0 if rgb.dtype == np.uint16 or rgb.max() > 255 else 255.0
         raw = _to_grey(rgb)
         chroma = _chroma(rgb)
@@ -938,8 +954,7 @@ def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
             raise _decoder_error(tsuid) from None
         if tsuid.is_compressed:
             raise _refuse(
-                f"The compressed image data in this DICOM is damaged and cannot be decoded "
-                f"({tsuid.name}; {type_name}).",
+                f"The compressed image data in this DICOM is damaged and cannot be decoded ({tsuid.name}).",
                 "corrupt",
             ) from None
         raise _refuse(
@@ -954,6 +969,10 @@ def _plain_pixel_error(message: str) -> str:
         have, need = int(m.group(1)), int(m.group(2))
         return (f"The image data in this DICOM is incomplete: the file holds {have:,} of the {need:,} bytes its "
                 "header announces (the file was cut short, or its image size is recorded wrongly).")
+    m = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'", message)
+    if m:
+        return (f"The DICOM header holds {shown(m.group(1), 20)} where a number is needed, so the image cannot "
+                "be read.")
     m = re.search(r"\) '([^']+)' value of '([^']*)' is invalid", message)
     if m:
         return (f"The DICOM header is damaged: its {shown(m.group(1), 40)} value {shown(m.group(2), 20)} is "
