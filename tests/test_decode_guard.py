@@ -277,3 +277,14 @@ def test_the_packaged_app_entry_serves_as_a_decode_worker(guard_pool, monkeypatc
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert guard_pool.run(abs, -3, timeout=60) == 3
+
+
+def test_a_worker_that_cannot_start_means_in_process_decoding_not_a_crash(guard_pool, monkeypatch):
+    """E.g. an interpreter that cannot import the package: the loader must not
+    report every compressed file as 'the decoder crashed'."""
+    monkeypatch.setattr(decode_guard, "worker_command", lambda: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(decode_guard.GuardUnavailable):
+        guard_pool.run(abs, -1, timeout=10)
+    sample = DICOM_DIR / "cxr01_rsna_normal-2_jpegbaseline.dcm"
+    if sample.is_file():
+        assert load_image(sample).pixels.shape == (1024, 1024)

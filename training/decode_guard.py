@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["DECODE_TIMEOUT_S", "DecodeTimeout", "DecodeCrashed", "DecodeFailed", "DecodeAbandoned",
@@ -41,6 +42,7 @@ __all__ = ["DECODE_TIMEOUT_S", "DecodeTimeout", "DecodeCrashed", "DecodeFailed",
 
 DECODE_TIMEOUT_S = 30.0  # a 64-megapixel JPEG 2000 decodes in about 10 s on this project's 2-core CPU
 _SELF_DESTRUCT_GRACE_S = 10
+_START_TIMEOUT_S = 60.0  # a worker that is not running after this is given up (decoding then stays in-process)
 _WORKER_MEMORY_LIMIT = 6 << 30  # address space of a worker (decoded images are at most ~0.5 GB)
 
 
@@ -121,7 +123,9 @@ def worker_main() -> int:
     out_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print must not corrupt the result stream
     sys.stdout = sys.stderr
-    _serve(Connection(0, writable=False), Connection(out_fd, readable=False))
+    outbox = Connection(out_fd, readable=False)
+    outbox.send("ready")
+    _serve(Connection(0, writable=False), outbox)
     return 0
 
 
@@ -153,12 +157,22 @@ class _Worker:
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")  # one decode per worker; no BLAS thread pools (they reserve memory per core)
+        if not getattr(sys, "frozen", False):  # the worker imports this very copy of the package
+            here = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      close_fds=True, env=env)
         self.outbox = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
         self.inbox = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
         self.proc.stdin.close()
         self.proc.stdout.close()
+        try:  # the worker says "ready" once it runs: a worker that cannot start is not a crashing decoder
+            ready = self.inbox.poll(_START_TIMEOUT_S) and self.inbox.recv() == "ready"
+        except (OSError, EOFError):
+            ready = False
+        if not ready:
+            self.kill()
+            raise OSError(f"the decode worker did not start (exit code {self.proc.poll()})")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
