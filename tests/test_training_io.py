@@ -129,3 +129,10 @@ def test_write_errors_without_errno_are_recognised(tmp_path):
 def test_other_failures_are_left_alone(tmp_path):
     assert write_error(RuntimeError("CUDA out of memory"), tmp_path) is None
     assert write_error(PermissionError(errno.EACCES, "Permission denied", "/elsewhere/data.png"), tmp_path) is None
+
+
+def test_an_output_folder_that_cannot_be_created_is_not_called_deleted(tmp_path):
+    run = tmp_path / "ro" / "run"
+    exc = OSError(errno.EROFS, os.strerror(errno.EROFS), str(run))
+    problem = write_error(exc, run)
+    assert problem.code == "read_only" and "deleted" not in problem.reason

@@ -51,9 +51,6 @@ def write_error(exc: BaseException, run_dir: str | Path) -> DataError | None:
     """A ``DataError`` describing ``exc`` when it is a failure to write the run
     folder; ``None`` for anything else (the caller re-raises it unchanged)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return DataError(f"The run folder {run_dir} was deleted or moved while training; training stopped. "
-                         "Start again with a new run folder.", code="run_folder")
     err = _errno_of(exc)
     filename = getattr(exc, "filename", None)
     name = Path(filename).name if filename else ""
@@ -78,6 +75,9 @@ def write_error(exc: BaseException, run_dir: str | Path) -> DataError | None:
     if err in (errno.EACCES, errno.EPERM) and (inside or not filename):
         return DataError(f"This program may not write in the run folder {run_dir} (permission denied{', ' + name if name else ''}). "
                          "Choose another output folder or fix its permissions.", code="read_only")
+    if not run_dir.is_dir():  # checked after the causes above: a folder that could not be created is not "deleted"
+        return DataError(f"The run folder {run_dir} was deleted or moved while training; training stopped. "
+                         "Start again with a new run folder.", code="run_folder")
     if err == errno.ENOENT and inside:
         return DataError(f"A file or folder inside the run folder {run_dir} disappeared while training{about}; "
                          "training stopped. Start again with a new run folder.", code="run_folder")
