@@ -6,9 +6,36 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+# mkstemp(prefix=".<name>.", suffix=".tmp"): tempfile's 8 random characters in between
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of :func:`atomic_path`'s temporary names
+    (``.<target>.<8 random characters>.tmp``)."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left in
+    ``folder`` and its sub-folders (only our own name pattern, only regular
+    files, symbolic links are not followed); return what was removed.  Call it
+    only when no other writer is active there (e.g. when a run resumes)."""
+    removed: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in names:
+            path = Path(root) / name
+            if is_temp_name(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 def _final_mode(target: Path) -> int:

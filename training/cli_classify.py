@@ -244,6 +244,9 @@ def _classify(args, out, started: list[bool]) -> int:
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
+        from .decode_guard import shutdown
+
+        shutdown()  # a decode stuck in a worker process must not hold the exit
     except BrokenPipeError:  # e.g. piped into `head`: stop, keep the rows done, say so on stderr
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         _err("the output pipe was closed; stopped early (the CSV keeps the rows done).")

@@ -101,6 +101,9 @@ def main(argv=None) -> int:
             cfg = make_config([str(Path(d).resolve()) for d in a.data], a.out, a.recipe, **over)
         return _run(cfg, quiet=a.quiet or rank != 0)
     except KeyboardInterrupt:
+        from .decode_guard import shutdown
+
+        shutdown()  # an image decode stuck in a worker process must not hold the exit
         print("\nxray-train: interrupted. Finished epochs are kept; continue with "
               f"`xray-train --resume {a.resume or a.out}`.", file=sys.stderr)
         return 130

@@ -29,7 +29,9 @@ class ImageRefused(XrayError):
     ``view`` (lateral), ``decoder`` (missing decompression plug-in),
     ``too_small``, ``too_large``, ``blank`` (every pixel about the same grey),
     ``invalid_pixels`` (NaN / infinite values), ``aspect`` (absurdly narrow
-    or wide); ``not_chest_xray`` is the chest-radiograph gate's refusal
+    or wide), ``timeout`` (decoding compressed pixel data ran past its time
+    limit), ``cancelled`` (the program closed during the decode);
+    ``not_chest_xray`` is the chest-radiograph gate's refusal
     (``training.predict.GATE_CODE``).
     """
 
@@ -37,13 +39,15 @@ class ImageRefused(XrayError):
 
 
 class ModelFileError(XrayError):
-    """A model file that cannot be used (truncated, tampered, incompatible)."""
+    """A model file that cannot be used (truncated, tampered, incompatible);
+    code ``self_test`` when the model loads but fails its start-up run."""
 
     code = "model_file"
 
 
 class DataError(XrayError):
-    """A training data folder that cannot be used."""
+    """A training data folder that cannot be used, or a run folder that cannot
+    be written (codes ``disk_full``, ``read_only``, ``run_folder``)."""
 
     code = "data"
 

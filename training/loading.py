@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "MAX_PIXELS",
+    "MAX_FILE_BYTES",
     "MIN_SIDE",
     "ImageMeta",
     "LoadedImage",
@@ -51,6 +52,9 @@ __all__ = [
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 
 MAX_PIXELS = 64_000_000  # refused before decoding (decompression-bomb guard)
+# refused before reading: the largest uncompressed single frame under MAX_PIXELS is
+# 64 MP x 8 bytes (double-float DICOM pixels) = 512 MB, plus its header
+MAX_FILE_BYTES = 600_000_000
 MIN_SIDE = 64  # either side smaller than this is refused
 
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses
@@ -188,6 +192,15 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _size_text(n: int) -> str:
+    """Bytes as a short decimal size: '4.3 GB', '600 MB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value >= 100 or value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _size_checks(rows: int, cols: int) -> None:
     if rows * cols > MAX_PIXELS:
         raise _refuse(
@@ -287,6 +300,13 @@ def _load(p: Path, check_header: bool) -> LoadedImage:
         raise _refuse(f"This is a {special}, not an image file.", "unreadable")
     if st.st_size == 0:
         raise _refuse("The file is empty (0 bytes).", "empty")
+    if st.st_size > MAX_FILE_BYTES:  # checked before reading: parsing gigabytes of zeros takes hours
+        raise _refuse(
+            f"The file is {_size_text(st.st_size)} ({st.st_size:,} bytes); image files over "
+            f"{_size_text(MAX_FILE_BYTES)} are refused without being read (no single radiograph is that large; "
+            "the file may be damaged).",
+            "too_large",
+        )
     try:
         with open(p, "rb") as fh:
             head = fh.read(512)
@@ -347,11 +367,14 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
             raise _refuse("The image file is damaged or incomplete (unreadable header).", "corrupt") from None
         raise _not_image() from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if "decompressed data too large" in str(exc).lower():  # Pillow's guard against zlib bombs in text chunks
+            raise _refuse("The image file holds a compressed block that would expand to an absurd size (a "
+                          "decompression bomb); it is refused.", "too_large") from None
         if quiet:
             return None
         if not magic:
             raise _not_image() from None
-        raise _refuse(f"The image file is damaged or incomplete ({type(exc).__name__}).", "corrupt") from None
+        raise _refuse("The image file is damaged or incomplete (its header cannot be read).", "corrupt") from None
 
     with im:
         fmt = (im.format or "").upper()
@@ -523,6 +546,30 @@ def _tokens(text: str) -> set[str]:
     return set(re.findall(r"[A-Z]+", text.upper()))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def _one_line(text: str) -> str:
+    """Header text on one line: control characters (newlines, tabs, NULs, ...) become spaces."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _code_text(value: str, limit: int = 40) -> str:
+    """A coded header value (modality, body part, view) as is when it looks
+    like one (capitals, digits, spaces, underscores), else :func:`shown`."""
+    return value if re.fullmatch(r"[A-Z0-9_ ]{1,16}", value) else shown(value, limit)
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A header value quoted for a message: one line, at most ``limit``
+    characters, inside typographic quotes (so quotes, spreadsheet formulas or
+    markup inside the value can never read as part of the sentence)."""
+    text = _one_line(str(value)).replace("\u201c", '"').replace("\u201d", '"')
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "\u2026"
+    return f"\u201c{text}\u201d"
+
+
 def _get_str(ds, keyword: str) -> str | None:
     """Header value as a stripped string (first value if multi-valued); None if absent/empty."""
     try:
@@ -547,7 +594,7 @@ def _get_str(ds, keyword: str) -> str | None:
         pass
     if isinstance(value, bytes):
         value = value.decode("latin-1", "replace")
-    text = str(value).strip().strip("\x00").strip()
+    text = _one_line(str(value))
     return text or None
 
 
@@ -568,11 +615,32 @@ def _first_float(ds, keyword: str) -> float | None:
         return None
 
 
+def _plausible_dataset_start(head: bytes) -> bool:
+    """Whether ``head`` can be the first element of a DICOM data set without a
+    preamble: an even, non-zero group below the pixel data, read little- or
+    big-endian.  Keeps a full parse away from files of zeros or noise: pydicom
+    reads 20 MB of zeros as millions of empty elements in about 6 s, so 4 GB
+    would take over 20 minutes."""
+    if len(head) < 8:
+        return False
+    for order in ("<", ">"):
+        group = int.from_bytes(head[0:2], "little" if order == "<" else "big")
+        if group and group % 2 == 0 and group <= 0x7FE0:
+            return True
+    return False
+
+
 def _try_read_dicom(p: Path):
     """Read a file that lacks the DICM signature; return the dataset only if it
     really looks like DICOM, else None."""
     import pydicom
 
+    try:
+        with open(p, "rb") as fh:
+            if not _plausible_dataset_start(fh.read(8)):
+                return None
+    except OSError:
+        return None
     try:
         ds = pydicom.dcmread(p, force=True)
         # force=True parses lazily-ish; touch the elements to make sure they parse
@@ -625,6 +693,9 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         ds.file_meta.TransferSyntaxUID = tsuid
     tsuid = UID(str(tsuid))
     ts_text = _uid_text(tsuid) + (" - assumed (no file meta information)" if assumed else "")
+    if not tsuid.is_transfer_syntax:
+        raise _refuse(f"This DICOM names a transfer syntax this program does not know ({shown(str(tsuid), 64)}), "
+                      "so its image data cannot be decoded.", "decoder")
 
     # ---- header facts
     modality = _get_str(ds, "Modality")
@@ -657,9 +728,13 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
 
     # ---- is there an image at all?
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise _refuse(
-            "This DICOM file holds no image (no pixel data) - e.g. a structured report.", "no_pixels"
-        )
+        raise _no_pixels(p, ds, sop_name)
+    try:
+        empty = "PixelData" in ds and len(ds.PixelData or b"") == 0
+    except Exception:
+        empty = False
+    if empty:
+        raise _refuse("This DICOM file's image data is empty (0 bytes); it is incomplete or damaged.", "corrupt")
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
     except Exception:
@@ -692,8 +767,11 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         else:
             warnings.append("Modality not recorded in the DICOM header (secondary capture?).")
     else:
-        what = _MODALITY_NAMES.get(mod, f"a '{mod}' study")
-        gate(f"This DICOM is {what}, not a chest radiograph (modality {mod}).", "modality")
+        if mod in _MODALITY_NAMES:
+            gate(f"This DICOM is {_MODALITY_NAMES[mod]}, not a chest radiograph (modality {mod}).", "modality")
+        else:
+            gate(f"This DICOM records modality {_code_text(mod, 16)}, which is not a chest radiograph modality "
+                 "(CR, DX or DR).", "modality")
 
     descriptions = " / ".join(
         dict.fromkeys(v for k in ("StudyDescription", "SeriesDescription", "ProtocolName") if (v := _get_str(ds, k)))
@@ -711,17 +789,14 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             any(s in body_part for s in _CHEST_SUBSTRINGS) and "RIB" not in body_part
         )
         if not chest:
-            gate(f"This DICOM records body part {body_part}, not a chest radiograph.", "body_part")
+            gate(f"This DICOM records body part {_code_text(body_part)}, not a chest radiograph.", "body_part")
     else:
         chest_words = desc_tokens & _CHEST_WORDS
         other_words = desc_tokens & _OTHER_WORDS
         if other_words and not chest_words:
             word = sorted(other_words)[0]
-            gate(
-                f"The DICOM description mentions {word}, not a chest radiograph "
-                f"(\"{descriptions.strip()[:80]}\").",
-                "body_part",
-            )
+            gate(f"The DICOM description mentions {word}, not a chest radiograph: {shown(descriptions, 80)}.",
+                 "body_part")
         elif not chest_words:
             warnings.append("Body part not recorded in the DICOM header.")
 
@@ -735,9 +810,9 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     elif not view and desc_tokens & _LATERAL_WORDS and not desc_tokens & _FRONTAL_WORDS:
         gate(lateral_msg, "view")
     if view_tokens & _OBLIQUE_VIEWS:
-        warnings.append(f"Oblique view ({view}); the model was trained on frontal films.")
+        warnings.append(f"Oblique view ({_code_text(view, 16)}); the model was trained on frontal films.")
     elif view_tokens & _DECUBITUS_VIEWS:
-        warnings.append(f"Decubitus view ({view}); the model was trained on upright frontal films.")
+        warnings.append(f"Decubitus view ({_code_text(view, 16)}); the model was trained on upright frontal films.")
 
     # ---- size, before decoding
     try:
@@ -759,22 +834,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             ) from None
         if not available:
             raise _decoder_error(tsuid)
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        msg = str(exc).lower()
-        if "missing" in msg and ("plugin" in msg or "dependenc" in msg) or "no pixel data decoders" in msg:
-            raise _decoder_error(tsuid) from None
-        if tsuid.is_compressed:
-            raise _refuse(
-                f"The compressed image data in this DICOM is damaged and cannot be decoded "
-                f"({tsuid.name}; {type(exc).__name__}).",
-                "corrupt",
-            ) from None
-        raise _refuse(
-            f"The image data in this DICOM is damaged or incomplete ({type(exc).__name__}).", "corrupt"
-        ) from None
-    arr = np.asarray(arr)
+    arr = np.asarray(_pixel_array(p, ds, tsuid, rows, cols))
     if bits is None:
         bits = int(arr.dtype.itemsize * 8)
 
@@ -785,7 +845,11 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     if photometric == "PALETTE COLOR" and not colour:
         from pydicom.pixels import apply_color_lut
 
-        rgb = np.asarray(apply_color_lut(arr, ds))
+        try:
+            rgb = np.asarray(apply_color_lut(arr, ds))
+        except Exception:
+            raise _refuse("The colour palette of this PALETTE COLOR DICOM is missing or damaged, so the image "
+                          "cannot be shown.", "corrupt") from None
         top = 65535.0 if rgb.dtype == np.uint16 or rgb.max() > 255 else 255.0
         raw = _to_grey(rgb)
         chroma = _chroma(rgb)
@@ -839,6 +903,152 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         colour=chroma,
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
+
+
+GUARD_COMPRESSED = True  # decode compressed pixel data in a worker process with a time limit
+
+
+def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
+    """Decode the pixel data.  Compressed data is first checked (JPEG 2000
+    main header) and then decoded by :mod:`training.decode_guard` in a worker
+    process, so a decoder that hangs or crashes costs a refusal, not the program."""
+    from . import decode_guard
+    from .j2k_header import J2K_TRANSFER_SYNTAXES, codestream_problem
+
+    compressed = tsuid.is_compressed or tsuid.is_encapsulated
+    if compressed and str(tsuid) in J2K_TRANSFER_SYNTAXES:
+        problem = _j2k_problem(ds, rows, cols, codestream_problem)
+        if problem:
+            raise _refuse(f"The compressed image data in this DICOM is damaged: {problem}; "
+                          "it was not decoded.", "corrupt")
+    try:
+        if compressed and GUARD_COMPRESSED:
+            try:
+                return decode_guard.run(decode_guard.dicom_pixel_array, str(p),
+                                        timeout=decode_guard.DECODE_TIMEOUT_S)
+            except decode_guard.DecodeFailed as exc:
+                raise _DecodeError(exc.type_name, exc.message) from None
+            except decode_guard.GuardUnavailable:
+                pass  # e.g. Windows: decoded here, protected by the header check above only
+        return ds.pixel_array
+    except decode_guard.DecodeTimeout:
+        raise _refuse(
+            f"Decoding the compressed image data in this DICOM ({tsuid.name}) did not finish within "
+            f"{decode_guard.DECODE_TIMEOUT_S:.0f} seconds and was stopped; the file is probably damaged.",
+            "timeout",
+        ) from None
+    except decode_guard.DecodeCrashed:
+        raise _refuse(
+            f"The decoder for the compressed image data in this DICOM ({tsuid.name}) crashed; "
+            "the file is probably damaged.",
+            "corrupt",
+        ) from None
+    except decode_guard.DecodeAbandoned:
+        raise _refuse("Stopped before this image was decoded (the program is closing).", "cancelled") from None
+    except Exception as exc:
+        type_name = exc.type_name if isinstance(exc, _DecodeError) else type(exc).__name__
+        msg = str(exc).lower()
+        if type_name == "MemoryError":
+            raise _refuse("The image is too large to decode with the memory available.", "too_large") from None
+        if "missing" in msg and ("plugin" in msg or "dependenc" in msg) or "no pixel data decoders" in msg:
+            raise _decoder_error(tsuid) from None
+        if tsuid.is_compressed:
+            raise _refuse(
+                f"The compressed image data in this DICOM is damaged and cannot be decoded ({tsuid.name}).",
+                "corrupt",
+            ) from None
+        raise _refuse(
+            _plain_pixel_error(str(exc)) or f"The image data in this DICOM is damaged or incomplete ({type_name}).", "corrupt"
+        ) from None
+
+
+def _plain_pixel_error(message: str) -> str:
+    """pydicom's message about unreadable pixel data, in plain words ('' when not recognised)."""
+    m = re.search(r"pixel data is less than expected \((\d+) vs (\d+) bytes\)", message)
+    if m:
+        have, need = int(m.group(1)), int(m.group(2))
+        return (f"The image data in this DICOM is incomplete: the file holds {have:,} of the {need:,} bytes its "
+                "header announces (the file was cut short, or its image size is recorded wrongly).")
+    m = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'", message)
+    if m:
+        return (f"The DICOM header holds {shown(m.group(1), 20)} where a number is needed, so the image cannot "
+                "be read.")
+    m = re.search(r"\) '([^']+)' value of '([^']*)' is invalid", message)
+    if m:
+        return (f"The DICOM header is damaged: its {shown(m.group(1), 40)} value {shown(m.group(2), 20)} is "
+                "impossible, so the image cannot be read.")
+    m = re.search(r"Missing required element: \([0-9A-Fa-f,]+\) '([^']+)'", message)
+    if m:
+        return (f"The DICOM header lacks a required field ({shown(m.group(1), 40)}), so the image cannot be "
+                "read.")
+    m = re.search(r"Unknown \([0-9A-Fa-f,]+\) '([^']+)' value '([^']*)'", message)
+    if m:
+        return (f"The DICOM header gives an unknown {shown(m.group(1), 40)} ({shown(m.group(2), 20)}), so the "
+                "image cannot be read.")
+    return ""
+
+
+class _DecodeError(Exception):
+    """An exception raised inside the decode worker, re-raised here by type name."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def _j2k_problem(ds, rows: int, cols: int, check) -> str:
+    """The JPEG 2000 header problem of the (first) frame, or ''."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except StopIteration:
+        return "the encapsulated pixel data holds no image fragment"
+    except Exception:
+        return "the encapsulated pixel data is malformed"
+    return check(bytes(frame), rows, cols)
+
+
+def _no_pixels(p: Path, ds, sop_name: str) -> ImageRefused:
+    """The refusal for a DICOM without pixel data: a damaged or cut-short file
+    (fault-corpus cases d17, d87, d88) is told apart from a complete file that
+    simply holds no image (a structured report, a presentation state)."""
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = 0
+    meta = getattr(ds, "file_meta", None)
+    has_meta = meta is not None and len(meta) > 1  # the loader itself may have added a Transfer Syntax
+    if len(ds) == 0 and not has_meta:
+        return _refuse(f"This DICOM file is damaged: it holds nothing after its DICOM signature ({size} bytes in "
+                       "all; no header, no image).", "corrupt")
+    last, length, tell = None, 0, 0
+    try:  # an element that claims more bytes than the file holds: pydicom stops reading there
+        import pydicom
+
+        fresh = pydicom.dcmread(p, force=True)  # read again: the elements above are converted, their lengths gone
+        if len(fresh):
+            last = fresh.get_item(max(fresh.keys()))
+            length, tell = int(getattr(last, "length", 0) or 0), int(getattr(last, "value_tell", 0) or 0)
+    except Exception:
+        last = None
+    if last is not None and length != 0xFFFFFFFF and tell + length > size > 0:
+        try:
+            from pydicom.datadict import dictionary_description
+
+            field = dictionary_description(last.tag)
+        except Exception:
+            field = "a header field"
+        return _refuse(f"This DICOM file is damaged: its header says the field {shown(field, 40)} is "
+                       f"{_size_text(length)} long, more than the whole file ({_size_text(size)}), so the image "
+                       "after it cannot be found.", "corrupt")
+    if len(ds) == 0:
+        return _refuse(f"This DICOM file is cut short: it ends after {size} bytes, inside its header, before the "
+                       "patient and image information.", "corrupt")
+    if "image storage" in sop_name.lower():
+        return _refuse(f"This DICOM file is marked as an image ({sop_name}) but holds no pixel data; it is "
+                       "incomplete or damaged.", "no_pixels")
+    return _refuse("This DICOM file holds no image (no pixel data) - e.g. a structured report.", "no_pixels")
 
 
 def _decoder_error(tsuid) -> ImageRefused:

@@ -247,7 +247,47 @@ class Classifier:
         gate (none when it is not installed), a segmenter file path, a
         :class:`ChestGate`, or ``None`` for no gate."""
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        return cls(load_model(path, device=dev), device=dev, gate=load_gate(gate), **kwargs)
+        clf = cls(load_model(path, device=dev), device=dev, gate=load_gate(gate), **kwargs)
+        clf.self_test()
+        return clf
+
+    def self_test(self) -> None:
+        """Run the model once on two different synthetic images (one batch of 2
+        at the model's input size) and raise ``ModelFileError`` when its output
+        has the wrong shape, is not finite, or is the same for both - a model
+        that cannot tell images apart (zeroed or damaged weights that passed
+        the checksums, e.g. re-hashed by whoever altered them)."""
+        from .errors import ModelFileError
+
+        name = Path(self.loaded.path).name if self.loaded.path else self.loaded.display_name
+        s = self.input_size
+        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)
+        first = np.outer(ramp, np.ones(s, dtype=np.float32))  # dark top, bright bottom
+        second = np.random.default_rng(13).random((s, s), dtype=np.float32)  # noise
+        batch = torch.stack([preprocess(first, s), preprocess(second, s)])
+        try:
+            with torch.inference_mode(), self._autocast():
+                x = batch.to(self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = self.model(x)
+        except Exception as exc:
+            raise ModelFileError(f"{name}: the model fails to run on a test image ({one_line(exc)}); the file is "
+                                 "damaged or does not match this program.", code="self_test") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2,):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelFileError(f"{name}: the model gives an output of the wrong shape ({shape} instead of one "
+                                 "value per image); the file does not match this program.", code="self_test")
+        logits = out.detach().float().cpu()
+        if not bool(torch.isfinite(logits).all()):
+            raise ModelFileError(f"{name}: the model gives invalid outputs (not a number) on a test image; the "
+                                 "file is damaged.", code="self_test")
+        probs = torch.sigmoid(logits)
+        a, b = float(logits[0]), float(logits[1])
+        if abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) or float(probs[0]) == float(probs[1]):
+            raise ModelFileError(f"{name}: the model gives the same output (P(COVID) {float(probs[0]):.4g}) for two "
+                                 "very different test images, so it cannot tell images apart; the file is damaged "
+                                 "or the model untrained.", code="self_test")
 
     @property
     def info(self) -> ModelInfo:

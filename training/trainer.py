@@ -47,10 +47,12 @@ from .augment import augment_batch
 from .config import TrainConfig
 from .data import CLASS_NAMES, Cache, apply_manifest, decode_all, read_manifest, scan_folders, stratified_split, write_manifest
 from .device import cpu_supports_bf16, pick_device
-from .errors import DataError, TrainingCancelled
+from .errors import DataError, TrainingCancelled, XrayError
 from .lung_input import InputSpec, model_view
 from .metrics import evaluate, threshold_for_sensitivity
 from .modelfile import ModelInfo, save_model
+from .run_folder import require as require_run_folder
+from .run_folder import write_error
 from .models import ARCH_LABELS, build_model
 
 CORE_SPLITS = ("train", "val", "test")
@@ -168,7 +170,11 @@ def better(a: dict, b: dict | None) -> bool:
 
 
 def _save_torch(obj, path: Path) -> None:
-    atomic.write_with(path, lambda tmp: torch.save(obj, str(tmp)))
+    # serialised in memory, then written by Python: a full disk is an OSError with its errno
+    # (torch.save onto a path reports it as "RuntimeError: ... unexpected pos 704 vs 598")
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic.write_bytes(path, buf.getbuffer())
 
 
 def _load_torch(path: Path):
@@ -328,7 +334,21 @@ def bce(p: np.ndarray, y: np.ndarray) -> float:
 
 def train_events(cfg: TrainConfig, *, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
     """Train every model of ``cfg``; yields progress events.  Resumes from the
-    run folder's checkpoints when they exist (same config)."""
+    run folder's checkpoints when they exist (same config).  A full disk, an
+    unwritable or read-only output folder, or a run folder deleted while
+    training raises ``DataError`` with a plain reason (``training.run_folder``)."""
+    try:
+        yield from _train_events(cfg, should_stop)
+    except XrayError:
+        raise
+    except Exception as exc:
+        problem = write_error(exc, cfg.out_dir)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> Iterator[Event]:
     cfg.validate()
     stop = should_stop or (lambda: False)
     run_dir = Path(cfg.out_dir)
@@ -343,6 +363,7 @@ def train_events(cfg: TrainConfig, *, should_stop: Callable[[], bool] | None = N
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // dist.world))
     precision = choose_precision(cfg, device)
 
+    stale: list[Path] = []
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.json"
@@ -353,6 +374,7 @@ def train_events(cfg: TrainConfig, *, should_stop: Callable[[], bool] | None = N
             if not same:
                 raise DataError(f"{run_dir} already holds a run with a different configuration; "
                                 "choose a new output folder or resume that run.")
+            stale = atomic.remove_stale_temp_files(run_dir)  # left by a killed process's interrupted write
         else:
             cfg.save(cfg_path)
     dist.barrier()
@@ -364,6 +386,9 @@ def train_events(cfg: TrainConfig, *, should_stop: Callable[[], bool] | None = N
                 fh.write(json.dumps({"t": round(time.time(), 1), **ev.to_dict()}) + "\n")
         return ev
 
+    if stale:
+        yield log(f"Removed {len(stale)} unfinished temporary file(s) left by an interrupted save: "
+                  + ", ".join(str(p.relative_to(run_dir)) for p in stale[:5]) + (" …" if len(stale) > 5 else ""))
     yield log(f"Device {device} ({precision}); {dist.world} process(es). Reading images…")
     t0 = time.time()
     progress_box: list[tuple[int, int]] = []
@@ -535,6 +560,7 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
         else:
             stale += 1
         if dist.main:
+            require_run_folder(run_dir)  # the atomic writers would silently re-create a deleted folder
             if improved:
                 _save_torch(core.state_dict(), best_path)
             _save_torch({"model": core.state_dict(), "optimizer": opt.state_dict(),
@@ -587,6 +613,7 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
             metrics={k: test[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "ci95",
                                           "confusion")},
             description=f"{label} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")
+        require_run_folder(run_dir)
         save_model(core, info, run_dir / "models" / f"{arch}.safetensors", half=cfg.half_weights)
         _write_json(run_dir / arch / "predictions.json", probs)
         from .plots import save_model_plots

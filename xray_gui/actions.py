@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 from .dialogs import DEVICE_LABELS
+from .display_state import HEATMAP_COLOURS, PRESET_TIPS, WINDOW_PRESETS
 
 
 def _act(window, text, slot, shortcuts=(), tip="", checkable=False):
@@ -17,6 +18,19 @@ def _act(window, text, slot, shortcuts=(), tip="", checkable=False):
     a.triggered.connect(slot)
     window.addAction(a)  # shortcuts work even while the menu bar is hidden
     return a
+
+
+def _window_preset(w, name: str) -> None:
+    """Keys 1-4: the preset, shown in the side panel's W/L box too."""
+    if w.images.display is None or not w.images.display.has_raw:
+        return
+    w.meta_panel.preset.setCurrentText(name)
+    w.images.window_preset(name)
+
+
+def _heat_colours(w, name: str) -> None:
+    w.settings.heatmap_colours = name
+    w.images.set_heat_colours(name)
 
 
 def build_menus(w) -> dict[str, QAction]:
@@ -69,6 +83,25 @@ def build_menus(w) -> dict[str, QAction]:
     A["prev"] = _act(w, "&Previous Image in Batch", lambda: w.batch_panel.step(-1), ["PgUp", "P"])
     for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "lung_outline", "invert", None, "next", "prev"):
         v.addSeparator() if key is None else v.addAction(A[key])
+    v.addSeparator()
+    wl = v.addMenu("&Window/Level")
+    for number, name in enumerate(WINDOW_PRESETS, start=1):
+        A[f"window_{number}"] = _act(w, f"&{number}  {name}", lambda _=False, n=name: _window_preset(w, n),
+                                     [str(number)], f"{name}: {PRESET_TIPS[name]}")
+        wl.addAction(A[f"window_{number}"])
+    hc = v.addMenu("Heatmap &Colours")
+    group = QActionGroup(w)
+    group.setExclusive(True)
+    chosen = w.settings.heatmap_colours
+    w.images.set_heat_colours(chosen)
+    for name, (text, hot) in HEATMAP_COLOURS.items():
+        a = QAction(text, w, checkable=True)
+        a.setStatusTip(f"Draw the Grad-CAM heatmap with the {name} colour map ({hot.lower()} = strongest)")
+        a.setChecked(name == chosen)
+        a.triggered.connect(lambda _=False, n=name: _heat_colours(w, n))
+        group.addAction(a)
+        hc.addAction(a)
+        A[f"heat_colours_{name}"] = a
     v.addSeparator()
     v.addAction(w.side_dock.toggleViewAction())
     v.addAction(w.batch_dock.toggleViewAction())

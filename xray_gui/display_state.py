@@ -11,11 +11,44 @@ from __future__ import annotations
 
 import numpy as np
 
+# Keyboard presets 1-4 (View > Window/Level), like Weasis / OHIF.  A radiograph's
+# stored values are not Hounsfield units, so the anatomical presets are chosen
+# from the image's own grey levels: a range of display-brightness percentiles
+# (the lungs are the dark part of a chest film, the mediastinum the middle to
+# bright part, bone the brightest part).
+WINDOW_PRESETS = ("File default", "Lung", "Mediastinum", "Bone")
+OTHER_PRESETS = ("Full range", "More contrast", "Less contrast")
+PRESET_PERCENTILES = {"Lung": (1.0, 60.0), "Mediastinum": (30.0, 99.0), "Bone": (65.0, 99.9)}
+PRESET_TIPS = {
+    "File default": "the window stored in the file (what the model sees)",
+    "Lung": "contrast spread over the darker grey levels of this image (lung fields)",
+    "Mediastinum": "contrast spread over the middle to bright grey levels (heart, mediastinum, through the heart)",
+    "Bone": "contrast spread over the brightest grey levels (ribs, spine, clavicles)",
+}
+
+
+# Heatmap colour maps (View > Heatmap Colours): matplotlib name -> (menu text, colour of the strongest regions)
+HEATMAP_COLOURS = {
+    "jet": ("Jet (classic rainbow)", "Red"),
+    "inferno": ("Inferno (colour-blind safe)", "Yellow-white"),
+    "viridis": ("Viridis (colour-blind safe)", "Yellow"),
+}
+DEFAULT_HEATMAP_COLOURS = "jet"
+
 
 class DisplayState:
+    """``has_raw``: the image can be re-windowed.  DICOM images window their
+    stored values (``LoadedImage.raw``); other images window their pixels
+    (0..1, default window 0.5 / 1 = the picture as loaded)."""
+
     def __init__(self, image, raw_range: tuple[float, float] | None = None):
         self.image = image
         raw = getattr(image, "raw", None)
+        self.is_dicom = raw is not None
+        if raw is None:
+            raw = getattr(image, "pixels", None)
+            raw_range = (0.0, 1.0)
+        self._source = raw
         self.has_raw = raw is not None
         if self.has_raw and raw_range is None:
             raw_range = (float(np.min(raw)), float(np.max(raw)))
@@ -25,10 +58,13 @@ class DisplayState:
         self.default_window = self._file_window()
         self.center, self.width = self.default_window if self.default_window else (None, None)
         self._dirty_window = False
+        self._percentiles: np.ndarray | None = None
 
     def _file_window(self) -> tuple[float, float] | None:
         if not self.has_raw:
             return None
+        if not self.is_dicom:
+            return 0.5, 1.0
         w = getattr(self.image.meta, "window", None)
         if w and w[1] and w[1] > 0:
             return float(w[0]), float(w[1])
@@ -55,7 +91,31 @@ class DisplayState:
             self.width = max(self.width * 0.6, 1e-6)
         elif name == "Less contrast":
             self.width = self.width * 1.6
+        elif name in PRESET_PERCENTILES:
+            self.center, self.width = self._percentile_window(*PRESET_PERCENTILES[name])
+        else:
+            return
         self._dirty_window = True
+
+    def _percentile_window(self, lo_pct: float, hi_pct: float) -> tuple[float, float]:
+        """The window spanning display-brightness percentiles ``lo_pct``..``hi_pct``."""
+        if self._percentiles is None:
+            src = np.asarray(self._source, dtype=np.float32)
+            step = max(1, int(np.sqrt(src.size / (512 * 512))))
+            sample = src[::step, ::step]
+            sample = sample[np.isfinite(sample)]
+            self._percentiles = np.percentile(sample, np.arange(0.0, 100.01, 0.1)) if sample.size else None
+            if self._percentiles is None:
+                return self.center, self.width
+        # brightness grows with the stored value unless the file (MONOCHROME1) or the gate says otherwise
+        brighter_up = bool(getattr(self.image, "invert", False) and self.is_dicom) == bool(self.gate_invert)
+        if not brighter_up:
+            lo_pct, hi_pct = 100.0 - hi_pct, 100.0 - lo_pct
+        lo = float(self._percentiles[int(round(lo_pct * 10))])
+        hi = float(self._percentiles[int(round(hi_pct * 10))])
+        span = max(self.raw_range[1] - self.raw_range[0], 1e-6)
+        width = max(hi - lo, span / 1000.0)
+        return (lo + hi) / 2.0, width
 
     def drag(self, dx: float, dy: float) -> None:
         """Right-drag: right = wider window (less contrast), down = higher level."""
@@ -74,7 +134,7 @@ class DisplayState:
         if self.has_raw and self._dirty_window:
             from training.loading import apply_window
 
-            invert = bool(self.image.invert) != flip
-            return apply_window(self.image.raw, self.center, self.width, invert)
+            invert = (bool(self.image.invert) and self.is_dicom) != flip
+            return apply_window(self._source, self.center, self.width, invert)
         px = self.image.pixels
         return (1.0 - px) if flip else px

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from .display_state import DisplayState
+from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, DisplayState
 from .images import grey_to_qimage
 from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
@@ -47,6 +48,8 @@ class ImageController(QObject):
         self.overridden = False  # the header refusal was overridden
         self.gate_overridden = False  # the gate refusal was overridden: results are not valid
         self.heat_cache: OrderedDict = OrderedDict()
+        self.heat_colours = DEFAULT_HEATMAP_COLOURS  # matplotlib colour map of the heatmap layer
+        self._recoloured: OrderedDict = OrderedDict()  # (heat key, colour map) -> QImage
         self.show_heatmap = True
         self.opacity = 0.45
         self._wl_timer = QTimer(self, singleShot=True, interval=15)
@@ -114,6 +117,7 @@ class ImageController(QObject):
             self.display = DisplayState(img, raw_range)
             self.meta_panel.set_meta(img.meta)
             self.meta_panel.set_dicom_controls(self.display.has_raw)
+            self.meta_panel.preset.setCurrentIndex(0)  # a new image starts at its file default
             self.meta_panel.set_window_text(self.display.center, self.display.width)
             if self.meta_panel.invert.isChecked():
                 self.meta_panel.invert.setChecked(False)
@@ -264,9 +268,30 @@ class ImageController(QObject):
         return (str(self.path), self.overridden, self.gate_overridden, id(self.classifier))
 
     def heatmap(self):
-        """(heatmap array, colour QImage) for the current image, or None."""
-        entry = self.heat_cache.get(self._heat_key()) if self.path is not None else None
-        return entry[:2] if entry is not None else None
+        """(heatmap array, colour QImage in the chosen colour map) for the current image, or None."""
+        key = self._heat_key() if self.path is not None else None
+        entry = self.heat_cache.get(key) if key is not None else None
+        if entry is None:
+            return None
+        if self.heat_colours == DEFAULT_HEATMAP_COLOURS:  # the worker drew this one
+            return entry[:2]
+        colour = self._recoloured.get((key, self.heat_colours))
+        if colour is None:
+            from training.explain import overlay_rgb
+
+            from .images import rgb_to_qimage
+
+            colour = rgb_to_qimage(overlay_rgb(np.zeros_like(entry[0]), entry[0], 1.0, self.heat_colours))
+            self._recoloured[(key, self.heat_colours)] = colour
+            while len(self._recoloured) > HEAT_CACHE_SIZE:
+                self._recoloured.popitem(last=False)
+        return entry[0], colour
+
+    def set_heat_colours(self, name: str) -> None:
+        """Draw the heatmap with another colour map (display and PDF report only)."""
+        if name in HEATMAP_COLOURS and name != self.heat_colours:
+            self.heat_colours = name
+            self.refresh_heatmap()
 
     def set_heatmap_visible(self, on: bool) -> None:
         self.show_heatmap = on
@@ -288,7 +313,8 @@ class ImageController(QObject):
             self.heat_cache.move_to_end(self._heat_key())
             self._apply_share(self.heat_cache[self._heat_key()][2])
             self.viewer.set_overlay(cached[1], self.opacity)
-            self.panel.heat_state.setText("Red = regions that raised P(COVID) most (Grad-CAM).")
+            hot = HEATMAP_COLOURS.get(self.heat_colours, HEATMAP_COLOURS[DEFAULT_HEATMAP_COLOURS])[1]
+            self.panel.heat_state.setText(f"{hot} = regions that raised P(COVID) most (Grad-CAM).")
             self.heatmapShown.emit(str(self.path))
             return
         self.compute_heatmap()
@@ -374,13 +400,14 @@ def report_content(ctl: ImageController, *, patient: dict | None):
             limit, limit, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
     heat = ctl.heatmap()
-    overlay = small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity))) if heat is not None else None
+    overlay = (small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity, ctl.heat_colours)))
+               if heat is not None else None)
     meta = ctl.image.meta
     d = ctl.display
     metadata = [("Modality", meta.modality or "not recorded"), ("Body part", meta.body_part or "not recorded"),
                 ("View", meta.view or "not recorded"),
                 ("Size", f"{meta.original_size[1]} × {meta.original_size[0]} px")]
-    if d.has_raw:
+    if d.has_raw and (d.is_dicom or d.windowed):
         metadata.append(("Display window", f"level {d.center:.4g}, width {d.width:.4g}"
                          + ("" if d.windowed else " (file default)")))
     info = ctl.classifier.info if ctl.classifier is not None else None

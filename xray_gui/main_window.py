@@ -485,5 +485,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Stopping…")
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
+        from training.decode_guard import abandon
+
+        abandon()  # a decode stuck in a worker process ends now instead of holding the wait below
         self.jobs.shutdown()
         super().closeEvent(event)

@@ -10,7 +10,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QSizePolicy, QVBoxLayout, QWidget)
 
-PRESETS = ("File default", "Full range", "More contrast", "Less contrast")
+from .display_state import OTHER_PRESETS, WINDOW_PRESETS
+
+PRESETS = WINDOW_PRESETS + OTHER_PRESETS
 
 
 def _text(value) -> str:
@@ -50,8 +52,9 @@ class MetadataPanel(QWidget):
         row.addWidget(QLabel("W/L:"))
         self.preset = QComboBox()
         self.preset.addItems(PRESETS)
-        self.preset.setToolTip("Window/level (DICOM only). Right-drag on the image: horizontal = width "
-                               "(contrast), vertical = level (brightness).")
+        self.preset.setToolTip("Window/level: keys 1-4 = File default, Lung, Mediastinum, Bone (chosen from this "
+                               "image's grey levels; radiographs have no Hounsfield scale). Right-drag on the image: "
+                               "horizontal = width (contrast), vertical = level (brightness). Display only.")
         self.preset.activated.connect(lambda i: self.presetChosen.emit(self.preset.itemText(i)))
         row.addWidget(self.preset, 1)
         self.invert = QCheckBox("Invert (I)")
@@ -72,12 +75,14 @@ class MetadataPanel(QWidget):
         self.values: dict[str, QLabel] = {}
         for key, title in self.FIELDS:
             lab = QLabel("—")
+            lab.setTextFormat(Qt.TextFormat.PlainText)  # header values are data, never markup
             lab.setWordWrap(True)
             lab.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.values[key] = lab
             self.form.addRow(title + ":", lab)
         self.file_label = QLabel("—")
+        self.file_label.setTextFormat(Qt.TextFormat.PlainText)
         self.file_label.setWordWrap(True)
         self.file_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.file_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -90,6 +95,7 @@ class MetadataPanel(QWidget):
         self.show_patient.setToolTip("Off by default. When on, identifiers also go into exported reports.")
         self.show_patient.toggled.connect(self._patient_toggled)
         self.patient = QLabel("hidden")
+        self.patient.setTextFormat(Qt.TextFormat.PlainText)
         self.patient.setObjectName("patientText")
         self.patient.setWordWrap(True)
         self.patient.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

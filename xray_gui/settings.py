@@ -89,6 +89,17 @@ class AppSettings:
         self._set("view/overlay_opacity", int(value))
 
     @property
+    def heatmap_colours(self) -> str:
+        from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS
+
+        name = self._get("view/heatmap_colours", DEFAULT_HEATMAP_COLOURS, str)
+        return name if name in HEATMAP_COLOURS else DEFAULT_HEATMAP_COLOURS
+
+    @heatmap_colours.setter
+    def heatmap_colours(self, value: str) -> None:
+        self._set("view/heatmap_colours", str(value))
+
+    @property
     def show_heatmap(self) -> bool:
         return self._get("view/show_heatmap", True, bool)
 

@@ -49,7 +49,8 @@ class ImageViewer(QGraphicsView):
         # drops go to the main window, not the scene
         self.setAcceptDrops(False)
         self.viewport().setAcceptDrops(False)
-        self.setToolTip("Wheel or +/-: zoom · drag: pan · right-drag: window/level · 0: fit")
+        self.setToolTip("Wheel or +/-: zoom · drag: pan · right-drag: window/level · "
+                        "1-4: window presets (file default, lung, mediastinum, bone) · 0: fit")
 
     # -- content -------------------------------------------------------------
     def has_image(self) -> bool:
