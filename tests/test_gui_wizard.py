@@ -68,14 +68,19 @@ def no_tmp_files(run: Path) -> bool:
     return not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_constants_match_the_core():
+def test_gui_uses_the_cores_names_and_they_need_no_torch():
+    import subprocess
+    import sys
+
     from training.data import MIN_PER_CLASS
     from training.models import ARCH_LABELS
     from xray_gui.wizard import data_page
     from xray_gui.wizard.common import MODEL_LABELS
 
-    assert MODEL_LABELS == ARCH_LABELS
-    assert data_page.MIN_PER_CLASS == MIN_PER_CLASS
+    assert MODEL_LABELS is ARCH_LABELS  # one object, not a copy
+    assert data_page.MIN_PER_CLASS is MIN_PER_CLASS
+    code = "import sys, training.names, training.formatting; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_unusable_folders_block_next(qtbot, tiny_data, tmp_path):

@@ -121,8 +121,9 @@ def evaluate_model(predictions: dict, external: dict | None, cal: Calibration, *
 
 
 def _ci(m: dict, key: str) -> str:
-    lo, hi = m["ci95"][key]
-    return f"{m[key]:.3f} ({lo:.2f}-{hi:.2f})"
+    from .formatting import ci_text
+
+    return ci_text(m, key)
 
 
 def _legend() -> str:

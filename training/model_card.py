@@ -19,8 +19,9 @@ from .paper_reference import TABLE6
 
 
 def _fmt(m: dict, key: str) -> str:
-    lo, hi = m["ci95"][key]
-    return f"{m[key]:.3f} (95 % CI {lo:.2f}-{hi:.2f})"
+    from .formatting import ci_text
+
+    return ci_text(m, key, label=True)
 
 
 def _eval_table(evals: dict, names: dict[str, str]) -> list[str]:

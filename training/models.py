@@ -34,8 +34,7 @@ import torchvision
 
 from .errors import XrayError
 
-ARCHITECTURES = ("resnet50", "lstm", "resnet50_lstm")
-ARCH_LABELS = {"resnet50": "ResNet50", "lstm": "LSTM", "resnet50_lstm": "ResNet50-LSTM"}
+from .names import ARCH_LABELS, ARCHITECTURES  # noqa: E402,F401  (torch-free home of the names)
 LSTM_UNITS = (32, 16, 8)
 DEFAULT_DROPOUT = 0.5
 

@@ -56,10 +56,10 @@ FORCED_NOTE = ("Classified anyway although the image does not look like a fronta
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
-    """A one-line, bounded description of an unexpected exception."""
-    text = str(exc).strip().splitlines()
-    msg = f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
-    return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
+    """A one-line, bounded description of an unexpected exception (``training.formatting.exception_text``)."""
+    from .formatting import exception_text
+
+    return exception_text(exc, limit)
 
 
 @dataclass

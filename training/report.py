@@ -34,8 +34,9 @@ def load_results(run_dir: Path) -> dict[str, dict]:
 
 
 def _ci(m: dict, key: str) -> str:
-    lo, hi = m["ci95"][key]
-    return f"{m[key]:.3f} [{lo:.2f}-{hi:.2f}]"
+    from .formatting import ci_text
+
+    return ci_text(m, key)
 
 
 def build_report(run_dir: str | Path) -> tuple[str, dict[str, Any]]:

@@ -461,6 +461,4 @@ def _share(pred) -> float | None:
     return getattr(pred, "heat_in_lungs", None) if pred is not None and pred.status == "ok" else None
 
 
-def _fmt_secs(s: float) -> str:
-    s = max(0, int(round(s)))
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+from training.formatting import duration_text as _fmt_secs  # noqa: E402  (the one duration formatter)

@@ -8,10 +8,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-# The core's architecture names and labels (training.models.ARCH_LABELS);
-# repeated here so building the pages needs no torch import.  A test checks
-# that both agree.
-MODEL_LABELS = {"resnet50": "ResNet50", "lstm": "LSTM", "resnet50_lstm": "ResNet50-LSTM"}
+from training.names import ARCH_LABELS as MODEL_LABELS  # the core's names, torch-free  # noqa: E402
 
 JOB_SCAN = "wizard.scan"
 JOB_PROBE = "wizard.probe"
@@ -48,20 +45,5 @@ def esc(text) -> str:
     return html.escape(str(text))
 
 
-def fmt_duration(seconds: float) -> str:
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s} s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
-def error_text(exc: BaseException) -> str:
-    """A typed core error's one-line reason, else the exception in one line."""
-    reason = getattr(exc, "reason", None)
-    if reason:
-        return str(reason)
-    return f"{type(exc).__name__}: {exc}"
+from training.formatting import duration_text as fmt_duration  # noqa: E402  (one formatter, re-exported)
+from training.formatting import exception_text as error_text  # noqa: E402

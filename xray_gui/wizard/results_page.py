@@ -39,13 +39,9 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict]:
 
 
 def _ci(m: dict, key: str) -> str:
-    v = m.get(key)
-    if v is None:
-        return "–"
-    lo, hi = (m.get("ci95") or {}).get(key, (None, None))
-    if lo is None or lo != lo:  # NaN: undefined (e.g. no positive prediction)
-        return f"{v:.3f}"
-    return f"{v:.3f} [{lo:.2f}–{hi:.2f}]"
+    from training.formatting import ci_text
+
+    return ci_text(m, key)
 
 
 def _table(headers: list[str]) -> QTableWidget:
