@@ -46,7 +46,7 @@ class BatchController(QObject):
         return True
 
     def cancel(self) -> None:
-        if self.jobs.stop("batch"):
+        if self.jobs.cancel("batch", keep_results=True):
             self.cancelled = True
             self.panel.cancel.setEnabled(False)
             self.panel.eta.setText("cancelling…")

@@ -200,18 +200,12 @@ class Jobs(QObject):
         worker.start()
         return worker
 
-    def cancel(self, name: str) -> bool:
-        """Ask job ``name`` to stop at its next yield; its later results are dropped."""
-        self._tokens.pop(name, None)
-        worker = self._live.get(name)
-        if worker is None:
-            return False
-        worker.quit()
-        return True
-
-    def stop(self, name: str) -> bool:
-        """Ask job ``name`` to stop at its next yield but still deliver what it
-        yields until then and call its ``on_done`` (the batch's Cancel)."""
+    def cancel(self, name: str, *, keep_results: bool = False) -> bool:
+        """Ask job ``name`` to stop at its next yield.  Its later results are
+        dropped, unless ``keep_results``: then what it yields until it stops is
+        still delivered and its ``on_done`` runs (the batch's and training's Cancel)."""
+        if not keep_results:
+            self._tokens.pop(name, None)
         worker = self._live.get(name)
         if worker is None:
             return False

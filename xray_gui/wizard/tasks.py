@@ -19,28 +19,13 @@ THUMBS_PER_CLASS = 6
 THUMB_PX = 96
 
 
-def _surfaced(gen, what: str):
-    """Run generator ``gen``, re-raising a ``RuntimeError`` as an ``XrayError``.
-
-    superqt's worker treats a RuntimeError escaping the generator as "the
-    worker object was deleted": it only warns, and emits neither ``errored``
-    nor ``finished`` (the job would look busy forever).  PyTorch reports most
-    failures (out of memory, a bad device state) as RuntimeError."""
-    from training.errors import XrayError
-
-    try:
-        yield from gen
-    except RuntimeError as exc:
-        raise XrayError(f"{what} stopped with an error from PyTorch: {exc}", code="runtime") from exc
-
-
 def scan_task(folder: str, per_class: int = THUMBS_PER_CLASS):
     """Scan a data folder and decode a few images per class for thumbnails.
 
     Yields ``("scan", Scan)`` first (``DataError`` propagates: the folder
     cannot be used), then ``("thumb", class_name, path, QImage | None, reason)``
     per sampled file, then ``("decode_time", seconds_per_image)``."""
-    yield from _surfaced(_scan(folder, per_class), "Reading the folder")
+    yield from _scan(folder, per_class)
 
 
 def _scan(folder: str, per_class: int):
@@ -88,7 +73,7 @@ def estimate_task(models: list[str], input_size: int, batch_size: int, device: s
     timed steps at the chosen batch size, averaged.  Weights are random (the
     time does not depend on them), precision and memory layout are the
     trainer's (``choose_precision``, channels_last for the ResNet50 models)."""
-    yield from _surfaced(_estimate(models, input_size, batch_size, device, threads, n_eval), "The measurement")
+    yield from _estimate(models, input_size, batch_size, device, threads, n_eval)
 
 
 def _estimate(models, input_size, batch_size, device, threads, n_eval):
@@ -211,7 +196,7 @@ def train_task(cfg, stop: threading.Event):
     only once that model is finished)."""
     from training.trainer import train_events
 
-    yield from _surfaced(train_events(cfg, should_stop=stop.is_set), "Training")
+    yield from train_events(cfg, should_stop=stop.is_set)
 
 
 def imagenet_cached() -> bool:

@@ -172,7 +172,7 @@ class TrainPage(QWizardPage):
             return
         if not self._stop.is_set():
             self._stop.set()
-            self.wiz.jobs.stop(JOB_TRAIN)
+            self.wiz.jobs.cancel(JOB_TRAIN, keep_results=True)
             self.cancel_button.setEnabled(False)
             self.status.setText("Stopping after the current batch…")
             self._log("Cancel requested.")
@@ -308,7 +308,9 @@ class TrainPage(QWizardPage):
             return True
         self.failed = error_text(exc)
         self._log(f"ERROR: {self.failed}")
-        if isinstance(exc, XrayError):
+        from ..workers import TaskRuntimeError
+
+        if isinstance(exc, (XrayError, TaskRuntimeError)):  # typed, or PyTorch's own (e.g. out of memory)
             self.wiz.notifier.warning(f"Training stopped: {self.failed}")
         else:  # a bug: the notifier shows the traceback as detail
             self.wiz.notifier.exception(exc, "Training")
