@@ -24,13 +24,7 @@ SCRATCH_NOTE = (
     "that in mind, and mind the confidence intervals: with 100 test images one image is one percentage point.")
 
 
-def load_results(run_dir: Path) -> dict[str, dict]:
-    out = {}
-    for arch in ARCHITECTURES:
-        p = run_dir / arch / "metrics.json"
-        if p.exists():
-            out[arch] = json.loads(p.read_text(encoding="utf-8"))
-    return out
+from .run_results import load_results  # noqa: E402,F401  (the one reader of a run folder)
 
 
 def _ci(m: dict, key: str) -> str:

@@ -23,19 +23,7 @@ from .figure import FigureWidget, integer_epochs
 PAPER_BG = QColor(238, 238, 238)
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, dict]:
-    """(report.json or {}, {arch: metrics.json}) of a run folder."""
-    run_dir = Path(run_dir)
-    report = {}
-    p = run_dir / "report.json"
-    if p.exists():
-        report = json.loads(p.read_text(encoding="utf-8"))
-    results = {}
-    for arch in MODEL_LABELS:
-        m = run_dir / arch / "metrics.json"
-        if m.exists():
-            results[arch] = json.loads(m.read_text(encoding="utf-8"))
-    return report, results
+from training.run_results import load_run  # noqa: E402,F401  (the core reads run folders)
 
 
 def _ci(m: dict, key: str) -> str:
