@@ -32,9 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    # only the node's own lines (written without patient identifiers) at INFO; libraries that may print
+    # dataset contents (highdicom, pydicom, pynetdicom) are held at ERROR
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    for name in ("highdicom", "pydicom", "pynetdicom"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     log = logging.getLogger("xray_node")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from .dicom_node.config import load_config
     from .errors import XrayError
 

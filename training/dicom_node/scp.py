@@ -155,15 +155,16 @@ class StorageServer:
         return receive_dataset(event, self.store, self.on_received)
 
     def _on_requested(self, event):
-        title = str(event.assoc.requestor.ae_title).strip()
+        title = str(event.assoc.requestor.primitive.calling_ae_title).strip()
         if not self.config.calling_ae_allowed(title):
             log.warning("refused an association from AE '%s' at %s: this AE title is not in the node's allowed "
                         "calling AE titles", title, event.assoc.requestor.address)
 
     def _on_accepted(self, event):
-        for cx in event.assoc.rejected_contexts:
-            log.warning("refused %s from %s: this node accepts CR and DX radiographs only",
-                        sop_class_name(cx.abstract_syntax), _caller(event))
+        names = sorted({sop_class_name(cx.abstract_syntax) for cx in event.assoc.rejected_contexts})
+        if names:  # modalities often offer every class they know: one line, not one per class
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            log.info("%s offered %s: refused, this node accepts CR and DX radiographs only", _caller(event), shown)
 
     def _on_aborted(self, event):
         log.warning("the association with %s was aborted; an image whose transfer was cut off was not stored "
