@@ -9,6 +9,7 @@ classified again."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -24,8 +25,9 @@ log = logging.getLogger("xray_node")
 
 class Processor:
     def __init__(self, store: NodeStore, classifier, *, lung_attention: bool = True,
-                 on_result: Callable | None = None):
+                 on_result: Callable | None = None, lock=None):
         self.store = store
+        self.lock = lock if lock is not None else contextlib.nullcontext()  # the app's model lock
         self.classifier = classifier
         self.lung_attention = lung_attention
         self.on_result = on_result  # on_result(image_path_in_images, prediction, written)
@@ -51,14 +53,14 @@ class Processor:
         finished = 0
         if not todo:
             return 0
-        cancel = (lambda: stop.is_set()) if stop is not None else None
-        for pred in self.classifier.classify_paths(todo, cancel=cancel, check_header=True, enforce_gate=True,
-                                                   explain=self.lung_attention):
-            image = Path(pred.path)
-            self._finish_one(image, pred)
-            finished += 1
+        for image in todo:  # one at a time: a stop takes effect after the image in hand
             if stop is not None and stop.is_set():
                 break
+            with self.lock:
+                pred = list(self.classifier.classify_paths([image], check_header=True, enforce_gate=True,
+                                                           explain=self.lung_attention))[0]
+                self._finish_one(image, pred)
+            finished += 1
         return finished
 
     def _finish_one(self, image: Path, pred) -> None:

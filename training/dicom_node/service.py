@@ -43,8 +43,9 @@ def load_classifier(config: NodeConfig):
 
 
 class Node:
-    def __init__(self, config: NodeConfig, classifier=None, *, on_result=None):
+    def __init__(self, config: NodeConfig, classifier=None, *, on_result=None, lock=None):
         self.config = config
+        self.lock = lock
         self.store = NodeStore(config.store)
         self.classifier = classifier
         self.on_result = on_result
@@ -60,16 +61,17 @@ class Node:
     def port(self) -> int | None:
         return self.server.port
 
-    def start(self) -> int:
+    def start(self, *, listen: bool = True) -> int | None:
+        """Start the worker (and, with ``listen``, the Storage SCP); returns the port listened on."""
         if self.classifier is None:
             self.classifier = load_classifier(self.config)
         self.processor = Processor(self.store, self.classifier, lung_attention=self.config.lung_attention,
-                                   on_result=self.on_result)
+                                   on_result=self.on_result, lock=self.lock)
         left = self.store.counts()
         if left["inbox"] or left["outbox"]:
             log.info("resuming: %d image(s) received but not classified, %d result object(s) not yet sent",
                      left["inbox"], left["outbox"])
-        port = self.server.start()
+        port = self.server.start() if listen else None
         self._thread = threading.Thread(target=self._run, name="xray-node-worker", daemon=True)
         self._thread.start()
         return port
@@ -83,6 +85,10 @@ class Node:
         counts = self.store.counts()
         log.info("stopped; %d image(s) wait in the inbox and %d result object(s) in the outbox for the next start",
                  counts["inbox"], counts["outbox"])
+
+    def wake(self) -> None:
+        """Look at the inbox now (images were added by a retrieve)."""
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
