@@ -60,11 +60,16 @@ def receive_dataset(event, store: NodeStore, on_received: Callable | None = None
     caller = source or _caller(event)
     try:
         ds = event.dataset
+        lacking = [name for kw, name in (("SOPClassUID", "SOP Class UID"), ("StudyInstanceUID", "Study Instance UID"),
+                                         ("SOPInstanceUID", "SOP Instance UID")) if not str(ds.get(kw, "") or "")]
+        if lacking:
+            log.warning("refused a malformed dataset from %s (status 0xC000): it has no %s", caller,
+                        " and no ".join(lacking))
+            return STATUS_CANNOT_UNDERSTAND
         sop_class, study, sop = str(ds.SOPClassUID), str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
-        if not study or not sop:
-            raise ValueError("the Study or SOP Instance UID is empty")
     except Exception as exc:
-        log.warning("refused a malformed dataset from %s (status 0xC000): %s", caller, one_line(exc))
+        log.warning("refused a malformed dataset from %s (status 0xC000): it cannot be read (%s)", caller,
+                    one_line(exc))
         return STATUS_CANNOT_UNDERSTAND
     if sop_class not in RADIOGRAPH_CLASSES:
         log.warning("refused a %s from %s: this node accepts CR and DX radiographs only", sop_class_name(sop_class),
