@@ -350,3 +350,22 @@ def test_xray_node_cli_sigterm_then_restart_loses_nothing(tmp_path, dicom_dir, t
         assert proc.wait(180) == 0
     for text in (first, log2.read_text()):
         assert "CLI-001" not in text and "Cli^Patient" not in text and "Cli" not in text
+
+
+def test_retrieve_cancel_keeps_what_arrived(tmp_path, orthanc, dicom_dir):
+    imgs = radiographs(tmp_path / "src", dicom_dir, 3, patient="CANCEL-001")
+    for f in imgs:
+        orthanc.upload(f)
+    study = str(pydicom.dcmread(imgs[0]).StudyInstanceUID)
+    pacs = Peer("PACS", ORTHANC_AET, "127.0.0.1", orthanc.dicom_port, (ROLE_QUERY,))
+    cfg = config(tmp_path, peers=[pacs])
+    store = NodeStore(cfg.store)
+    steps = []
+    got = retrieve_study(cfg, pacs, study, store, progress=lambda d, t: steps.append((d, t)),
+                         cancel=lambda: len(steps) >= 1)
+    assert got.cancelled and "cancelled; images already received are kept" in got.message
+    kept = store.pending()
+    assert 1 <= len(kept) < 3 and sorted(kept) == sorted(got.stored)
+    for p in kept:  # whole files only
+        assert pydicom.dcmread(p).StudyInstanceUID == study
+    assert not list(cfg.store.rglob("*.tmp"))

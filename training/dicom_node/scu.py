@@ -192,7 +192,7 @@ class RetrieveResult:
     completed: int = 0
     failed: int = 0
     warning: int = 0
-    stored: list[Path] = field(default_factory=list)  # new images filed into the store by this retrieve
+    stored: list[Path] = field(default_factory=list)  # new images filed into the store (C-GET; C-MOVE: at the SCP)
     cancelled: bool = False
     message: str = ""
 
@@ -220,16 +220,18 @@ def retrieve_study(config: NodeConfig, peer: Peer, study_uid: str, store: NodeSt
                 ae.add_requested_context(uid, [ts])
             roles.append(build_role(uid, scp_role=True))
 
+        def filed(path):  # classification can start while the rest of the study arrives
+            result.stored.append(path)
+            if on_received is not None:
+                on_received(path)
+
         def on_store(event):
-            status = receive_dataset(event, store, None, source=f"{peer.name} (C-GET)")
-            return status
+            return receive_dataset(event, store, filed, source=f"{peer.name} (C-GET)")
 
         kwargs = {"ext_neg": roles, "evt_handlers": [(evt.EVT_C_STORE, on_store)]}
-        store_before = set(store.pending())
-    else:
+    else:  # the images arrive at this node's Storage SCP, which files and announces them itself
         model = StudyRootQueryRetrieveInformationModelMove
         ae.add_requested_context(model)
-        store_before = set(store.pending())
     ident = Dataset()
     ident.QueryRetrieveLevel = "STUDY"
     ident.StudyInstanceUID = study_uid
@@ -266,10 +268,6 @@ def retrieve_study(config: NodeConfig, peer: Peer, study_uid: str, store: NodeSt
     finally:
         if assoc.is_established:
             assoc.release()
-    result.stored = [p for p in store.pending() if p not in store_before]
-    if on_received is not None:
-        for p in result.stored:
-            on_received(p)
     parts = [f"{result.completed} image(s) retrieved from {peer.name}"]
     if result.failed or result.warning:
         parts.append(f"{result.failed + result.warning} object(s) not taken (not CR/DX radiographs, or refused)")

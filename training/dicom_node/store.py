@@ -80,8 +80,13 @@ class NodeStore:
 
     def pending(self) -> list[Path]:
         """Received images not yet classified, oldest first."""
-        files = [p for p in (self.root / "inbox").glob("*/*.dcm") if p.is_file()]
-        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+        found = []
+        for p in (self.root / "inbox").glob("*/*.dcm"):
+            try:  # the worker may move a file between the listing and the stat
+                found.append((p.stat().st_mtime, p.name, p))
+            except OSError:
+                continue
+        return [p for _, _, p in sorted(found)]
 
     # --------------------------------------------------------------- results
     def results_dir(self, image: Path) -> Path:
