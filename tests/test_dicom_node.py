@@ -152,6 +152,22 @@ def test_dcmtk_modality_sends_to_node(tmp_path, dicom_dir, classifier, caplog):
             ds = pydicom.dcmread(sr)
             assert ds.SOPClassUID == SR_CLASS and ds.StudyInstanceUID == study and ds.PatientID == "PID-DCMTK"
         assert (cfg.store / "outbox" / uid_key(study)).is_dir()
+        # dcmtk's findscu asks what the node holds (C-FIND SCP over the local store)
+        findscu = require_tool("findscu", "dcmtk")
+        out = tmp_path / "find"
+        out.mkdir()
+        base = [findscu, "-S", "-aet", MODALITY_AET, "-aec", NODE_AET, "127.0.0.1", str(port), "-X", "-od", str(out),
+                "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "NumberOfStudyRelatedInstances",
+                "-k", "ModalitiesInStudy=CR"]
+        run = subprocess.run(base + ["-k", "PatientID=PID-DC*", "-k", "StudyDate=20240101-20241231"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        answers = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+        assert [(a.StudyInstanceUID, int(a.NumberOfStudyRelatedInstances)) for a in answers] == [(study, 2)]
+        for p in out.glob("rsp*.dcm"):
+            p.unlink()
+        run = subprocess.run(base + ["-k", "PatientID=SOMEONE-ELSE"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and not list(out.glob("rsp*.dcm"))
     finally:
         node.stop()
     text = caplog.text

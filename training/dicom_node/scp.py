@@ -1,4 +1,5 @@
-"""Storage SCP: this node answers C-ECHO and accepts C-STORE of CR and DX
+"""Storage SCP: this node answers C-ECHO and study-level C-FIND over its local
+store (``find_scp``), and accepts C-STORE of CR and DX
 radiographs (other SOP classes are refused at association time, so the
 sender is told which images were not accepted), and writes each received
 image atomically into the local store *before* acknowledging it: an image the
@@ -16,7 +17,8 @@ from typing import Callable
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
-                                  DigitalXRayImageStorageForProcessing, Verification)
+                                  DigitalXRayImageStorageForProcessing, StudyRootQueryRetrieveInformationModelFind,
+                                  Verification)
 
 from ..errors import XrayError
 from ..predict import one_line
@@ -129,9 +131,10 @@ class StorageServer:
         for uid in RADIOGRAPH_CLASSES:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)  # what the local store holds
         if not self.config.accept_any_calling_ae:
             ae.require_calling_aet = self.config.allowed_callers() or ["\\no caller allowed\\"]
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested),
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find), (evt.EVT_REQUESTED, self._on_requested),
                     (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_ABORTED, self._on_aborted),
                     (evt.EVT_CONN_CLOSE, self._on_closed)]
         try:
@@ -158,6 +161,11 @@ class StorageServer:
     # ---------------------------------------------------------------- events
     def _on_store(self, event):
         return receive_dataset(event, self.store, self.on_received)
+
+    def _on_find(self, event):
+        from .find_scp import handle_find
+
+        yield from handle_find(event, self.store)
 
     def _on_requested(self, event):
         title = str(event.assoc.requestor.primitive.calling_ae_title).strip()
