@@ -168,8 +168,36 @@ def test_send_failure_is_shown_and_retry_sends(qtbot, window, tmp_path, dicom_di
     _save(window, tmp_path, peers=[Peer("Archive", ORTHANC_AET, "127.0.0.1", orthanc.dicom_port, (ROLE_RESULTS,))])
     ctrl.node.config = ctrl.config
     ctrl.node.sender.config = ctrl.node.config
-    assert window.actions_by_name["retry_send"].isEnabled()
-    window.actions_by_name["retry_send"].trigger()
+    model = window.batch_panel.model
+    qtbot.waitUntil(lambda: len(model.rows) == 1, timeout=WAIT)
+    window.batch_panel.select_source_row(0)
+    assert window.dicom_network.selected_study_key() == pytest.importorskip("training.dicom_node.store").uid_key(
+        str(ds.StudyInstanceUID))
+    window.actions_by_name["send_study"].trigger()  # "send the results of this study" (per study)
     assert ctrl.check_outbox() == {}
+    assert window.notifier.history[-1].text == "The results of this study were sent to the results destination."
+    window.actions_by_name["retry_send"].trigger()  # nothing left: says so
+    assert window.notifier.history[-1].text == "All results were sent to the results destination."
     classes = sorted(i["SOPClassUID"] for i in orthanc.study_instances(str(ds.StudyInstanceUID)))
     assert classes == sorted([SR_CLASS, SC_CLASS])
+
+
+def test_query_retrieve_with_c_move(qtbot, window, tmp_path, dicom_dir, orthanc):
+    from training.dicom_node.config import ROLE_QUERY, Peer
+
+    imgs = radiographs(tmp_path / "src", dicom_dir, 1, patient="GUI-MOVE")
+    orthanc.upload(imgs[0])
+    _save(window, tmp_path, peers=[Peer("PACS", ORTHANC_AET, "127.0.0.1", orthanc.dicom_port, (ROLE_QUERY,))],
+          port=orthanc.node_port)
+    dlg = window.dicom_network.show_query_retrieve()
+    dlg.patient_id.setText("GUI-MOVE")
+    dlg.search()
+    qtbot.waitUntil(lambda: dlg.table.rowCount() == 1, timeout=WAIT)
+    dlg.table.selectRow(0)
+    dlg.use_move.setChecked(True)
+    dlg.retrieve_selected()
+    assert window.dicom_network.controller.listening  # C-MOVE needs the receiving port
+    model = window.batch_panel.model
+    qtbot.waitUntil(lambda: len(model.rows) == 1 and model.rows[0].pred is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: "1 image(s) retrieved from PACS" in dlg.status.text(), timeout=WAIT)
+    dlg.close()

@@ -45,8 +45,10 @@ class DicomNetworkUi:
             "Accept CR/DX images sent to this node (Storage SCP) and classify them", checkable=True)
         act("query_retrieve", "&Query/Retrieve from PACS…", self.show_query_retrieve,
             "Search the PACS and fetch studies into the worklist")
+        act("send_study", "&Send Results of the Selected Study", self.send_selected_study,
+            "Send the SR and secondary captures of the study selected in the worklist now")
         act("retry_send", "Re&try Sending Results", self.controller.retry_all,
-            "Send the SR and secondary-capture results still waiting in the local store")
+            "Send every SR and secondary capture still waiting in the local store")
 
     # -------------------------------------------------------------- actions
     def show_settings(self):
@@ -64,6 +66,28 @@ class DicomNetworkUi:
             self.controller.start_receiving()
         else:
             self.controller.stop()
+
+    def selected_study_key(self) -> str | None:
+        """The store key of the study of the worklist row selected (None: no received image selected)."""
+        ctrl = self.controller
+        row = self.w.batch_panel._source_row(self.w.batch_panel.view.currentIndex())
+        if row is None or row >= len(self.w.batch_panel.model.rows) or ctrl.store is None:
+            return None
+        path = self.w.batch_panel.model.rows[row].path
+        images = (ctrl.store.root / "images").resolve()
+        return path.parent.name if path.parent.parent.resolve() == images else None
+
+    def send_selected_study(self) -> None:
+        key = self.selected_study_key()
+        if key is None:
+            self.w.notifier.info("Select an image received or retrieved by the DICOM node in the worklist first.")
+            return
+        status = self.controller.node.sender.send_study(key)
+        if status.failing:
+            self.w.notifier.warning(f"The results of this study were not sent (kept, to retry): {status.last_error}")
+        else:
+            self.w.notifier.info("The results of this study were sent to the results destination.")
+        self.controller.check_outbox()
 
     def _on_receiving(self, on: bool) -> None:
         self.w.actions_by_name["receive"].setChecked(on)

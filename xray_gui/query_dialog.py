@@ -24,13 +24,13 @@ def find_task(cfg, peer, query):
     yield ("matches", find_studies(cfg, peer, query))
 
 
-def retrieve_task(cfg, peer, study_uids, store, on_received, progress, cancel):
+def retrieve_task(cfg, peer, study_uids, store, on_received, progress, cancel, method="get"):
     from training.dicom_node.scu import retrieve_study
 
     for uid in study_uids:
         if cancel.is_set():
             break
-        res = retrieve_study(cfg, peer, uid, store, on_received=on_received, progress=progress,
+        res = retrieve_study(cfg, peer, uid, store, method=method, on_received=on_received, progress=progress,
                              cancel=cancel.is_set)
         yield ("retrieved", uid, res)
 
@@ -74,6 +74,10 @@ class QueryRetrieveDialog(QDialog):
         row = QWidget()
         rl = QHBoxLayout(row)
         rl.setContentsMargins(0, 0, 0, 0)
+        self.use_move = QCheckBox("C-MOVE to this node (the PACS must know it)")
+        self.use_move.setToolTip("Default: C-GET, which needs nothing configured on the PACS. C-MOVE makes the PACS "
+                                 "send the images to this node's receiving port; Receive Images is turned on.")
+        rl.addWidget(self.use_move)
         self.retrieve_button = QPushButton("Retrieve selected studies")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -140,7 +144,12 @@ class QueryRetrieveDialog(QDialog):
             self.status.setText("Select one or more studies first.")
             return
         cfg, peer = self._peer()
-        if peer is None or not self.controller.ensure_worker():
+        method = "move" if self.use_move.isChecked() else "get"
+        if peer is None:
+            return
+        if method == "move" and not self.controller.listening and not self.controller.start_receiving():
+            return
+        if not self.controller.ensure_worker():
             return
         uids = [self.matches[r].study_uid for r in rows]
         self.cancel_event = threading.Event()
@@ -166,7 +175,7 @@ class QueryRetrieveDialog(QDialog):
             self.progress.setValue(1)
 
         self.jobs.start("dicom_retrieve", retrieve_task, cfg, peer, uids, node.store, lambda _p: node.wake(),
-                        self._progress.changed.emit, self.cancel_event, on_yield=on_item, on_error=on_error,
+                        self._progress.changed.emit, self.cancel_event, method, on_yield=on_item, on_error=on_error,
                         on_done=on_done, context="Retrieve")
 
     def _on_progress(self, done: int, total: int) -> None:
