@@ -123,6 +123,7 @@ class DicomNetworkUi:
         panel.start(files, [], [read_study_info(p) for p in files])
         for i, (_, pred) in enumerate(self.received):
             panel.model.set_result(i, pred, None)
+        panel.set_progress(len(files), len(files), 0.0)
         panel.finish(f"{len(files)} received image(s) classified")
         self.w.batch.classifier = clf
         self.w.batch_dock.show()
