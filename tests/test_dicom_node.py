@@ -385,3 +385,24 @@ def test_retrieve_cancel_keeps_what_arrived(tmp_path, orthanc, dicom_dir):
     for p in kept:  # whole files only
         assert pydicom.dcmread(p).StudyInstanceUID == study
     assert not list(cfg.store.rglob("*.tmp"))
+
+
+def test_xray_node_cli_check_and_bad_config(tmp_path, caplog, capsys):
+    from training.cli_node import main
+
+    caplog.set_level("INFO", logger="xray_node")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nae_title = "THIS_TITLE_IS_TOO_LONG"\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "is not valid: use 1 to 16" in caplog.text and "Traceback" not in caplog.text
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "Cannot read the node configuration" in caplog.text
+    closed = free_port()
+    cfg = NodeConfig(ae_title=NODE_AET, port=0, store=tmp_path / "store", host="0.0.0.0",
+                     peers=[Peer("PACS", ORTHANC_AET, "127.0.0.1", closed)])
+    good = tmp_path / "node.toml"
+    good.write_text(cfg.to_toml())
+    caplog.clear()
+    assert main(["--config", str(good), "--check"]) == 1  # the peer does not answer
+    assert f"No answer from 127.0.0.1:{closed}" in caplog.text
+    assert "listening on all network interfaces" in caplog.text  # host 0.0.0.0 is called out
