@@ -406,3 +406,32 @@ def test_xray_node_cli_check_and_bad_config(tmp_path, caplog, capsys):
     assert main(["--config", str(good), "--check"]) == 1  # the peer does not answer
     assert f"No answer from 127.0.0.1:{closed}" in caplog.text
     assert "listening on all network interfaces" in caplog.text  # host 0.0.0.0 is called out
+
+
+def test_local_store_search_matching(tmp_path, dicom_dir):
+    from pydicom.dataset import Dataset
+
+    from training.dicom_node.find_scp import find_local
+
+    store = NodeStore(tmp_path / "store")
+    for pid, name in (("P-1", "Doe^Jane"), ("P-2", "Roe^Rick")):
+        for f in radiographs(tmp_path / pid, dicom_dir, 2, patient=pid, name=name):
+            ds = pydicom.dcmread(f)
+            store.put(f.read_bytes(), ds.StudyInstanceUID, ds.SOPInstanceUID)
+
+    def ask(**keys):
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.PatientID = ""
+        ident.NumberOfStudyRelatedInstances = ""
+        for k, v in keys.items():
+            setattr(ident, k, v)
+        return sorted((str(a.PatientID), int(a.NumberOfStudyRelatedInstances)) for a in find_local(store, ident))
+
+    assert ask() == [("P-1", 2), ("P-2", 2)]
+    assert ask(PatientName="Doe*") == [("P-1", 2)]
+    assert ask(PatientName="Roe^Rick") == [("P-2", 2)]
+    assert ask(PatientName="D?e^Jane", StudyDate="20240101-20240331") == [("P-1", 2)]
+    assert ask(StudyDate="20250101-") == []
+    assert ask(ModalitiesInStudy=["CT", "MR"]) == []
+    assert ask(ModalitiesInStudy=["DX", "CR"], AccessionNumber="ACC-P-2") == [("P-2", 2)]

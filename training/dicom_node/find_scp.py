@@ -52,7 +52,9 @@ def study_record(files: list[Path]) -> Dataset | None:
 
 
 def _text(v) -> str:
-    if isinstance(v, (list, tuple)) or (hasattr(v, "__iter__") and not isinstance(v, (str, bytes))):
+    from pydicom.multival import MultiValue
+
+    if isinstance(v, (list, tuple, MultiValue)):
         return "\\".join(str(x) for x in v)
     return "" if v is None else str(v)
 
