@@ -173,10 +173,13 @@ def test_send_failure_is_shown_and_retry_sends(qtbot, window, tmp_path, dicom_di
     window.batch_panel.select_source_row(0)
     assert window.dicom_network.selected_study_key() == pytest.importorskip("training.dicom_node.store").uid_key(
         str(ds.StudyInstanceUID))
-    window.actions_by_name["send_study"].trigger()  # "send the results of this study" (per study)
-    assert ctrl.check_outbox() == {}
-    assert window.notifier.history[-1].text == "The results of this study were sent to the results destination."
-    window.actions_by_name["retry_send"].trigger()  # nothing left: says so
+    with qtbot.waitSignal(ctrl.sent, timeout=WAIT) as sig:  # sent off the GUI thread
+        window.actions_by_name["send_study"].trigger()  # "send the results of this study" (per study)
+    assert sig.args[0] == {} and ctrl.check_outbox() == {}
+    assert any(n.text == "The results of this study were sent to the results destination."
+               for n in window.notifier.history)
+    with qtbot.waitSignal(ctrl.sent, timeout=WAIT):
+        window.actions_by_name["retry_send"].trigger()  # nothing left: says so
     assert window.notifier.history[-1].text == "All results were sent to the results destination."
     classes = sorted(i["SOPClassUID"] for i in orthanc.study_instances(str(ds.StudyInstanceUID)))
     assert classes == sorted([SR_CLASS, SC_CLASS])

@@ -13,6 +13,7 @@ class NodeController(QObject):
     imageClassified = Signal(object, object)  # image path in the store, Prediction
     receivingChanged = Signal(bool)
     sendProblems = Signal(object)  # {study key: reason} of results not yet acknowledged
+    sent = Signal(object)  # a "Send" finished: {study key: reason} still failing
 
     def __init__(self, settings, notifier, classifier_fn, parent=None):
         super().__init__(parent)
@@ -97,13 +98,30 @@ class NodeController(QObject):
         self.sendProblems.emit(problems)
         return problems
 
-    def retry_all(self) -> dict[str, str]:
-        """Send every study waiting in the outbox now; returns what still failed."""
+    def send(self, jobs, study: str | None = None) -> bool:
+        """Send one study's results (``study``) or every study waiting, off the GUI thread.
+        ``sent`` is emitted with {study: reason} of what still failed."""
         if self.node is None and not self.ensure_worker():
-            return {}
-        for study in self.node.store.outbox_studies():
-            self.node.sender.send_study(study)
-        problems = self.check_outbox()
-        if not problems:
-            self.notifier.info("All results were sent to the results destination.")
-        return problems
+            return False
+        studies = [study] if study is not None else self.node.store.outbox_studies()
+
+        def on_item(item):
+            problems = self.check_outbox()
+            if study is not None:
+                why = problems.get(study)
+                if why:
+                    self.notifier.warning(f"The results of this study were not sent (kept, to retry): {why}")
+                else:
+                    self.notifier.info("The results of this study were sent to the results destination.")
+            elif not problems:
+                self.notifier.info("All results were sent to the results destination.")
+            self.sent.emit(problems)
+
+        jobs.start("dicom_send", send_task, self.node.sender, studies, on_yield=on_item, context="Send results")
+        return True
+
+
+def send_task(sender, studies):
+    for s in studies:
+        sender.send_study(s)
+    yield ("sent",)

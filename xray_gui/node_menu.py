@@ -47,7 +47,7 @@ class DicomNetworkUi:
             "Search the PACS and fetch studies into the worklist")
         act("send_study", "&Send Results of the Selected Study", self.send_selected_study,
             "Send the SR and secondary captures of the study selected in the worklist now")
-        act("retry_send", "Re&try Sending Results", self.controller.retry_all,
+        act("retry_send", "Re&try Sending Results", lambda: self.controller.send(self.w.jobs),
             "Send every SR and secondary capture still waiting in the local store")
 
     # -------------------------------------------------------------- actions
@@ -82,12 +82,7 @@ class DicomNetworkUi:
         if key is None:
             self.w.notifier.info("Select an image received or retrieved by the DICOM node in the worklist first.")
             return
-        status = self.controller.node.sender.send_study(key)
-        if status.failing:
-            self.w.notifier.warning(f"The results of this study were not sent (kept, to retry): {status.last_error}")
-        else:
-            self.w.notifier.info("The results of this study were sent to the results destination.")
-        self.controller.check_outbox()
+        self.controller.send(self.w.jobs, key)
 
     def _on_receiving(self, on: bool) -> None:
         self.w.actions_by_name["receive"].setChecked(on)

@@ -7,6 +7,7 @@ files stay where they are."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from .config import ROLE_RESULTS, ConfigError, NodeConfig, Peer
@@ -20,6 +21,7 @@ class ResultSender:
     def __init__(self, config: NodeConfig, store: NodeStore):
         self.config = config
         self.store = store
+        self._lock = threading.Lock()  # the node's worker and the app's "Send" never send one study twice at once
 
     def destination(self) -> Peer | None:
         try:
@@ -29,6 +31,10 @@ class ResultSender:
 
     def send_study(self, study: str, peer: Peer | None = None) -> SendStatus:
         """Send everything of ``study`` in the outbox now (a retry ignores the back-off)."""
+        with self._lock:
+            return self._send_study(study, peer)
+
+    def _send_study(self, study: str, peer: Peer | None) -> SendStatus:
         peer = peer or self.destination()
         status = self.store.send_status(study)
         files = self.store.outbox_files(study)
