@@ -157,8 +157,9 @@ class Orthanc:
             self._call("DELETE", f"/patients/{pid}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
+    """One Orthanc per test module that imports this fixture, stopped when the module is done."""
     exe = require_tool("Orthanc", "orthanc")
     server = Orthanc(tmp_path_factory.mktemp("orthanc"), node_port=free_port())
     server.start(exe)
