@@ -356,10 +356,16 @@ def test_xray_node_cli_sigterm_then_restart_loses_nothing(tmp_path, dicom_dir, t
     first = log1.read_text()
     assert "SIGTERM received: stopping" in first and "stopped;" in first
     assert len(files(cfg.store, "inbox")) + len(files(cfg.store, "images")) == 3  # every acknowledged image kept
+    # however the race went, one more image waits unclassified (as if received just before the SIGTERM)
+    extra = radiographs(tmp_path / "extra", dicom_dir, 1, patient="CLI-001", name="Cli^Patient")[0]
+    ds = pydicom.dcmread(extra)
+    NodeStore(cfg.store).put(extra.read_bytes(), ds.StudyInstanceUID, ds.SOPInstanceUID)
+    waiting = len(files(cfg.store, "inbox"))
     log2 = tmp_path / "run2.log"
     proc = start(log2)
     try:
-        wait_for(lambda: len(files(cfg.store, "outbox", "_SR.dcm")) == 3, what="all 3 images classified after restart")
+        wait_for(lambda: len(files(cfg.store, "outbox", "_SR.dcm")) == 4, what="all 4 images classified after restart")
+        assert f"resuming: {waiting} image(s) received but not classified" in log2.read_text()
         assert not files(cfg.store, "inbox")
     finally:
         proc.send_signal(signal.SIGTERM)
