@@ -82,6 +82,9 @@ class MainWindow(QMainWindow):
         self.batch = BatchController(self.batch_panel, self.jobs, self.notifier, self)
         self.actions_by_name = build_menus(self)
         self._add_training_menu()
+        from .node_menu import install_dicom_network
+
+        self.dicom_network = install_dicom_network(self)  # DICOM menu: receive, query/retrieve, send back
         self._wire()
         self._restore()
 
@@ -485,6 +488,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Stopping…")
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
+        self.dicom_network.shutdown()  # stop listening; received images stay in the node's store
         from training.decode_guard import abandon
 
         abandon()  # a decode stuck in a worker process ends now instead of holding the wait below

@@ -1,0 +1,92 @@
+"""Classify what the node received: each image in the store's inbox goes
+through the same loader, header checks, chest-radiograph gate and model as a
+file opened in the app (``Classifier.classify_paths``), then its SR (and, for
+a classified image, its secondary capture) is written into the outbox
+(``training.dicom_export.DicomExporter``), and only then is the image moved
+out of the inbox.  A stop between those steps is resumed on restart: an image
+whose SR exists is only moved; an SC without its SR is removed and the image
+classified again."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+from ..dicom_export import DicomExporter, heatmap_for_export
+from ..dicom_source import DicomExportRefused
+from ..predict import one_line
+from .store import NodeStore
+
+log = logging.getLogger("xray_node")
+
+
+class Processor:
+    def __init__(self, store: NodeStore, classifier, *, lung_attention: bool = True,
+                 on_result: Callable | None = None, lock=None):
+        self.store = store
+        self.lock = lock if lock is not None else contextlib.nullcontext()  # the app's model lock
+        self.classifier = classifier
+        self.lung_attention = lung_attention
+        self.on_result = on_result  # on_result(image_path_in_images, prediction, written)
+        self._exporters: dict[str, DicomExporter] = {}
+
+    def _exporter(self, image: Path) -> DicomExporter:
+        study = image.parent.name
+        if study not in self._exporters:
+            self._exporters[study] = DicomExporter.for_classifier(self.store.results_dir(image), self.classifier)
+        return self._exporters[study]
+
+    def process_pending(self, stop: threading.Event | None = None) -> int:
+        """Classify every image waiting in the inbox; returns how many were finished."""
+        todo = []
+        for image in self.store.pending():
+            if self.store.has_results(image):  # stopped after the SR was written: just move it
+                self.store.finish(image)
+                log.info("image %s of study %s already has its results; moved out of the inbox", image.stem,
+                         image.parent.name)
+                continue
+            self.store.drop_partial_results(image)
+            todo.append(image)
+        finished = 0
+        if not todo:
+            return 0
+        for image in todo:  # one at a time: a stop takes effect after the image in hand
+            if stop is not None and stop.is_set():
+                break
+            with self.lock:
+                pred = list(self.classifier.classify_paths([image], check_header=True, enforce_gate=True,
+                                                           explain=self.lung_attention))[0]
+                self._finish_one(image, pred)
+            finished += 1
+        return finished
+
+    def _finish_one(self, image: Path, pred) -> None:
+        try:
+            explained = heatmap_for_export(self.classifier, pred, check_header=True) if pred.ok else None
+            pixels, heat = explained if explained is not None else (None, None)
+            written = self._exporter(image).export(pred, pixels=pixels, heatmap=heat)
+        except DicomExportRefused as exc:
+            self.store.set_aside(image, exc.reason)
+            log.warning("image %s of study %s: no result can be written (%s); set aside in unprocessable/",
+                        image.stem, image.parent.name, exc.reason)
+            return
+        except Exception as exc:
+            reason = one_line(exc)
+            self.store.set_aside(image, reason)
+            log.error("image %s of study %s: writing the results failed (%s); set aside in unprocessable/",
+                      image.stem, image.parent.name, reason)
+            return
+        done = self.store.finish(image)
+        note = f" (P(COVID) {pred.p_covid:.3f})" if pred.p_covid is not None else ""
+        if not pred.ok:
+            note = f" ({pred.code or pred.status})"
+        log.info("image %s of study %s: %s%s; SR%s in the outbox", image.stem, image.parent.name, written.category,
+                 note, " + SC" if written.sc is not None else "")
+        if self.on_result is not None:
+            self.on_result(done, pred, written)
+
+
+__all__ = ["Processor"]
