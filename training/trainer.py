@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -48,33 +48,16 @@ from .config import TrainConfig
 from .data import CLASS_NAMES, Cache, apply_manifest, decode_all, read_manifest, scan_folders, stratified_split, write_manifest
 from .device import cpu_supports_bf16, pick_device
 from .errors import DataError, TrainingCancelled, XrayError
+from .events import Event, EventKind
 from .lung_input import InputSpec, model_view
 from .metrics import evaluate, threshold_for_sensitivity
 from .modelfile import ModelInfo, save_model
+from .run_results import load_history
 from .run_folder import require as require_run_folder
 from .run_folder import write_error
 from .models import ARCH_LABELS, build_model
 
 CORE_SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Event:
-    """A progress report.  ``kind``: log | data | batch | epoch | model_done | done."""
-
-    kind: str
-    message: str = ""
-    model: str = ""
-    model_index: int = 0
-    model_count: int = 0
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches: int = 0
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", 0, {}) or k == "kind"}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -379,11 +362,14 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
             cfg.save(cfg_path)
     dist.barrier()
 
-    def log(msg: str, **kw) -> Event:
-        ev = Event("log", message=msg, **kw)
+    def log(msg: str, kind: str = EventKind.LOG, **kw) -> Event:
+        ev = Event(kind, message=msg, **kw)
         if dist.main:
+            row = ev.to_dict()
+            if kind in (EventKind.MODEL_SKIPPED, EventKind.MODEL_STARTED):
+                row.pop("metrics", None)  # the history and results live in their own files
             with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"t": round(time.time(), 1), **ev.to_dict()}) + "\n")
+                fh.write(json.dumps({"t": round(time.time(), 1), **row}) + "\n")
         return ev
 
     if stale:
@@ -414,7 +400,8 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
         done_path = run_dir / arch / "metrics.json"
         if done_path.exists() and (run_dir / "models" / f"{arch}.safetensors").exists():
             results[arch] = json.loads(done_path.read_text())
-            yield log(f"{ARCH_LABELS[arch]} already finished in this run; skipped.", model=arch)
+            yield log(f"{ARCH_LABELS[arch]} already finished in this run; skipped.", EventKind.MODEL_SKIPPED,
+                      model=arch, metrics={"result": results[arch], "history": load_history(run_dir, arch)})
             continue
         for ev in _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, dist, stop, log):
             if ev.kind == "model_done":
@@ -482,14 +469,17 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
         history, best = ck["history"], ck["best"]
         start_epoch = int(ck["epoch"]) + 1
         yield log(f"{label}: resuming after epoch {ck['epoch']}.", model=arch)
+    resumed_after = len(history)
     stale = 0 if best is None else sum(1 for h in history if h["epoch"] > best["epoch"])
 
     ev_base = dict(model=arch, model_index=mi, model_count=len(cfg.models), epochs=cfg.epochs)
-    yield log(f"{label}: training on {n_train} images, {batches} batches/epoch, {cfg.epochs} epochs.", **ev_base)
+    yield log(f"{label}: training on {n_train} images, {batches} batches/epoch, {cfg.epochs} epochs.",
+              EventKind.MODEL_STARTED, metrics={"history": list(history), "resumed_after": resumed_after}, **ev_base)
     pos_frac = float(labels[train_idx].mean())
     for epoch in range(start_epoch, cfg.epochs + 1):
         if cfg.early_stopping and stale >= cfg.early_stopping:
-            yield log(f"{label}: early stop - no better validation epoch for {stale} epochs.", **ev_base)
+            yield log(f"{label}: early stop - no better validation epoch for {stale} epochs.", EventKind.EARLY_STOP,
+                      **ev_base)
             break
         te = time.time()
         model.train()
@@ -576,7 +566,8 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
 
     # ---- the chosen epoch: test, thresholds, model file, plots
     core.load_state_dict(_load_torch(best_path) if best_path.exists() else core.state_dict())
-    yield log(f"{label}: evaluating epoch {best['epoch']} (best validation accuracy, ties by lower loss).", **ev_base)
+    yield log(f"{label}: evaluating epoch {best['epoch']} (best validation accuracy, ties by lower loss).",
+              EventKind.EVALUATING, epoch=best["epoch"], **ev_base)
     evals: dict[str, Any] = {}
     probs: dict[str, Any] = {}
     _, pv = predict_probs(core, images, val_idx, device, precision, channels_last, dist)
