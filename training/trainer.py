@@ -350,13 +350,7 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.json"
-        if cfg_path.exists():
-            old = TrainConfig.load(cfg_path)
-            same = {k: v for k, v in old.to_dict().items() if k not in ("out_dir", "device", "threads")} == \
-                   {k: v for k, v in cfg.to_dict().items() if k not in ("out_dir", "device", "threads")}
-            if not same:
-                raise DataError(f"{run_dir} already holds a run with a different configuration; "
-                                "choose a new output folder or resume that run.")
+        if cfg.check_run_folder():
             stale = atomic.remove_stale_temp_files(run_dir)  # left by a killed process's interrupted write
         else:
             cfg.save(cfg_path)

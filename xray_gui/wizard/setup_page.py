@@ -54,10 +54,6 @@ def new_run_dir() -> Path:
     return default_runs_dir() / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("out_dir", "device", "threads")}
-
-
 class SetupPage(QWizardPage):
     def __init__(self, wiz):
         super().__init__()
@@ -459,7 +455,7 @@ class SetupPage(QWizardPage):
     def build_config(self):
         """The TrainConfig for these settings (``make_config``, as xray-train).
         Raises XrayError with the reason when a setting cannot be used."""
-        from training.config import TrainConfig, make_config
+        from training.config import make_config
         from training.errors import DataError
 
         models = self.chosen_models()
@@ -488,15 +484,7 @@ class SetupPage(QWizardPage):
                           batch_size=self.batch_size.value(), lr=float(self.lr.value()), epochs=self.epochs.value(),
                           init=init, seed=self.seed.value(), split=self.fractions(), split_file=split_file,
                           device=self.device.currentData(), threads=self.thread_count())
-        if cfg.lstm_init == "from_resnet50" and "resnet50_lstm" in models and "resnet50" not in models:
-            raise DataError("The 'shipped' recipe starts the ResNet50-LSTM from this run's ResNet50: tick ResNet50 "
-                            "too, or choose the 'paper' recipe.")
-        existing = Path(cfg.out_dir) / "config.json"
-        if existing.exists():
-            old = TrainConfig.load(existing)
-            if _comparable(old.to_dict()) != _comparable(cfg.to_dict()):
-                raise DataError(f"{cfg.out_dir} already holds a run with other settings. Click 'New' for a new "
-                                "run folder (or put back that run's settings to resume it).")
+        cfg.check_run_folder()  # the core's rule: another run's folder is refused
         return cfg
 
     def validatePage(self) -> bool:  # noqa: N802
