@@ -7,7 +7,7 @@
   batch 1, ``torch.no_grad`` (the usual tutorial loop), same weights;
 * ours: ``Classifier.classify_paths`` with its defaults (batching,
   channels_last, decode threads overlapping inference, mixed precision only
-  where ``training.device.autocast_for`` enables it).
+  where ``training.precision`` enables it).
 
 Both run on the same N real PNGs from ``../shared/data/covid-cxr-1000`` (half
 COVID, half Normal), in alternating rounds (baseline on a chunk, then ours on
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
 
     # ---------------------------------------------------------------- side by side
     base_rate, our_rate, base_p, our_p, clf = side_by_side(model_path, files, device, args.rounds)
-    amp_desc = "autocast_for default" if clf.mixed_precision is None else str(clf.mixed_precision)
+    amp_desc = "automatic (training.precision)" if clf.mixed_precision is None else str(clf.mixed_precision)
     print(f"\n== side by side ({args.rounds} alternating rounds) ==")
     print(f"naive baseline (PIL + torchvision, batch 1, fp32): {base_rate:7.2f} img/s")
     print(f"Classifier.classify_paths (batch {clf.batch_size}, channels_last={clf.channels_last}, "

@@ -18,7 +18,7 @@ batch of files (the app's folder mode and ``xray-classify``).
 Speed levers (measured in ``bench/bench_classify.py``, see docs/INFERENCE.md):
 batching, ``channels_last`` memory format for the convolutional models, decode
 threads overlapping inference, and mixed precision only where
-``training.device.autocast_for`` enables it (CUDA fp16; CPU bf16 only on CPUs
+``training.precision`` chooses it (CUDA fp16; CPU bf16 only on CPUs
 with native bf16 instructions - on AVX2-only CPUs bf16 is emulated and slower).
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .device import autocast_for, pick_device
+from .device import pick_device
 from .errors import ImageRefused, XrayError
 from .loading import load_image
 from .lung_input import Box, InputSpec, model_view, place_heatmap
@@ -192,7 +191,7 @@ class Classifier:
 
     ``device``: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``,
     ``'mps'`` or a ``torch.device``.  ``batch_size``: images per forward pass.
-    ``mixed_precision``: ``None`` follows ``training.device.autocast_for`` (fp16
+    ``mixed_precision``: ``None`` follows ``training.precision.choose_precision`` (fp16
     on CUDA, bf16 only on CPUs with native bf16), ``False`` forces fp32, ``True``
     forces bf16 on CPU / fp16 on CUDA.  ``channels_last``: ``None`` = on for
     the convolutional models.  ``decode_workers``: threads decoding files in
@@ -334,15 +333,9 @@ class Classifier:
         return preprocess(view, self.input_size), box
 
     def _autocast(self):
-        if self.mixed_precision is None:
-            return autocast_for(self.device)
-        if not self.mixed_precision:
-            return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        if self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        from .precision import autocast, mixed_precision_for
+
+        return autocast(mixed_precision_for(self.device, self.mixed_precision), self.device)
 
     # -------------------------------------------------------------- inference
     def predict_batch(self, batch: torch.Tensor) -> np.ndarray:

@@ -26,7 +26,6 @@ writes files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -40,13 +39,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import atomic
 from .augment import augment_batch
 from .config import TrainConfig
 from .data import CLASS_NAMES, Cache, apply_manifest, decode_all, read_manifest, scan_folders, stratified_split, write_manifest
-from .device import cpu_supports_bf16, pick_device
+from .device import pick_device
+from .precision import choose_precision
+from .steps import infer_logits, train_step
 from .errors import DataError, TrainingCancelled, XrayError
 from .events import Event, EventKind
 from .lung_input import InputSpec, model_view
@@ -107,24 +107,6 @@ def init_distributed(device: torch.device) -> Dist:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def choose_precision(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and cpu_supports_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def uses_conv(arch: str) -> bool:
@@ -296,9 +278,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, idx: np.ndarray, devic
     with torch.inference_mode():
         for s in range(0, len(mine), batch_size):
             x = to_batch(images, mine[s:s + batch_size], device, channels_last=channels_last)
-            with autocast(precision, device):
-                logits = model(x)
-            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+            probs.append(torch.sigmoid(infer_logits(model, x, precision, device)).cpu().numpy())
     p = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
     parts = dist.gather((mine, p))
     all_idx = np.concatenate([a for a, _ in parts])
@@ -344,7 +324,7 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
         torch.set_num_threads(cfg.threads)
     elif dist.enabled and device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // dist.world))
-    precision = choose_precision(cfg, device)
+    precision = choose_precision(cfg.precision, device)
 
     stale: list[Path] = []
     if dist.main:
@@ -512,21 +492,10 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
             x = to_batch(images, sel, device, channels_last=channels_last, augment=cfg.augment, generator=aug_g,
                          level=cfg.augment_level)
             y = labels[sel].to(device)
-            with autocast(precision, device):
-                logits = model(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            loss_value = loss.item()
+            loss_value, logits = train_step(model, opt, x, y, precision, device, scaler)
             with torch.no_grad():
                 tot_loss += loss_value * len(sel)
-                tot_correct += float(((logits.float() > 0) == (y > 0.5)).sum())
+                tot_correct += float(((logits > 0) == (y > 0.5)).sum())
                 tot_n += len(sel)
             yield Event("batch", epoch=epoch, batch=b + 1, batches=batches,
                         metrics={"loss": loss_value, "lr": lr}, **ev_base)

@@ -13,7 +13,6 @@ import math
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 THUMBS_PER_CLASS = 6
 THUMB_PX = 96
@@ -78,16 +77,17 @@ def estimate_task(models: list[str], input_size: int, batch_size: int, device: s
 
 def _estimate(models, input_size, batch_size, device, threads, n_eval):
     import torch
-    import torch.nn.functional as F
 
     from training.device import pick_device
     from training.models import build_model
-    from training.trainer import autocast, choose_precision, to_batch, uses_conv
+    from training.precision import choose_precision
+    from training.steps import train_step
+    from training.trainer import to_batch, uses_conv
 
     dev = pick_device(device)
     if threads > 0:
         torch.set_num_threads(threads)
-    precision = choose_precision(SimpleNamespace(precision="auto"), dev)
+    precision = choose_precision("auto", dev)
     yield ("device", f"{dev} ({precision})", bool(torch.cuda.is_available()))
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size, input_size, input_size), dtype=torch.uint8, generator=gen)
@@ -107,16 +107,9 @@ def _estimate(models, input_size, batch_size, device, threads, n_eval):
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def step(n: int) -> None:
-            idx = list(range(n))
-            x = to_batch(images, idx, dev, channels_last=cl)
-            y = labels[:n].to(dev)
-            with autocast(precision, dev):
-                logits = model(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        def step(n: int) -> None:  # the trainer's own step (training.steps)
+            x = to_batch(images, list(range(n)), dev, channels_last=cl)
+            train_step(model, opt, x, labels[:n].to(dev), precision, dev)
 
         step(min(2, batch_size))
         sync()
