@@ -316,6 +316,15 @@ class Classifier:
     def label_for(self, p: float) -> str:
         return self.positive_class if p >= self._threshold else self.negative_class
 
+    def relabel(self, pred: Prediction) -> bool:
+        """Apply this classifier's current threshold to a result it computed
+        (no model run); False when there is nothing to relabel."""
+        if pred is None or pred.status != "ok" or pred.p_covid is None:
+            return False
+        pred.label = self.label_for(pred.p_covid)
+        pred.threshold = self._threshold
+        return True
+
     @property
     def version_text(self) -> str:
         return f"{self.info.label} v{self.info.version}"
