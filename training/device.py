@@ -6,7 +6,7 @@ import torch
 
 from .errors import XrayError
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+from .names import DEVICE_CHOICES  # noqa: E402,F401  (the one list)
 
 
 def pick_device(preference: str = "auto") -> torch.device:

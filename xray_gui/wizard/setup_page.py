@@ -28,7 +28,9 @@ INIT_HELP = {
             "file of this app works too).",
 }
 
-DEVICE_ITEMS = (("auto", "Automatic (GPU when there is one)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"))
+from training.names import APP_DEVICES, DEVICE_LABELS  # noqa: E402
+
+DEVICE_ITEMS = tuple((k, DEVICE_LABELS[k]) for k in APP_DEVICES)
 
 RECIPE_WORDS = {
     "weight_decay": lambda v: f"weight decay {v:g}",

@@ -166,13 +166,12 @@ def run_seconds(step_s: float, batches: int, epochs: int, val_batches: int, fixe
 def split_sizes(counts: dict[str, int], fractions: tuple[float, float, float]) -> dict[str, int]:
     """Images per split for a new stratified split (the rounding of
     ``training.data.stratified_split``)."""
+    from training.split_rule import split_counts
+
     out = {"train": 0, "val": 0, "test": 0}
     for n in counts.values():
-        n_val = max(1, int(round(fractions[1] * n)))
-        n_test = max(1, int(round(fractions[2] * n)))
-        out["train"] += max(0, n - n_val - n_test)
-        out["val"] += n_val
-        out["test"] += n_test
+        for key, k in zip(("train", "val", "test"), split_counts(n, fractions)):
+            out[key] += k
     return out
 
 
