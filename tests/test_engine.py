@@ -146,7 +146,8 @@ def test_shipped_model_agrees_with_pytorch_on_real_images(shipped_cache, monkeyp
     if model_file is None:
         pytest.skip("no shipped model installed")
     monkeypatch.setenv(engine_onnx.CACHE_ENV, str(shipped_cache))
-    fast, slow = _clf(model_file), _clf(model_file, engine="torch")
+    fast = Classifier.from_file(model_file, device="cpu", gate=None)  # the defaults: engine and precision 'auto'
+    slow = _clf(model_file, engine="torch")
     batch_fast = list(fast.classify_paths(films))
     batch_slow = list(slow.classify_paths(films))
     assert fast.active_engine == "onnx", fast.engine_note

@@ -204,12 +204,11 @@ class Classifier:
     on CUDA, bf16 only on CPUs with native bf16), ``False`` forces fp32, ``True``
     forces bf16 on CPU / fp16 on CUDA.  ``channels_last``: ``None`` = on for
     the convolutional models.  ``decode_workers``: threads decoding files in
-    ``classify_paths``.  ``engine``: ``'auto'`` (ONNX Runtime on the CPU when
-    it is installed, the model came from a file and the precision rule says
-    fp32 - on a CPU with native bf16, PyTorch's bf16 autocast is faster -
-    PyTorch otherwise), ``'torch'``, or ``'onnx'`` (fp32 unless
-    ``mixed_precision=True``, also for in-memory models; still falls back to
-    PyTorch when it cannot run).  The fast engine is built on the
+    ``classify_paths``.  ``engine``: ``'auto'`` (ONNX Runtime, fp32, on the CPU
+    when it is installed and the model came from a file, unless
+    ``mixed_precision=True``; PyTorch otherwise), ``'torch'``, or ``'onnx'``
+    (the same, also for in-memory models).  Whenever the ONNX engine cannot
+    run, PyTorch classifies (with ``mixed_precision`` as set).  The fast engine is built on the
     first classification, in the calling (worker) thread; ``engine_note`` says
     afterwards what runs and why.
 
@@ -383,16 +382,12 @@ class Classifier:
 
     def _fast_skip_reason(self) -> str:
         """Why the fast engine is not even tried ('' = try it)."""
-        from .precision import mixed_precision_for
-
         if self.engine == "torch":
             return "PyTorch (chosen)"
         if self.device.type != "cpu":
             return f"PyTorch on {self.device.type} (ONNX Runtime is used on the CPU only)"
         if self.mixed_precision:
             return "PyTorch (mixed precision was asked for; the ONNX engine is fp32)"
-        if self.engine == "auto" and mixed_precision_for(self.device, self.mixed_precision) != "fp32":
-            return "PyTorch bf16 (this CPU has native bf16, faster than the fp32 ONNX engine)"
         if self.engine == "auto" and self.loaded.path is None:
             return "PyTorch (the model is not from a file)"
         return ""
