@@ -249,3 +249,22 @@ def test_cache_folder_follows_the_platform_rules(monkeypatch, tmp_path):
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert engine_onnx.engine_cache_dir() == tmp_path / "xdg" / "xray-cxr" / "engines"
+
+
+def test_an_unusable_cache_folder_falls_back_to_pytorch(tiny_file, tmp_path, monkeypatch, films):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv(engine_onnx.CACHE_ENV, str(blocker / "engines"))
+    reference = _clf(tiny_file, engine="torch").predict_arrays(_arrays(films))
+    clf = _clf(tiny_file)
+    assert np.array_equal(clf.predict_arrays(_arrays(films)), reference)
+    assert clf.active_engine == "torch" and "not writable" in clf.engine_note
+
+
+def test_first_call_from_inside_inference_mode_still_builds_the_engine(tiny_file, cache):
+    clf = _clf(tiny_file)
+    x = torch.rand(3, 3, TINY, TINY, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():  # the export traces a copy of the model: it must leave inference mode itself
+        probs = clf.predict_batch(x)
+    assert clf.active_engine == "onnx", clf.engine_note
+    assert np.abs(probs - _clf(tiny_file, engine="torch").predict_batch(x)).max() <= TOL
