@@ -166,7 +166,8 @@ def onnx_runner(engine: OnnxEngine, batch: int, temperature: float):
 
 
 def openvino_runners(onnx_path: Path, batch: int, threads: int, temperature: float) -> dict:
-    """OpenVINO on the CPU, fp32 and its default precision (bf16 on CPUs with AMX/AVX512-BF16); {} without the package."""
+    """OpenVINO on the CPU, fp32 and at its default precision (bf16 on CPUs with AMX/AVX512-BF16);
+    {} without the package."""
     try:
         import openvino as ov
     except Exception:
@@ -214,7 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path, help="model file (default: the shipped model)")
     ap.add_argument("--size", type=int, default=224, help="input size of the random model made without a model file")
     ap.add_argument("--n", type=int, default=200, help="images (half COVID, half Normal)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (each engine gets N/rounds images per round)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating rounds (each engine gets N/rounds images per round)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads for every engine (default: torch's)")
     ap.add_argument("--bf16", action="store_true", help="measure bf16 autocast even without native bf16")
@@ -258,7 +260,8 @@ def main(argv=None) -> int:
     print(f"model FLOPs per image at {size} px: {gflop:.3f} GFLOP (FlopCounterMode)")
 
     runners: dict[str, tuple[str, callable]] = {}  # name -> (input kind, run)
-    runners["naive loop (PIL + torchvision, batch 1, fp32)"] = ("files", NaiveBaseline(model_path, size, temperature).run)
+    naive = NaiveBaseline(model_path, size, temperature)
+    runners["naive loop (PIL + torchvision, batch 1, fp32)"] = ("files", naive.run)
     for eng in ("torch", "onnx"):
         clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, engine=eng, gate=None,
                          batch_size=args.batch)
@@ -326,7 +329,8 @@ def main(argv=None) -> int:
         print(f"bf16 GEMM {GEMM_N}x{GEMM_N} on {threads} thread(s): best {bf16_best:.1f} GFLOP/s "
               "(the limit of the bf16 rows)")
     print(f"P(COVID) of the reference: {ref.min():.4f}..{ref.max():.4f} (std {ref.std():.4f})\n")
-    header = f"{'engine':52s} {'images/s':>9s} {'best round':>10s} {'x naive':>8s} {'max|dP|':>9s}   share of the GEMM rate"
+    header = (f"{'engine':52s} {'images/s':>9s} {'best round':>10s} {'x naive':>8s} {'max|dP|':>9s}"
+              "   share of the GEMM rate")
     print(header)
     print("-" * len(header))
     results = {}
