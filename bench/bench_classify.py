@@ -1,33 +1,47 @@
-"""Batch classification throughput: a naive baseline vs ``Classifier.classify_paths``.
+"""Classification throughput per engine, side by side, against the naive loop
+and this CPU's compute limit.
 
-    .venv/bin/python bench/bench_classify.py [--model FILE] [--n 200] [--device cpu]
+    .venv/bin/python bench/bench_classify.py [--model FILE] [--n 200] [--rounds 5] [--batch 16]
+                                             [--threads N] [--json OUT.json|-]
 
-* naive baseline: for each file, PIL open -> convert("L") -> torchvision
-  ``Resize(224)`` + ``ToTensor`` -> grey repeated to 3 channels -> fp32 model,
-  batch 1, ``torch.no_grad`` (the usual tutorial loop), same weights;
-* ours: ``Classifier.classify_paths`` with its defaults (batching,
-  channels_last, decode threads overlapping inference, mixed precision only
-  where ``training.device.autocast_for`` enables it).
+Everything runs at the model's own input size S (read from the model file;
+default model: the shipped one, else a random ResNet50-LSTM at --size), on the
+same N real PNGs from ``../shared/data/covid-cxr-1000`` (half COVID, half
+Normal), in one run:
 
-Both run on the same N real PNGs from ``../shared/data/covid-cxr-1000`` (half
-COVID, half Normal), in alternating rounds (baseline on a chunk, then ours on
-the same chunk), so that load from other processes on a shared machine hits
-both alike.  Printed: images/s,
-the ratio and the largest |dP(COVID)| between the two.  Then each lever is
-measured on its own (model-only passes over pre-decoded tensors; decoding
-alone; the pipeline with 1/2 decode threads), with |dP| against the fp32
-batch-16 reference, and the relative difference of the backbone's feature map
-(meaningful even with random weights, whose P(COVID) all sit near 0.5).
+* end to end (files -> P(COVID)):
+  - ``naive loop``: PIL open -> ``convert("L")`` -> torchvision
+    ``Resize((S, S))`` + ``ToTensor`` -> grey repeated to 3 channels -> fp32
+    PyTorch model, batch 1, ``no_grad`` (the tutorial loop), same weights;
+  - ``classify_paths[torch]`` / ``classify_paths[onnx]``: the app's pipeline
+    (``Classifier.classify_paths``: decode threads overlapping inference,
+    batches of --batch) with ``engine='torch'`` (fp32, channels_last) and
+    ``engine='onnx'`` (ONNX Runtime);
+* model only (pre-decoded ``(N, 3, S, S)`` inputs, batches of --batch):
+  PyTorch fp32 contiguous (the reference), PyTorch fp32 channels_last,
+  PyTorch bf16 autocast channels_last (CPUs with native bf16, or --bf16),
+  ONNX Runtime fp32 (the app's engine), and OpenVINO (fp32 and its default
+  precision) when the ``openvino`` package is installed.
 
-Without ``--model`` a randomly initialised ResNet50-LSTM (input 224) is saved
-to a temporary file; ``--train-steps N`` first trains it N Adam steps on the
-bench images so its outputs spread out (slow on a CPU).
+The rounds alternate: every round gives each engine one chunk of the images
+(the order of the engines rotates from round to round), so load from other
+processes hits all alike.  images/s = images / summed time over the rounds.
+|dP| is the largest difference in P(COVID) (after the model's temperature)
+from the PyTorch fp32 reference (model only, same inputs; the naive loop also
+differs by its 8-bit resize).  Compute limit: the best fp32 GEMM rate on all
+intra-op threads (``torch.matmul`` of two 2048 x 2048 float32 matrices, best of
+several, measured before and between the rounds), and the model's FLOPs per
+image counted with ``torch.utils.flop_counter.FlopCounterMode`` at S (one
+multiply-add = 2 FLOPs); each engine's share of it is printed with the
+arithmetic.  ``--json`` writes every figure (for the README table).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -39,14 +53,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.device import cpu_supports_bf16, pick_device  # noqa: E402
+from training import atomic  # noqa: E402
+from training.audit import model_stamp  # noqa: E402
+from training.device import cpu_supports_bf16  # noqa: E402
+from training.engine_onnx import CACHE_ENV, EngineUnavailable, OnnxEngine, prepare_engine  # noqa: E402
 from training.loading import load_image  # noqa: E402
-from training.modelfile import ModelInfo, load_model, save_model  # noqa: E402
-from training.models import _trunk_features, build_model  # noqa: E402
+from training.modelfile import ModelInfo, load_model, read_info, save_model  # noqa: E402
+from training.models import build_model  # noqa: E402
 from training.predict import Classifier  # noqa: E402
-from training.preprocess import preprocess, preprocess_batch  # noqa: E402
+from training.resources import default_model_path  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "covid-cxr-1000"
+GEMM_N = 2048
 
 
 def bench_files(n: int) -> list[Path]:
@@ -56,226 +74,297 @@ def bench_files(n: int) -> list[Path]:
     return [p for pair in zip(covid, normal) for p in pair] + covid[len(normal):] + normal[len(covid):]
 
 
-def make_model(path: Path, files: list[Path], train_steps: int) -> None:
-    torch.manual_seed(0)
-    model = build_model("resnet50_lstm", "scratch", input_size=224)
-    if train_steps:
-        x = preprocess_batch([load_image(p).pixels for p in files], 224)
-        y = torch.tensor([1.0 if p.parent.name == "COVID" else 0.0 for p in files])
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        model.train()
-        g = torch.Generator().manual_seed(0)
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="ascii", errors="ignore"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+# ------------------------------------------------------------------ limits
+def gemm_gflops(repeats: int = 3, n: int = GEMM_N, dtype: torch.dtype = torch.float32) -> float:
+    """Best GEMM rate (GFLOP/s) of ``repeats`` n x n matmuls on torch's intra-op threads."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(n, n, generator=g).to(dtype), torch.rand(n, n, generator=g).to(dtype)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        for step in range(train_steps):
-            idx = torch.randperm(len(x), generator=g)[:16]
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            print(f"  train step {step + 1}/{train_steps}: loss {loss.item():.3f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        model.eval()
-    save_model(model, ModelInfo(arch="resnet50_lstm", input_size=224, name="bench"), path)
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
 
 
+def low_precision(name: str) -> bool:
+    """A row computed in bf16: its limit is the bf16 GEMM rate, not the fp32 one."""
+    return "bf16" in name
+
+
+def model_gflop(model: torch.nn.Module, size: int) -> float:
+    """FLOPs of one image at ``size`` (FlopCounterMode: convolutions, matmuls incl. the LSTM's), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.rand(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+# ------------------------------------------------------------------ engines
 class NaiveBaseline:
-    """The tutorial loop: PIL -> torchvision Resize(224) + ToTensor -> 3 channels -> fp32 model, batch 1."""
+    """The tutorial loop at the model's input size: PIL -> Resize((S, S)) + ToTensor -> 3 channels -> fp32, batch 1."""
 
-    def __init__(self, model_path: Path, device: torch.device):
+    def __init__(self, model_path: Path, size: int, temperature: float):
         from torchvision import transforms
 
-        self.device = device
-        self.model = load_model(model_path, device=device).model.eval()
-        self.tf = transforms.Compose([transforms.Resize(224), transforms.ToTensor()])
-
-    def one(self, p: Path) -> float:
-        from PIL import Image
-
-        with Image.open(p) as im:
-            x = self.tf(im.convert("L")).repeat(3, 1, 1)[None].to(self.device)
-        with torch.no_grad():
-            return float(torch.sigmoid(self.model(x))[0])
+        self.model = load_model(model_path, device="cpu").model.eval()
+        self.tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+        self.temperature = temperature
 
     def run(self, files: list[Path]) -> np.ndarray:
-        return np.array([self.one(p) for p in files], dtype=np.float64)
+        from PIL import Image
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def ours(model_path: Path, files: list[Path], device: torch.device, **kw) -> tuple[float, np.ndarray, Classifier]:
-    clf = Classifier(load_model(model_path, device=device), device=device, **kw)
-    list(clf.classify_paths(files[: clf.batch_size]))  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    preds = list(clf.classify_paths(files))
-    sync(device)
-    rate = len(files) / (time.perf_counter() - t0)
-    assert all(p.ok for p in preds), [p.reason for p in preds if not p.ok][:3]
-    return rate, np.array([p.p_covid for p in preds], dtype=np.float64), clf
-
-
-def side_by_side(model_path: Path, files: list[Path], device: torch.device, rounds: int):
-    """Baseline and ours alternate on the same chunks of files, so that load from
-    other processes on a shared machine hits both alike."""
-    base = NaiveBaseline(model_path, device)
-    clf = Classifier(load_model(model_path, device=device), device=device)
-    base.run(files[:2])  # warm-ups (allocator, oneDNN primitives)
-    list(clf.classify_paths(files[: clf.batch_size]))
-    chunks = [files[i::rounds] for i in range(rounds)]
-    t_base = t_ours = 0.0
-    p_base = {}
-    p_ours = {}
-    for chunk in chunks:
-        sync(device)
-        t0 = time.perf_counter()
-        for f, v in zip(chunk, base.run(chunk)):
-            p_base[f] = v
-        sync(device)
-        t1 = time.perf_counter()
-        for pred in clf.classify_paths(chunk):
-            assert pred.ok, pred.reason
-            p_ours[Path(pred.path)] = pred.p_covid
-        sync(device)
-        t2 = time.perf_counter()
-        t_base += t1 - t0
-        t_ours += t2 - t1
-    pb = np.array([p_base[f] for f in files])
-    po = np.array([p_ours[f] for f in files])
-    return len(files) / t_base, len(files) / t_ours, pb, po, clf
-
-
-def model_pass(model, x: torch.Tensor, device, batch: int, channels_last: bool, amp) -> tuple[float, np.ndarray]:
-    """Model-only throughput over pre-decoded inputs."""
-    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-    def run() -> np.ndarray:
         out = []
-        with torch.inference_mode(), (amp() if amp else contextlib.nullcontext()):
+        for p in files:
+            with Image.open(p) as im:
+                x = self.tf(im.convert("L")).repeat(3, 1, 1)[None]
+            with torch.no_grad():
+                out.append(float(torch.sigmoid(self.model(x) / self.temperature)[0]))
+        return np.array(out, dtype=np.float64)
+
+
+def torch_runner(model, batch: int, channels_last: bool, bf16: bool, temperature: float):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        out = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(x), batch):
-                xb = x[i:i + batch].to(device)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                out.append(torch.sigmoid(model(xb).float()).cpu())
+                out.append(torch.sigmoid(model(x[i:i + batch].contiguous(memory_format=fmt)).float() / temperature))
         return torch.cat(out).double().numpy()
 
-    run_small = x[:batch]
-    with torch.inference_mode(), (amp() if amp else contextlib.nullcontext()):  # warm-up
-        model(run_small.to(device).contiguous(memory_format=torch.channels_last) if channels_last
-              else run_small.to(device))
-    sync(device)
-    t0 = time.perf_counter()
-    probs = run()
-    sync(device)
-    return len(x) / (time.perf_counter() - t0), probs
+    return run
 
 
-def feature_rel_diff(model, x: torch.Tensor, device, amp) -> float:
-    """max |f_amp - f_fp32| / max |f_fp32| of the ResNet50 feature map (model-independent numeric check)."""
-    with torch.inference_mode():
-        xb = x[:8].to(device)
-        ref = _trunk_features(model.backbone, xb).float()
-        with amp():
-            low = _trunk_features(model.backbone, xb).float()
-    return float((low - ref).abs().max() / ref.abs().max())
+def onnx_runner(engine: OnnxEngine, batch: int, temperature: float):
+    def run(x: torch.Tensor) -> np.ndarray:
+        return torch.cat([torch.sigmoid(engine.logits(x[i:i + batch]) / temperature)
+                          for i in range(0, len(x), batch)]).double().numpy()
+
+    return run
 
 
+def openvino_runners(onnx_path: Path, batch: int, threads: int, temperature: float) -> dict:
+    """OpenVINO on the CPU, fp32 and at its default precision (bf16 on CPUs with AMX/AVX512-BF16);
+    {} without the package."""
+    try:
+        import openvino as ov
+    except Exception:
+        return {}
+    core = ov.Core()
+    runners = {}
+    for label, hint in (("openvino fp32", "f32"), ("openvino default precision", None)):
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        try:
+            compiled = core.compile_model(str(onnx_path), "CPU", config)
+        except Exception as exc:
+            print(f"  {label}: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+            continue
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        precision = precision.to_string() if hasattr(precision, "to_string") else str(precision)
+
+        def run(x: torch.Tensor, compiled=compiled) -> np.ndarray:
+            out = []
+            for i in range(0, len(x), batch):
+                logits = compiled([x[i:i + batch].numpy()])[compiled.output(0)]
+                out.append(torch.sigmoid(torch.from_numpy(np.asarray(logits, np.float32)).reshape(-1) / temperature))
+            return torch.cat(out).double().numpy()
+
+        runners[f"{label} ({precision})"] = run
+    runners["__version__"] = ov.__version__
+    return runners
+
+
+def pipeline_runner(clf: Classifier):
+    def run(files: list[Path]) -> np.ndarray:
+        preds = list(clf.classify_paths(files))
+        bad = [p.reason for p in preds if not p.ok]
+        if bad:
+            raise RuntimeError(f"classify_paths failed on {len(bad)} file(s): {bad[0]}")
+        return np.array([p.p_covid for p in preds], dtype=np.float64)
+
+    return run
+
+
+# ------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path)
+    ap.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    ap.add_argument("--size", type=int, default=224, help="input size of the random model made without a model file")
     ap.add_argument("--n", type=int, default=200, help="images (half COVID, half Normal)")
-    ap.add_argument("--lever-n", type=int, default=32, help="images for the per-lever model passes")
-    ap.add_argument("--pipeline-n", type=int, default=64, help="images for the decode-thread comparison")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating baseline/ours rounds")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--train-steps", type=int, default=0)
-    ap.add_argument("--skip-levers", action="store_true", help="only the side-by-side comparison")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating rounds (each engine gets N/rounds images per round)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads for every engine (default: torch's)")
+    ap.add_argument("--bf16", action="store_true", help="measure bf16 autocast even without native bf16")
+    ap.add_argument("--no-openvino", action="store_true")
+    ap.add_argument("--json", help="write all figures as JSON to this file ('-' = stdout)")
     args = ap.parse_args(argv)
 
-    device = pick_device(args.device)
-    files = bench_files(args.n)
-    print(f"torch {torch.__version__}, device {device}, intra-op threads {torch.get_num_threads()}, "
-          f"CPU native bf16: {cpu_supports_bf16()}")
-    print(f"{len(files)} PNGs from {DATA} ({sum(p.parent.name == 'COVID' for p in files)} COVID)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     tmp = tempfile.TemporaryDirectory()
-    model_path = args.model
+    os.environ[CACHE_ENV] = str(Path(tmp.name) / "engines")  # a fresh engine cache: the export is timed every run
+    model_path = args.model or default_model_path()
     if model_path is None:
         model_path = Path(tmp.name) / "bench.safetensors"
-        kind = f"trained {args.train_steps} steps" if args.train_steps else "random weights"
-        print(f"model: ResNet50-LSTM at 224, {kind} (no --model given)")
-        make_model(model_path, files, args.train_steps)
-    else:
-        print(f"model: {model_path}")
+        torch.manual_seed(0)
+        save_model(build_model("resnet50_lstm", "scratch", input_size=args.size),
+                   ModelInfo(arch="resnet50_lstm", input_size=args.size, name="bench (random weights)"), model_path)
+    info, _ = read_info(model_path)
+    size, temperature = int(info.input_size), float(info.temperature)
+    files = bench_files(args.n)
+    rounds = max(1, min(args.rounds, len(files)))
+    import onnxruntime
 
-    # ---------------------------------------------------------------- side by side
-    base_rate, our_rate, base_p, our_p, clf = side_by_side(model_path, files, device, args.rounds)
-    amp_desc = "autocast_for default" if clf.mixed_precision is None else str(clf.mixed_precision)
-    print(f"\n== side by side ({args.rounds} alternating rounds) ==")
-    print(f"naive baseline (PIL + torchvision, batch 1, fp32): {base_rate:7.2f} img/s")
-    print(f"Classifier.classify_paths (batch {clf.batch_size}, channels_last={clf.channels_last}, "
-          f"{clf.decode_workers} decode thread(s), precision: {amp_desc}): {our_rate:7.2f} img/s")
-    print(f"speed-up: x{our_rate / base_rate:.2f}")
-    print(f"largest |dP(COVID)| ours vs baseline: {np.abs(our_p - base_p).max():.2e} "
-          f"(P range {our_p.min():.4f}..{our_p.max():.4f}, std {our_p.std():.4f})")
+    native_bf16 = cpu_supports_bf16()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPU(s), native bf16: {native_bf16}; "
+          f"load average before: {load_average()}")
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; intra-op threads {threads}")
+    print(f"model: {model_path} ({info.label} v{info.version}, {info.arch}) at its input size {size} px, "
+          f"temperature {temperature:g}")
+    print(f"{len(files)} PNGs from {DATA} ({sum(p.parent.name == 'COVID' for p in files)} COVID), "
+          f"batch {args.batch}, {rounds} alternating rounds")
 
-    # ---------------------------------------------------------------- levers
-    if args.skip_levers:
-        tmp.cleanup()
-        return 0
-    print("\n== levers, one at a time ==")
-    t0 = time.perf_counter()
-    decoded = [load_image(p).pixels for p in files]
-    t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x_all = torch.stack([preprocess(px, 224) for px in decoded])
-    t_pre = time.perf_counter() - t0
-    print(f"decode (load_image, 1 thread): {len(files) / t_load:7.1f} img/s; "
-          f"preprocess (resize 299->224): {len(files) / t_pre:7.1f} img/s")
+    # references, inputs, limits
+    ref_clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, engine="torch", gate=None)
+    x_all = torch.stack([ref_clf.model_input(load_image(p).pixels)[0] for p in files])
+    base_model = load_model(model_path).model.eval()
+    gflop = model_gflop(base_model, size)
+    gemm = [gemm_gflops()]
+    gemm_bf16: list[float] = []
+    print(f"model FLOPs per image at {size} px: {gflop:.3f} GFLOP (FlopCounterMode)")
 
-    model = load_model(model_path, device=device).model.eval()
-    x = x_all[: args.lever_n]
-    if device.type == "cuda":
-        amp_low = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
-        low_name = "fp16 autocast"
-    else:
-        amp_low = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-        low_name = "bf16 autocast"
-    configs = [
-        ("batch 1,  fp32, contiguous", 1, False, None),
-        ("batch 16, fp32, contiguous", 16, False, None),
-        ("batch 16, fp32, channels_last", 16, True, None),
-        (f"batch 16, {low_name}, contiguous", 16, False, amp_low),
-        (f"batch 16, {low_name}, channels_last", 16, True, amp_low),
-    ]
-    rates: dict[str, list[float]] = {name: [] for name, *_ in configs}
-    probs_by: dict[str, np.ndarray] = {}
-    for _ in range(2):  # round robin, best of 2: background load hits every config alike
-        for name, bs, cl, amp in configs:
-            rate, probs = model_pass(model, x, device, bs, cl, amp)
-            rates[name].append(rate)
-            probs_by[name] = probs
-    ref = probs_by["batch 16, fp32, contiguous"]
-    for name, *_ in configs:
-        print(f"model only, {name:38s}: {max(rates[name]):7.2f} img/s   "
-              f"max|dP| vs fp32 b16: {np.abs(probs_by[name] - ref).max():.2e}")
-    print(f"{low_name}: backbone feature map max relative difference vs fp32: "
-          f"{feature_rel_diff(model, x, device, amp_low):.2e}")
+    runners: dict[str, tuple[str, callable]] = {}  # name -> (input kind, run)
+    naive = NaiveBaseline(model_path, size, temperature)
+    runners["naive loop (PIL + torchvision, batch 1, fp32)"] = ("files", naive.run)
+    for eng in ("torch", "onnx"):
+        clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, engine=eng, gate=None,
+                         batch_size=args.batch)
+        t0 = time.perf_counter()
+        clf.predict_batch(x_all[:1])  # builds the engine (exports the ONNX file on first use)
+        if eng == "onnx":
+            print(f"classify_paths[onnx] engine: {clf.engine_note} (ready in {time.perf_counter() - t0:.1f} s, "
+                  "export included)")
+        runners[f"classify_paths[{eng}] (end to end)"] = ("files", pipeline_runner(clf))
+    ref_name = "torch fp32 contiguous"
+    runners[ref_name] = ("x", torch_runner(load_model(model_path).model.eval(), args.batch, False, False, temperature))
+    runners["torch fp32 channels_last"] = ("x", torch_runner(load_model(model_path).model.eval(), args.batch, True,
+                                                             False, temperature))
+    if native_bf16 or args.bf16:
+        runners["torch bf16 autocast channels_last"] = ("x", torch_runner(load_model(model_path).model.eval(),
+                                                                          args.batch, True, True, temperature))
+    ov_version = None
+    try:
+        t0 = time.perf_counter()
+        engine = prepare_engine(base_model, model_stamp(ref_clf.loaded).sha256, size, x_all[:2], temperature,
+                                threads=threads)
+        print(f"ONNX session from the cache + agreement check: {time.perf_counter() - t0:.1f} s")
+        runners["onnxruntime fp32"] = ("x", onnx_runner(engine, args.batch, temperature))
+        if not args.no_openvino:
+            ov = openvino_runners(engine.path, args.batch, threads, temperature)
+            ov_version = ov.pop("__version__", None)
+            runners.update({name: ("x", run) for name, run in ov.items()})
+    except EngineUnavailable as exc:
+        print(f"onnxruntime: not measured ({exc})")
+    if ov_version:
+        print(f"openvino {ov_version}")
 
-    sub = files[: args.pipeline_n]
-    print(f"pipeline (classify_paths) on {len(sub)} files, varying the decode threads:")
-    for workers in (1, 2):
-        rate, _, _ = ours(model_path, sub, device, decode_workers=workers)
-        print(f"  {workers} decode thread(s): {rate:7.2f} img/s")
-    clf_serial = Classifier(load_model(model_path, device=device), device=device)
-    clf_serial.predict_batch(torch.stack([preprocess(load_image(p).pixels, 224) for p in sub[:16]]))  # warm-up
-    t0 = time.perf_counter()
-    clf_serial.predict_batch(torch.stack([preprocess(load_image(p).pixels, 224) for p in sub]))
-    print(f"  no overlap (decode all, then predict): {len(sub) / (time.perf_counter() - t0):7.2f} img/s")
-    rate, p_amp, _ = ours(model_path, sub, device, mixed_precision=True)
-    print(f"pipeline with {low_name} forced on: {rate:7.2f} img/s, max|dP| vs default: "
-          f"{np.abs(p_amp - our_p[: len(sub)]).max():.2e}")
+    # warm-up: one batch each (allocators, kernel selection, oneDNN primitives)
+    for name, (kind, run) in runners.items():
+        run(files[: min(2, len(files))] if kind == "files" else x_all[: args.batch])
+
+    chunks = [list(range(i, len(files), rounds)) for i in range(rounds)]
+    names = list(runners)
+    seconds = {n: 0.0 for n in names}
+    best_rate = {n: 0.0 for n in names}
+    probs = {n: np.zeros(len(files)) for n in names}
+    for r, idx in enumerate(chunks):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        for name in order:
+            kind, run = runners[name]
+            data = [files[i] for i in idx] if kind == "files" else x_all[idx]
+            t0 = time.perf_counter()
+            p = run(data)
+            dt = time.perf_counter() - t0
+            seconds[name] += dt
+            best_rate[name] = max(best_rate[name], len(idx) / dt)
+            probs[name][idx] = p
+        gemm.append(gemm_gflops(repeats=1))
+        if any(low_precision(n) for n in names):
+            gemm_bf16.append(gemm_gflops(repeats=1, dtype=torch.bfloat16))
+        print(f"  round {r + 1}/{rounds} done (load average {load_average()})", flush=True)
+    gemm_best = max(gemm)
+    bf16_best = max(gemm_bf16) if gemm_bf16 else None
+
+    ref = probs[ref_name]
+    naive_rate = len(files) / seconds[names[0]]
+    print(f"\nfp32 GEMM {GEMM_N}x{GEMM_N} on {threads} thread(s): best {gemm_best:.1f} GFLOP/s "
+          f"({len(gemm)} measurements, this run)")
+    if bf16_best:
+        print(f"bf16 GEMM {GEMM_N}x{GEMM_N} on {threads} thread(s): best {bf16_best:.1f} GFLOP/s "
+              "(the limit of the bf16 rows)")
+    print(f"P(COVID) of the reference: {ref.min():.4f}..{ref.max():.4f} (std {ref.std():.4f})\n")
+    header = (f"{'engine':52s} {'images/s':>9s} {'best round':>10s} {'x naive':>8s} {'max|dP|':>9s}"
+              "   share of the GEMM rate")
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for name in names:
+        rate = len(files) / seconds[name]
+        dp = float(np.abs(probs[name] - ref).max())
+        achieved = rate * gflop
+        on_bf16 = bool(low_precision(name) and bf16_best)
+        limit = bf16_best if on_bf16 else gemm_best
+        share = achieved / limit
+        print(f"{name:52s} {rate:9.2f} {best_rate[name]:10.2f} {rate / naive_rate:8.2f} {dp:9.2e}   "
+              f"{rate:.2f} img/s x {gflop:.3f} GFLOP/img / {limit:.1f} GFLOP/s = {100 * share:.1f} %")
+        results[name] = {"input": runners[name][0], "images_per_s": rate, "best_round_images_per_s": best_rate[name],
+                         "speedup_vs_naive": rate / naive_rate, "max_abs_dp_vs_torch_fp32": dp,
+                         "gflop_per_s": achieved, "share_of_gemm": share,
+                         "gemm_limit": "bf16" if on_bf16 else "fp32"}
+    print("\n(end-to-end rows include decoding and resizing; model-only rows start from decoded tensors)")
+    if args.json:
+        doc = {
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_name(),
+            "logical_cpus": os.cpu_count(), "native_bf16": native_bf16, "threads": threads,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": ov_version,
+            "model": str(model_path), "model_label": f"{info.label} v{info.version}", "arch": info.arch,
+            "input_size": size, "images": len(files), "batch": args.batch, "rounds": rounds,
+            "gflop_per_image": gflop, "gemm_gflop_per_s": gemm_best, "gemm_measurements": gemm,
+            "gemm_bf16_gflop_per_s": bf16_best,
+            "reference": ref_name, "engines": results, "load_average_after": load_average(),
+        }
+        text = json.dumps(doc, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            atomic.write_text(args.json, text + "\n")
+            print(f"JSON: {args.json}")
     tmp.cleanup()
     return 0
 

@@ -28,8 +28,9 @@ sys.path.insert(0, str(REPO))
 from training.data import decode_all, scan_folders  # noqa: E402
 from training.device import pick_device  # noqa: E402
 from training.models import build_model  # noqa: E402
-from training.trainer import autocast, choose_precision, to_batch  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.precision import choose_precision  # noqa: E402
+from training.steps import train_step  # noqa: E402
+from training.trainer import to_batch  # noqa: E402
 
 
 def naive_epoch(model, paths, labels, device, batch):
@@ -66,12 +67,7 @@ def engine_epoch(model, images, labels, device, batch, precision, channels_last)
     for s in range(0, len(order), batch):
         sel = order[s:s + batch]
         x = to_batch(images, sel, device, channels_last=channels_last)
-        with autocast(precision, device):
-            logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), lab[sel].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, lab[sel].to(device), precision, device)
     return time.perf_counter() - t
 
 
@@ -85,7 +81,7 @@ def main():
     ap.add_argument("--precision", default="auto")
     a = ap.parse_args()
     device = pick_device(a.device)
-    precision = choose_precision(TrainConfig([], "", precision=a.precision), device)
+    precision = choose_precision(a.precision, device)
     items = scan_folders([a.data]).items
     rng = np.random.default_rng(0)
     items = [items[i] for i in rng.choice(len(items), a.n, replace=False)]

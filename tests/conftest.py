@@ -31,6 +31,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _engine_cache(tmp_path_factory):
+    """The ONNX engines the tests export go to a temporary folder, never the user's cache."""
+    if "XRAY_ENGINE_CACHE" not in os.environ:
+        os.environ["XRAY_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.is_dir():

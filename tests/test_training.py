@@ -212,3 +212,24 @@ def test_freeze_backbone_epochs_train_only_the_head(tiny_data, tmp_path):
     for k, v in start.items():
         assert torch.equal(after[f"backbone.{k}"].float(), v.float()), k
     assert (second / "models" / "resnet50_lstm.safetensors").is_file()
+
+
+def test_config_rules_live_in_the_core_and_refuse_before_any_image_is_read(tmp_path):
+    """The two-stage recipe needs its ResNet50, and a run folder holding another
+    run is refused - by the core, so xray-train and the wizard say the same."""
+    from training.config import make_config
+    from training.errors import DataError
+
+    with pytest.raises(DataError, match="train ResNet50 too"):
+        make_config([str(tmp_path / "nowhere")], str(tmp_path / "run"), "shipped", models=["resnet50_lstm"])
+    cfg = make_config([str(tmp_path / "nowhere")], str(tmp_path / "run"), "paper", models=["resnet50"])
+    assert cfg.check_run_folder() is False
+    (tmp_path / "run").mkdir()
+    cfg.save(tmp_path / "run" / "config.json")
+    assert cfg.check_run_folder() is True  # the same run: a resume
+    other = make_config([str(tmp_path / "nowhere")], str(tmp_path / "run"), "paper", models=["resnet50"], epochs=3)
+    with pytest.raises(DataError, match="already holds a run with other settings"):
+        other.check_run_folder()
+    moved = make_config([str(tmp_path / "nowhere")], str(tmp_path / "run"), "paper", models=["resnet50"],
+                        threads=1, device="cpu")
+    assert moved.same_run_as(cfg)

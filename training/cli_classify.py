@@ -135,22 +135,22 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _classify(args, out, started: list[bool]) -> int:
-    from .csv_out import csv_cell
+class _UsageError(Exception):
+    """A problem with the command line or its inputs: one line on stderr, exit 2."""
+
+
+def _load_classifier(args):
     from .predict import Classifier, validate_threshold
     from .resources import default_model_path
 
     model_path = Path(args.model) if args.model else default_model_path()
     if model_path is None:
-        _err("error: no model file given and no default model is installed; "
-             "pass --model FILE (a .safetensors model written by xray-train or the app).")
-        return 2
+        raise _UsageError("error: no model file given and no default model is installed; "
+                          "pass --model FILE (a .safetensors model written by xray-train or the app).")
     if args.batch_size < 1:
-        _err(f"error: --batch-size must be at least 1, got {args.batch_size}.")
-        return 2
+        raise _UsageError(f"error: --batch-size must be at least 1, got {args.batch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
-        _err(f"error: --alpha must be between 0 and 1, got {args.alpha}.")
-        return 2
+        raise _UsageError(f"error: --alpha must be between 0 and 1, got {args.alpha}.")
     try:
         if args.threshold is not None:
             validate_threshold(args.threshold)
@@ -158,9 +158,11 @@ def _classify(args, out, started: list[bool]) -> int:
         if args.threshold is not None:
             clf.threshold = args.threshold
     except XrayError as exc:
-        _err(f"error: {exc.reason}")
-        return 2
+        raise _UsageError(f"error: {exc.reason}") from None
+    return clf, model_path
 
+
+def _find_files(args):
     from .dicomdir import find_inputs
 
     files, skipped = find_inputs([Path(p) for p in args.inputs])  # DICOMDIRs expanded
@@ -169,73 +171,114 @@ def _classify(args, out, started: list[bool]) -> int:
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         _err(f"skipped {len(skipped)} path(s) that are not images: {examples}{more}")
     if not files:
-        _err("error: no image files found in the given paths.")
-        return 2
+        raise _UsageError("error: no image files found in the given paths.")
+    return files, skipped
 
+
+def _heat_dir(args) -> Path | None:
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     if heat_dir is not None:
         try:
             heat_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _err(f"error: cannot create the heatmap folder {heat_dir}: {exc.strerror or exc}")
-            return 2
+            raise _UsageError(f"error: cannot create the heatmap folder {heat_dir}: {exc.strerror or exc}") from None
+    return heat_dir
 
-    from tqdm import tqdm
 
-    from .audit import audit_row, model_stamp
+class _Tally:
+    """What the run did, for the closing summary."""
 
-    stamp = model_stamp(clf.loaded)
+    def __init__(self):
+        self.done = 0
+        self.counts = {"ok": 0, "refused": 0, "error": 0}
+        self.labels: dict[str, int] = {}
+        self.heat_failures = 0
+        self.dicom_notes: dict[str, int] = {}
+        self.interrupted = False
+
+    def add(self, pred) -> None:
+        self.done += 1
+        self.counts[pred.status] = self.counts.get(pred.status, 0) + 1
+        key = pred.result if pred.verdict else "not valid" if pred.ok else None
+        if key:
+            self.labels[key] = self.labels.get(key, 0) + 1
+
+
+def _heatmap_cell(args, clf, pred, heat_dir: Path, model_digest: str, tally: _Tally):
+    """Write the overlay PNG; returns (CSV cell, (pixels, heatmap) or None).  Never raises."""
+    from .csv_out import csv_cell
+
+    if not pred.ok:
+        return "", None
+    try:
+        from .explain import gradcam, save_overlay_png
+        from .loading import load_image
+
+        img = load_image(pred.path, check_header=not args.allow_any_header)
+        pixels = 1.0 - img.pixels if pred.inverted else img.pixels
+        heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
+        explained = (pixels, gradcam(clf, pixels, pred.lung_mask))
+        save_overlay_png(heat_png, explained[0], explained[1], args.alpha)
+        return csv_cell(heat_png), explained
+    except Exception as exc:  # a heatmap failure never stops the batch
+        tally.heat_failures += 1
+        _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
+        return "", None
+
+
+def _classify(args, out, started: list[bool]) -> int:
+    try:
+        clf, model_path = _load_classifier(args)
+        files, skipped = _find_files(args)
+        heat_dir = _heat_dir(args)
+    except _UsageError as exc:
+        _err(str(exc))
+        return 2
+    from .csv_out import csv_cell
+
     dicom = None
     if args.dicom_out:
         from .dicom_export import DicomExporter
 
         dicom = DicomExporter.for_classifier(args.dicom_out, clf, alpha=args.alpha)
-    dicom_notes: dict[str, int] = {}
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
           f"threshold {clf.threshold:.3g}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
-    done = 0
     started[0] = True
     if out is not None:  # every path found gets a row: skipped ones too, first, with the reason
         for path, why in skipped:
             out.write({"path": csv_cell(path), "status": "skipped", "reason": csv_cell(why)})
-    counts = {"ok": 0, "refused": 0, "error": 0}
-    labels: dict[str, int] = {}
+    tally = _Tally()
+    _run(args, out, clf, files, heat_dir, dicom, tally)
+    print(_summary(args, files, skipped, heat_dir, dicom, tally), file=sys.stderr)
+    if tally.interrupted:
+        _err("interrupted.")
+        return 130
+    return 0
+
+
+def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
+    """Classify every file, writing one CSV row and one stdout line each, until done or interrupted."""
+    from tqdm import tqdm
+
+    from .audit import audit_row, model_stamp
+
+    stamp = model_stamp(clf.loaded)
     model_digest = clf.loaded.path and _weights_digest_of(clf.loaded.path) or clf.loaded.display_name
-    heat_failures = 0
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
-    interrupted = False
     try:
         tqdm.write("#status\tlabel\tp_covid\tpath\tnote", file=sys.stdout)
         for pred in clf.classify_paths(files, check_header=not args.allow_any_header,
                                        enforce_gate=not args.allow_unsuitable,
                                        explain=not args.no_lung_attention):
             row = audit_row(pred, stamp)
-            counts[pred.status] = counts.get(pred.status, 0) + 1
-            if pred.verdict:
-                labels[pred.result] = labels.get(pred.result, 0) + 1
-            elif pred.ok:
-                labels["not valid"] = labels.get("not valid", 0) + 1
+            tally.add(pred)
             explained = None
             if heat_dir is not None:
-                row["heatmap"] = ""
-                if pred.ok:
-                    try:
-                        from .explain import gradcam, save_overlay_png
-                        from .loading import load_image
-
-                        img = load_image(pred.path, check_header=not args.allow_any_header)
-                        pixels = 1.0 - img.pixels if pred.inverted else img.pixels
-                        heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
-                        explained = (pixels, gradcam(clf, pixels))
-                        save_overlay_png(heat_png, explained[0], explained[1], args.alpha)
-                        row["heatmap"] = csv_cell(heat_png)
-                    except Exception as exc:  # a heatmap failure never stops the batch
-                        heat_failures += 1
-                        _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
+                row["heatmap"], explained = _heatmap_cell(args, clf, pred, heat_dir, model_digest, tally)
             if dicom is not None:
-                row["dicom_sr"] = _write_dicom(dicom, clf, pred, explained, not args.allow_any_header, dicom_notes)
-            done += 1
+                row["dicom_sr"] = _write_dicom(dicom, clf, pred, explained, not args.allow_any_header,
+                                               tally.dicom_notes)
             if out is not None:
                 out.write(row)
             note = pred.reason if not pred.ok else row["warnings"]
@@ -243,7 +286,7 @@ def _classify(args, out, started: list[bool]) -> int:
             tqdm.write(f"{pred.status}\t{row['label'] or '-'}\t{p_txt or '-'}\t{row['path']}\t{note}", file=sys.stdout)
             bar.update(1)
     except KeyboardInterrupt:
-        interrupted = True
+        tally.interrupted = True
         from .decode_guard import shutdown
 
         shutdown()  # a decode stuck in a worker process must not hold the exit
@@ -253,26 +296,25 @@ def _classify(args, out, started: list[bool]) -> int:
     finally:
         bar.close()
 
+
+def _summary(args, files, skipped, heat_dir, dicom, tally: _Tally) -> str:
+    counts = tally.counts
     failed = counts["refused"] + counts["error"]
-    by_label = ", ".join(f"{n} {lab}" for lab, n in sorted(labels.items())) or "none"
-    summary = (f"{done} of {len(files)} file(s) processed: {counts['ok']} classified ({by_label}); "
+    by_label = ", ".join(f"{n} {lab}" for lab, n in sorted(tally.labels.items())) or "none"
+    summary = (f"{tally.done} of {len(files)} file(s) processed: {counts['ok']} classified ({by_label}); "
                f"{failed} failed ({counts['refused']} refused, {counts['error']} errors)")
     if skipped:
         summary += f"; {len(skipped)} skipped (not images)"
     if heat_dir is not None:
-        summary += f"; {counts['ok'] - heat_failures} heatmap(s) in {heat_dir}"
+        summary += f"; {counts['ok'] - tally.heat_failures} heatmap(s) in {heat_dir}"
     if dicom is not None:
         n_sc = sum(w.sc is not None for w in dicom.written)
         summary += f"; DICOM: {len(dicom.written)} SR and {n_sc} secondary capture(s) in {args.dicom_out}"
-        if dicom_notes:
-            summary += " (not written: " + "; ".join(f"{n} x {why}" for why, n in dicom_notes.items()) + ")"
+        if tally.dicom_notes:
+            summary += " (not written: " + "; ".join(f"{n} x {why}" for why, n in tally.dicom_notes.items()) + ")"
     if args.csv:
         summary += f"; CSV: {args.csv}"
-    print(summary, file=sys.stderr)
-    if interrupted:
-        _err("interrupted.")
-        return 130
-    return 0
+    return summary
 
 
 def _write_dicom(dicom, clf, pred, explained, check_header: bool, notes: dict[str, int]) -> str:

@@ -102,8 +102,30 @@ class TrainConfig:
             raise DataError(f"intensity must be one of {', '.join(INTENSITIES)}.")
         if not (0.0 <= self.lung_margin <= 0.5):
             raise DataError("lung_margin must be between 0 and 0.5.")
+        if self.lstm_init == "from_resnet50" and "resnet50_lstm" in self.models and "resnet50" not in self.models:
+            raise DataError("This recipe starts the ResNet50-LSTM from the ResNet50 trained in the same run: train "
+                            "ResNet50 too (tick it, or --models resnet50 resnet50_lstm), or choose the 'paper' recipe.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DataError("precision must be auto, fp32, bf16 or fp16.")
+
+    RUN_NEUTRAL = ("out_dir", "device", "threads")  # may differ when a run is resumed
+
+    def same_run_as(self, other: "TrainConfig") -> bool:
+        """True when ``other`` describes the same run (only the folder, device and threads may differ)."""
+        a = {k: v for k, v in self.to_dict().items() if k not in self.RUN_NEUTRAL}
+        b = {k: v for k, v in other.to_dict().items() if k not in self.RUN_NEUTRAL}
+        return a == b
+
+    def check_run_folder(self) -> bool:
+        """Refuse a run folder that holds another run (``DataError``); True when
+        it holds this same run (a resume), False when it holds none."""
+        existing = Path(self.out_dir) / "config.json"
+        if not existing.exists():
+            return False
+        if not TrainConfig.load(existing).same_run_as(self):
+            raise DataError(f"{self.out_dir} already holds a run with other settings: choose a new run folder, "
+                            "or put back that run's settings to resume it.")
+        return True
 
     def save(self, path: str | os.PathLike) -> None:
         atomic.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -30,6 +30,7 @@ from . import atomic
 from .errors import DataError, ImageRefused
 from .loading import SUPPORTED_SUFFIXES, load_image
 from .preprocess import grey_to_uint8
+from .split_rule import split_counts
 
 from .names import CLASS_NAMES, MIN_PER_CLASS, POSITIVE  # noqa: F401  (torch-free home of the names)
 
@@ -214,9 +215,7 @@ def stratified_split(labels: Sequence[int], fractions=(0.8, 0.1, 0.1), seed: int
                 f"Only {len(idx)} usable {name} images; at least {MIN_PER_CLASS} per class are needed "
                 "to split into training, validation and test sets.")
         idx = idx[rng.permutation(len(idx))]
-        n_val = max(1, int(round(fractions[1] * len(idx))))
-        n_test = max(1, int(round(fractions[2] * len(idx))))
-        n_train = len(idx) - n_val - n_test
+        n_train, n_val, n_test = split_counts(len(idx), fractions)
         out[idx[:n_train]] = "train"
         out[idx[n_train:n_train + n_val]] = "val"
         out[idx[n_train + n_val:]] = "test"

@@ -6,7 +6,7 @@ import torch
 
 from .errors import XrayError
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+from .names import DEVICE_CHOICES  # noqa: E402,F401  (the one list)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -48,15 +48,3 @@ def cpu_supports_bf16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:
         return False
-
-
-def autocast_for(device: torch.device):
-    """The mixed-precision context used for inference and training on ``device``:
-    bf16 autocast on CPUs with native bf16, fp16 AMP on CUDA, nothing elsewhere."""
-    import contextlib
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

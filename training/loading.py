@@ -662,26 +662,64 @@ def _uid_text(uid) -> str:
     return f"{name} ({uid})" if name and name != str(uid) else str(uid)
 
 
+@dataclass
+class _DicomHeader:
+    """The header facts the loader decides with (read once)."""
+
+    modality: str | None
+    body_part: str | None
+    view: str | None
+    photometric: str
+    bits: int | None
+    patient: dict
+    extra: dict
+    sop_name: str
+
+
 def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedImage:
+    """A DICOM file -> the image contract: transfer syntax, header facts and
+    gates, size checks, decoding, then modality LUT -> VOI -> MONOCHROME1."""
+    if ds is None:
+        ds = _read_dataset(p)
+    warnings: list[str] = []
+    tsuid, ts_text = _transfer_syntax(ds)
+    hdr = _header_facts(ds, ts_text)
+    _check_has_image(p, ds, hdr.sop_name)
+    _header_gates(ds, hdr, check_header, warnings)
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        raise _refuse("The DICOM header lacks the image size (Rows/Columns).", "corrupt") from None
+    _size_checks(rows, cols)  # before decoding
+    _check_decoder(tsuid)
+    arr = np.asarray(_pixel_array(p, ds, tsuid, rows, cols))
+    bits = hdr.bits if hdr.bits is not None else int(arr.dtype.itemsize * 8)
+    pixels, raw, window, source, chroma, invert = _dicom_display(arr, ds, hdr.photometric, bits, warnings)
+    meta = ImageMeta(
+        path=str(p), kind="dicom", modality=hdr.modality, body_part=hdr.body_part, view=hdr.view,
+        photometric=hdr.photometric, bits=int(bits), original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
+        window=None if window is None else (float(window[0]), float(window[1])), window_source=source,
+        transfer_syntax=ts_text, patient=hdr.patient, extra=hdr.extra, colour=chroma,
+    )
+    return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
+
+
+def _read_dataset(p: Path):
     import pydicom
+
+    try:
+        return pydicom.dcmread(p, force=True)
+    except Exception as exc:
+        raise _refuse(f"The DICOM file is damaged or incomplete ({type(exc).__name__}).", "corrupt") from None
+
+
+def _transfer_syntax(ds):
+    """(UID, text) of the transfer syntax; files without File Meta: what pydicom detected."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    if ds is None:
-        try:
-            ds = pydicom.dcmread(p, force=True)
-        except Exception as exc:
-            raise _refuse(
-                f"The DICOM file is damaged or incomplete ({type(exc).__name__}).", "corrupt"
-            ) from None
-
-    warnings: list[str] = []
-
-    # ---- transfer syntax (files without File Meta: use what pydicom detected)
     meta_ds = getattr(ds, "file_meta", None)
-    tsuid = None
-    if meta_ds is not None:
-        tsuid = meta_ds.get("TransferSyntaxUID")
+    tsuid = meta_ds.get("TransferSyntaxUID") if meta_ds is not None else None
     assumed = False
     if not tsuid:
         assumed = True
@@ -696,15 +734,16 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     if not tsuid.is_transfer_syntax:
         raise _refuse(f"This DICOM names a transfer syntax this program does not know ({shown(str(tsuid), 64)}), "
                       "so its image data cannot be decoded.", "decoder")
+    return tsuid, ts_text
 
-    # ---- header facts
-    modality = _get_str(ds, "Modality")
-    modality = modality.upper() if modality else None
-    body_part = _get_str(ds, "BodyPartExamined")
-    body_part = body_part.upper() if body_part else None
-    view = _get_str(ds, "ViewPosition")
-    view = view.upper() if view else None
-    photometric = (_get_str(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
+
+def _header_facts(ds, ts_text: str) -> _DicomHeader:
+    from pydicom.uid import UID
+
+    def upper(key):
+        v = _get_str(ds, key)
+        return v.upper() if v else None
+
     bits = None
     for key in ("BitsStored", "BitsAllocated"):
         try:
@@ -713,7 +752,6 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
                 break
         except Exception:
             pass
-
     patient = {k: v for k in _PATIENT_KEYS if (v := _get_str(ds, k))}
     extra = {k: v for k in _EXTRA_KEYS if (v := _get_str(ds, k))}
     sop = ds.get("SOPClassUID")
@@ -725,8 +763,13 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             sop_name = str(sop)
         extra["SOPClassUID"] = sop_name or str(sop)
     extra["TransferSyntax"] = ts_text
+    return _DicomHeader(modality=upper("Modality"), body_part=upper("BodyPartExamined"), view=upper("ViewPosition"),
+                        photometric=(_get_str(ds, "PhotometricInterpretation") or "MONOCHROME2").upper(),
+                        bits=bits, patient=patient, extra=extra, sop_name=sop_name)
 
-    # ---- is there an image at all?
+
+def _check_has_image(p: Path, ds, sop_name: str) -> None:
+    """Refuse a DICOM without image data, with empty image data, or with several frames."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise _no_pixels(p, ds, sop_name)
     try:
@@ -740,49 +783,55 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     except Exception:
         frames = 1
     if frames > 1:
-        raise _refuse(
-            f"This DICOM holds {frames} frames (a cine/multi-frame series); "
-            "only single chest radiographs can be classified.",
-            "multiframe",
-        )
+        raise _refuse(f"This DICOM holds {frames} frames (a cine/multi-frame series); "
+                      "only single chest radiographs can be classified.", "multiframe")
 
-    # ---- header gates
+
+def _header_gates(ds, hdr: _DicomHeader, check_header: bool, warnings: list[str]) -> None:
+    """Modality, body part and view: refuse (or, overridden, warn about) what is not a frontal chest film."""
+
     def gate(reason: str, code: str) -> None:
         if check_header:
             raise _refuse(reason, code)
         warnings.append(f"{reason} (header check overridden)")
 
-    effective_modality = modality
-    if not modality and sop_name:
-        for word, mod in _SOP_MODALITY:
-            if word.lower() in sop_name.lower():
-                effective_modality = mod
-                break
-    mod = effective_modality or ""
-    if mod in _ALLOWED_MODALITIES:
-        pass
-    elif mod in _WARN_MODALITIES:
-        if mod == "OT":
-            warnings.append("Modality OT (other): not confirmed as a radiograph by the DICOM header.")
-        else:
-            warnings.append("Modality not recorded in the DICOM header (secondary capture?).")
-    else:
-        if mod in _MODALITY_NAMES:
-            gate(f"This DICOM is {_MODALITY_NAMES[mod]}, not a chest radiograph (modality {mod}).", "modality")
-        else:
-            gate(f"This DICOM records modality {_code_text(mod, 16)}, which is not a chest radiograph modality "
-                 "(CR, DX or DR).", "modality")
-
+    _modality_gate(hdr, gate, warnings)
     descriptions = " / ".join(
         dict.fromkeys(v for k in ("StudyDescription", "SeriesDescription", "ProtocolName") if (v := _get_str(ds, k)))
     )
     desc_tokens = _tokens(descriptions)
+    _body_part_gate(hdr.body_part, descriptions, desc_tokens, gate, warnings)
     try:
         vcs = ds.get("ViewCodeSequence")
         view_code = _get_str(vcs[0], "CodeMeaning") if vcs else None
     except Exception:
         view_code = None
+    _view_gate(hdr.view, view_code, desc_tokens, gate, warnings)
 
+
+def _modality_gate(hdr: _DicomHeader, gate, warnings: list[str]) -> None:
+    mod = hdr.modality
+    if not mod and hdr.sop_name:
+        for word, m in _SOP_MODALITY:
+            if word.lower() in hdr.sop_name.lower():
+                mod = m
+                break
+    mod = mod or ""
+    if mod in _ALLOWED_MODALITIES:
+        return
+    if mod in _WARN_MODALITIES:
+        if mod == "OT":
+            warnings.append("Modality OT (other): not confirmed as a radiograph by the DICOM header.")
+        else:
+            warnings.append("Modality not recorded in the DICOM header (secondary capture?).")
+    elif mod in _MODALITY_NAMES:
+        gate(f"This DICOM is {_MODALITY_NAMES[mod]}, not a chest radiograph (modality {mod}).", "modality")
+    else:
+        gate(f"This DICOM records modality {_code_text(mod, 16)}, which is not a chest radiograph modality "
+             "(CR, DX or DR).", "modality")
+
+
+def _body_part_gate(body_part, descriptions: str, desc_tokens, gate, warnings: list[str]) -> None:
     if body_part:
         bp_tokens = _tokens(body_part)
         chest = bool(bp_tokens & _CHEST_WORDS) or (
@@ -790,16 +839,18 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         )
         if not chest:
             gate(f"This DICOM records body part {_code_text(body_part)}, not a chest radiograph.", "body_part")
-    else:
-        chest_words = desc_tokens & _CHEST_WORDS
-        other_words = desc_tokens & _OTHER_WORDS
-        if other_words and not chest_words:
-            word = sorted(other_words)[0]
-            gate(f"The DICOM description mentions {word}, not a chest radiograph: {shown(descriptions, 80)}.",
-                 "body_part")
-        elif not chest_words:
-            warnings.append("Body part not recorded in the DICOM header.")
+        return
+    chest_words = desc_tokens & _CHEST_WORDS
+    other_words = desc_tokens & _OTHER_WORDS
+    if other_words and not chest_words:
+        word = sorted(other_words)[0]
+        gate(f"The DICOM description mentions {word}, not a chest radiograph: {shown(descriptions, 80)}.",
+             "body_part")
+    elif not chest_words:
+        warnings.append("Body part not recorded in the DICOM header.")
 
+
+def _view_gate(view, view_code, desc_tokens, gate, warnings: list[str]) -> None:
     lateral_msg = "This is a lateral view; the model was trained on frontal (PA/AP) chest radiographs."
     view_tokens = _tokens(view or "")
     code_tokens = _tokens(view_code or "")
@@ -814,34 +865,32 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     elif view_tokens & _DECUBITUS_VIEWS:
         warnings.append(f"Decubitus view ({_code_text(view, 16)}); the model was trained on upright frontal films.")
 
-    # ---- size, before decoding
+
+def _check_decoder(tsuid) -> None:
+    """A compressed transfer syntax needs an installed decoder: a readable refusal otherwise."""
+    if not (tsuid.is_compressed or tsuid.is_encapsulated):
+        return
+    from pydicom.pixels import get_decoder
+
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except Exception:
-        raise _refuse("The DICOM header lacks the image size (Rows/Columns).", "corrupt") from None
-    _size_checks(rows, cols)
+        available = get_decoder(tsuid).is_available
+    except NotImplementedError:
+        raise _refuse(
+            f"Cannot decompress this DICOM: {_uid_text(tsuid)} is not supported by this program.", "decoder"
+        ) from None
+    if not available:
+        raise _decoder_error(tsuid)
 
-    # ---- decode
-    if tsuid.is_compressed or tsuid.is_encapsulated:
-        from pydicom.pixels import get_decoder
 
-        try:
-            decoder = get_decoder(tsuid)
-            available = decoder.is_available
-        except NotImplementedError:
-            raise _refuse(
-                f"Cannot decompress this DICOM: {_uid_text(tsuid)} is not supported by this program.", "decoder"
-            ) from None
-        if not available:
-            raise _decoder_error(tsuid)
-    arr = np.asarray(_pixel_array(p, ds, tsuid, rows, cols))
-    if bits is None:
-        bits = int(arr.dtype.itemsize * 8)
-
+def _dicom_display(arr: np.ndarray, ds, photometric: str, bits: int, warnings: list[str]):
+    """Stored values -> (pixels in [0, 1], raw, window, window source, chroma, invert):
+    colour and palette images to grey; otherwise modality LUT, then VOI, then MONOCHROME1."""
     colour = arr.ndim == 3
     chroma = 0.0
     invert = photometric == "MONOCHROME1"
-    window: tuple[float, float] | None
+    window = None
+    source = "none"
+    raw = None
     if photometric == "PALETTE COLOR" and not colour:
         from pydicom.pixels import apply_color_lut
 
@@ -851,9 +900,8 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             raise _refuse("The colour palette of this PALETTE COLOR DICOM is missing or damaged, so the image "
                           "cannot be shown.", "corrupt") from None
         top = 65535.0 if rgb.dtype == np.uint16 or rgb.max() > 255 else 255.0
-        raw = _to_grey(rgb)
-        chroma = _chroma(rgb)
-        window, source = (top / 2.0, top), "none"
+        raw, chroma = _to_grey(rgb), _chroma(rgb)
+        window = (top / 2.0, top)
         warnings.append("Palette-colour DICOM converted to grey.")
         invert = False
     elif colour:
@@ -862,9 +910,8 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             colour = False
         else:
             top = float(2 ** min(bits, 16) - 1) if np.issubdtype(arr.dtype, np.integer) else float(arr.max() or 1.0)
-            raw = _to_grey(arr)
-            chroma = _chroma(arr)
-            window, source = (top / 2.0, top), "none"
+            raw, chroma = _to_grey(arr), _chroma(arr)
+            window = (top / 2.0, top)
             warnings.append(f"Colour DICOM ({photometric}) converted to grey.")
             invert = False
     if not colour and photometric != "PALETTE COLOR":
@@ -884,25 +931,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
             np.subtract(np.float32(1.0), pixels, out=pixels)
     else:
         pixels = apply_window(raw, window[0], window[1], False)
-
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    meta = ImageMeta(
-        path=str(p),
-        kind="dicom",
-        modality=modality,
-        body_part=body_part,
-        view=view,
-        photometric=photometric,
-        bits=int(bits),
-        original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
-        window=None if window is None else (float(window[0]), float(window[1])),
-        window_source=source,
-        transfer_syntax=ts_text,
-        patient=patient,
-        extra=extra,
-        colour=chroma,
-    )
-    return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
+    return np.ascontiguousarray(pixels, dtype=np.float32), raw, window, source, chroma, invert
 
 
 GUARD_COMPRESSED = True  # decode compressed pixel data in a worker process with a time limit

@@ -42,7 +42,7 @@ from . import atomic
 from .data import stratified_split
 from .errors import DataError, TrainingCancelled
 from .lungseg import DEFAULT_SEGMENTER_NAME, SEG_FEATURES, SEG_SIZE, SegmenterInfo, build_segmenter, save_segmenter
-from .trainer import Event
+from .events import Event
 
 
 @dataclass

@@ -9,5 +9,10 @@ ARCH_LABELS = {"resnet50": "ResNet50", "lstm": "LSTM", "resnet50_lstm": "ResNet5
 CLASS_NAMES = ["Normal", "COVID"]  # the paper: Normal = 0, COVID = 1
 POSITIVE = "COVID"
 MIN_PER_CLASS = 5  # below this an 80/10/10 split leaves a class out of val or test
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")  # what the core accepts (also "cuda:N")
+APP_DEVICES = ("auto", "cuda", "cpu")  # what the app offers
+DEVICE_LABELS = {"auto": "Automatic (GPU when available, else CPU)", "cuda": "NVIDIA GPU (CUDA)",
+                 "mps": "Apple GPU (MPS)", "cpu": "CPU"}
 
-__all__ = ["ARCHITECTURES", "ARCH_LABELS", "CLASS_NAMES", "POSITIVE", "MIN_PER_CLASS"]
+__all__ = ["ARCHITECTURES", "ARCH_LABELS", "CLASS_NAMES", "POSITIVE", "MIN_PER_CLASS", "DEVICE_CHOICES", "APP_DEVICES",
+           "DEVICE_LABELS"]

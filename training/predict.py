@@ -18,16 +18,22 @@ batch of files (the app's folder mode and ``xray-classify``).
 Speed levers (measured in ``bench/bench_classify.py``, see docs/INFERENCE.md):
 batching, ``channels_last`` memory format for the convolutional models, decode
 threads overlapping inference, and mixed precision only where
-``training.device.autocast_for`` enables it (CUDA fp16; CPU bf16 only on CPUs
+``training.precision`` chooses it (CUDA fp16; CPU bf16 only on CPUs
 with native bf16 instructions - on AVX2-only CPUs bf16 is emulated and slower).
+
+Engine: on the CPU in fp32, classification runs on ONNX Runtime when it is
+installed (``engine='auto'``; ``training.engine_onnx``: exported once per model
+file, cached, checked against PyTorch), PyTorch otherwise; any failure of it
+falls back to PyTorch with a logged note.  Grad-CAM always uses the PyTorch model.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import contextlib
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .device import autocast_for, pick_device
+from .device import pick_device
 from .errors import ImageRefused, XrayError
 from .loading import load_image
 from .lung_input import Box, InputSpec, model_view, place_heatmap
@@ -45,6 +51,8 @@ from .preprocess import preprocess
 if TYPE_CHECKING:  # pragma: no cover
     from .gate import ChestGate
     from .loading import ImageMeta, LoadedImage
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "refused", "error")
 CSV_COLUMNS = ("path", "result", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
@@ -192,18 +200,33 @@ class Classifier:
 
     ``device``: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``,
     ``'mps'`` or a ``torch.device``.  ``batch_size``: images per forward pass.
-    ``mixed_precision``: ``None`` follows ``training.device.autocast_for`` (fp16
+    ``mixed_precision``: ``None`` follows ``training.precision.choose_precision`` (fp16
     on CUDA, bf16 only on CPUs with native bf16), ``False`` forces fp32, ``True``
     forces bf16 on CPU / fp16 on CUDA.  ``channels_last``: ``None`` = on for
     the convolutional models.  ``decode_workers``: threads decoding files in
-    ``classify_paths``.
+    ``classify_paths``.  ``engine``: ``'auto'`` (ONNX Runtime, fp32, on the CPU
+    when it is installed and the model came from a file, unless
+    ``mixed_precision=True``; PyTorch otherwise), ``'torch'``, or ``'onnx'``
+    (the same, also for in-memory models).  Whenever the ONNX engine cannot
+    run, PyTorch classifies (with ``mixed_precision`` as set).  The fast engine is built on the
+    first classification, in the calling (worker) thread; ``engine_note`` says
+    afterwards what runs and why.
 
     The wrapped model is moved to ``device`` and put in eval mode (in place).
     """
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", batch_size: int = 16, *,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
-                 decode_workers: int | None = None, gate: "ChestGate | None" = None):
+                 decode_workers: int | None = None, gate: "ChestGate | None" = None, engine: str = "auto"):
+        from .engine_onnx import ENGINES
+
+        if engine not in ENGINES:
+            raise XrayError(f"Unknown inference engine {engine!r}. Use one of: {', '.join(ENGINES)}.", code="engine")
+        self.engine = engine
+        self.engine_note = ""  # set on the first classification: which engine runs, or why not the fast one
+        self._fast = None
+        self._fast_tried = False
+        self._engine_lock = threading.Lock()
         self.loaded = loaded
         self.gate = gate
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -260,11 +283,7 @@ class Classifier:
         from .errors import ModelFileError
 
         name = Path(self.loaded.path).name if self.loaded.path else self.loaded.display_name
-        s = self.input_size
-        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)
-        first = np.outer(ramp, np.ones(s, dtype=np.float32))  # dark top, bright bottom
-        second = np.random.default_rng(13).random((s, s), dtype=np.float32)  # noise
-        batch = torch.stack([preprocess(first, s), preprocess(second, s)])
+        batch = self._test_batch()
         try:
             with torch.inference_mode(), self._autocast():
                 x = batch.to(self.device)
@@ -288,6 +307,14 @@ class Classifier:
             raise ModelFileError(f"{name}: the model gives the same output (P(COVID) {float(probs[0]):.4g}) for two "
                                  "very different test images, so it cannot tell images apart; the file is damaged "
                                  "or the model untrained.", code="self_test")
+
+    def _test_batch(self) -> torch.Tensor:
+        """Two very different synthetic inputs at the model's size (self-test, engine check)."""
+        s = self.input_size
+        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)
+        first = np.outer(ramp, np.ones(s, dtype=np.float32))  # dark top, bright bottom
+        second = np.random.default_rng(13).random((s, s), dtype=np.float32)  # noise
+        return torch.stack([preprocess(first, s), preprocess(second, s)])
 
     @property
     def info(self) -> ModelInfo:
@@ -317,6 +344,15 @@ class Classifier:
     def label_for(self, p: float) -> str:
         return self.positive_class if p >= self._threshold else self.negative_class
 
+    def relabel(self, pred: Prediction) -> bool:
+        """Apply this classifier's current threshold to a result it computed
+        (no model run); False when there is nothing to relabel."""
+        if pred is None or pred.status != "ok" or pred.p_covid is None:
+            return False
+        pred.label = self.label_for(pred.p_covid)
+        pred.threshold = self._threshold
+        return True
+
     @property
     def version_text(self) -> str:
         return f"{self.info.label} v{self.info.version}"
@@ -334,15 +370,81 @@ class Classifier:
         return preprocess(view, self.input_size), box
 
     def _autocast(self):
-        if self.mixed_precision is None:
-            return autocast_for(self.device)
-        if not self.mixed_precision:
-            return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        if self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        from .precision import autocast, mixed_precision_for
+
+        return autocast(mixed_precision_for(self.device, self.mixed_precision), self.device)
+
+    # ----------------------------------------------------------------- engine
+    @property
+    def active_engine(self) -> str:
+        """``'onnx'`` once the fast engine runs, else ``'torch'`` (before the first classification too)."""
+        return "onnx" if self._fast is not None else "torch"
+
+    def _fast_skip_reason(self) -> str:
+        """Why the fast engine is not even tried ('' = try it)."""
+        if self.engine == "torch":
+            return "PyTorch (chosen)"
+        if self.device.type != "cpu":
+            return f"PyTorch on {self.device.type} (ONNX Runtime is used on the CPU only)"
+        if self.mixed_precision:
+            return "PyTorch (mixed precision was asked for; the ONNX engine is fp32)"
+        if self.engine == "auto" and self.loaded.path is None:
+            return "PyTorch (the model is not from a file)"
+        return ""
+
+    def fast_engine(self):
+        """The ONNX Runtime engine when chosen and working, else None.  Built
+        once, on the first call, in the calling thread (a worker in the app)."""
+        if self._fast_tried:
+            return self._fast
+        with self._engine_lock:
+            if not self._fast_tried:
+                self._fast = self._build_fast_engine()
+                self._fast_tried = True
+        return self._fast
+
+    def _build_fast_engine(self):
+        from .audit import model_stamp
+        from .engine_onnx import EngineUnavailable, prepare_engine
+
+        skip = self._fast_skip_reason()
+        if skip:
+            self.engine_note = skip
+            return None
+        try:
+            engine = prepare_engine(self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(),
+                                    self.temperature)
+        except EngineUnavailable as exc:
+            note = str(exc)
+        except Exception as exc:  # whatever goes wrong, classification goes on with PyTorch
+            note = one_line(exc)
+        else:
+            self.engine_note = f"ONNX Runtime {engine.version} ({engine.threads} thread(s), {engine.path.name})"
+            log.info("%s: classifying with %s", self.version_text, self.engine_note)
+            return engine
+        self._fast_off(note)
+        return None
+
+    def _fast_off(self, why: str) -> None:
+        self._fast = None
+        self.engine_note = f"PyTorch (the ONNX engine is off: {why})"
+        log.warning("%s: %s", self.version_text, self.engine_note)
+
+    def _torch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.model(x).float()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        fast = self.fast_engine()
+        if fast is not None:
+            try:
+                return fast.logits(x)
+            except Exception as exc:  # a session error: this batch and the rest run on PyTorch
+                self._fast_off(f"it failed on a batch: {one_line(exc)}")
+        return self._torch_logits(x)
 
     # -------------------------------------------------------------- inference
     def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
@@ -350,12 +452,10 @@ class Classifier:
         if batch.shape[0] == 0:
             return np.empty(0, dtype=np.float32)
         out = []
-        with torch.inference_mode(), self._autocast():
+        self.fast_engine()  # built here on the first call, outside inference mode (the export traces the model)
+        with torch.inference_mode():
             for start in range(0, batch.shape[0], self.batch_size):
-                x = batch[start:start + self.batch_size].to(self.device, non_blocking=True)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits = self.model(x)
+                logits = self._logits(batch[start:start + self.batch_size])
                 out.append(torch.sigmoid(logits.float() / self.temperature).cpu())
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 

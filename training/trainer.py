@@ -26,7 +26,6 @@ writes files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -40,41 +39,25 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import atomic
 from .augment import augment_batch
 from .config import TrainConfig
 from .data import CLASS_NAMES, Cache, apply_manifest, decode_all, read_manifest, scan_folders, stratified_split, write_manifest
-from .device import cpu_supports_bf16, pick_device
+from .device import pick_device
+from .precision import choose_precision
+from .steps import infer_logits, train_step
 from .errors import DataError, TrainingCancelled, XrayError
+from .events import Event, EventKind
 from .lung_input import InputSpec, model_view
 from .metrics import evaluate, threshold_for_sensitivity
 from .modelfile import ModelInfo, save_model
+from .run_results import load_history
 from .run_folder import require as require_run_folder
 from .run_folder import write_error
 from .models import ARCH_LABELS, build_model
 
 CORE_SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Event:
-    """A progress report.  ``kind``: log | data | batch | epoch | model_done | done."""
-
-    kind: str
-    message: str = ""
-    model: str = ""
-    model_index: int = 0
-    model_count: int = 0
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches: int = 0
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", 0, {}) or k == "kind"}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -124,24 +107,6 @@ def init_distributed(device: torch.device) -> Dist:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def choose_precision(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and cpu_supports_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def uses_conv(arch: str) -> bool:
@@ -313,9 +278,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, idx: np.ndarray, devic
     with torch.inference_mode():
         for s in range(0, len(mine), batch_size):
             x = to_batch(images, mine[s:s + batch_size], device, channels_last=channels_last)
-            with autocast(precision, device):
-                logits = model(x)
-            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+            probs.append(torch.sigmoid(infer_logits(model, x, precision, device)).cpu().numpy())
     p = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
     parts = dist.gather((mine, p))
     all_idx = np.concatenate([a for a, _ in parts])
@@ -361,29 +324,26 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
         torch.set_num_threads(cfg.threads)
     elif dist.enabled and device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // dist.world))
-    precision = choose_precision(cfg, device)
+    precision = choose_precision(cfg.precision, device)
 
     stale: list[Path] = []
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.json"
-        if cfg_path.exists():
-            old = TrainConfig.load(cfg_path)
-            same = {k: v for k, v in old.to_dict().items() if k not in ("out_dir", "device", "threads")} == \
-                   {k: v for k, v in cfg.to_dict().items() if k not in ("out_dir", "device", "threads")}
-            if not same:
-                raise DataError(f"{run_dir} already holds a run with a different configuration; "
-                                "choose a new output folder or resume that run.")
+        if cfg.check_run_folder():
             stale = atomic.remove_stale_temp_files(run_dir)  # left by a killed process's interrupted write
         else:
             cfg.save(cfg_path)
     dist.barrier()
 
-    def log(msg: str, **kw) -> Event:
-        ev = Event("log", message=msg, **kw)
+    def log(msg: str, kind: str = EventKind.LOG, **kw) -> Event:
+        ev = Event(kind, message=msg, **kw)
         if dist.main:
+            row = ev.to_dict()
+            if kind in (EventKind.MODEL_SKIPPED, EventKind.MODEL_STARTED):
+                row.pop("metrics", None)  # the history and results live in their own files
             with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"t": round(time.time(), 1), **ev.to_dict()}) + "\n")
+                fh.write(json.dumps({"t": round(time.time(), 1), **row}) + "\n")
         return ev
 
     if stale:
@@ -409,14 +369,16 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
 
     images = torch.from_numpy(prep.cache.images)
     labels = torch.from_numpy(prep.cache.labels).float()
+    run = _Run(cfg, run_dir, prep, images, labels, device, precision, dist, stop, log)
     results = {}
     for mi, arch in enumerate(cfg.models):
         done_path = run_dir / arch / "metrics.json"
         if done_path.exists() and (run_dir / "models" / f"{arch}.safetensors").exists():
             results[arch] = json.loads(done_path.read_text())
-            yield log(f"{ARCH_LABELS[arch]} already finished in this run; skipped.", model=arch)
+            yield log(f"{ARCH_LABELS[arch]} already finished in this run; skipped.", EventKind.MODEL_SKIPPED,
+                      model=arch, metrics={"result": results[arch], "history": load_history(run_dir, arch)})
             continue
-        for ev in _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, dist, stop, log):
+        for ev in _train_one(run, arch, mi):
             if ev.kind == "model_done":
                 results[arch] = ev.metrics
             yield ev
@@ -429,20 +391,83 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
                 metrics={"run_dir": str(run_dir), "models": {a: r.get("model_file") for a, r in results.items()}})
 
 
-def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, dist, stop, log) -> Iterator[Event]:
-    label = ARCH_LABELS[arch]
-    ck_dir = run_dir / "checkpoints"
-    last_path, best_path = ck_dir / f"{arch}_last.pt", ck_dir / f"{arch}_best.pt"
-    seed = cfg.seed + 1000 * (mi + 1)
-    torch.manual_seed(seed)
-    init = cfg.init
-    if arch == "resnet50_lstm" and cfg.lstm_init:
-        init = cfg.lstm_init
+@dataclass
+class _Run:
+    """What every model of one run shares (the run's context)."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    prep: Prepared
+    images: torch.Tensor
+    labels: torch.Tensor
+    device: torch.device
+    precision: str
+    dist: Dist
+    stop: Callable[[], bool]
+    log: Callable[..., Event]
+
+
+@dataclass
+class _ModelState:
+    """One model being trained: the network, its optimiser and its progress."""
+
+    arch: str
+    index: int
+    label: str
+    seed: int
+    init: str
+    model: nn.Module  # DDP-wrapped when distributed
+    core: nn.Module  # the plain network (state dicts, evaluation)
+    opt: torch.optim.Optimizer
+    scaler: Any
+    channels_last: bool
+    batches: int
+    per_rank: int
+    last_path: Path
+    best_path: Path
+    history: list = field(default_factory=list)
+    best: dict | None = None
+    stale: int = 0
+    start_epoch: int = 1
+
+    def ev_base(self, cfg: TrainConfig) -> dict[str, Any]:
+        return dict(model=self.arch, model_index=self.index, model_count=len(cfg.models), epochs=cfg.epochs)
+
+
+def _train_one(run: _Run, arch: str, mi: int) -> Iterator[Event]:
+    """Train, choose, test and save one model: the steps below, in order."""
+    cfg = run.cfg
+    st = _build_model_state(run, arch, mi)
+    yield from _resume(run, st)
+    n_train = len(run.prep.splits["train"])
+    yield run.log(f"{st.label}: training on {n_train} images, {st.batches} batches/epoch, {cfg.epochs} epochs.",
+                  EventKind.MODEL_STARTED, metrics={"history": list(st.history), "resumed_after": len(st.history)},
+                  **st.ev_base(cfg))
+    for epoch in range(st.start_epoch, cfg.epochs + 1):
+        if cfg.early_stopping and st.stale >= cfg.early_stopping:
+            yield run.log(f"{st.label}: early stop - no better validation epoch for {st.stale} epochs.",
+                          EventKind.EARLY_STOP, **st.ev_base(cfg))
+            break
+        yield from _train_epoch(run, st, epoch)
+    yield from _finish_model(run, st)
+
+
+def _model_init(run: _Run, arch: str) -> str:
+    cfg = run.cfg
+    init = cfg.lstm_init if (arch == "resnet50_lstm" and cfg.lstm_init) else cfg.init
     if init == "from_resnet50":
-        src = run_dir / "models" / "resnet50.safetensors"
+        src = run.run_dir / "models" / "resnet50.safetensors"
         if not src.exists():
             raise DataError("The two-stage ResNet50-LSTM needs the ResNet50 of the same run: train 'resnet50' first.")
         init = str(src)
+    return init
+
+
+def _build_model_state(run: _Run, arch: str, mi: int) -> _ModelState:
+    cfg, device, dist = run.cfg, run.device, run.dist
+    seed = cfg.seed + 1000 * (mi + 1)
+    torch.manual_seed(seed)
+    init = _model_init(run, arch)
     model = build_model(arch, init, dropout=cfg.dropout, input_size=cfg.input_size)
     channels_last = uses_conv(arch)
     model.to(device)
@@ -452,179 +477,216 @@ def _train_one(cfg, arch, mi, run_dir, prep, images, labels, device, precision, 
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if (precision == "fp16" and device.type == "cuda") else None
-
-    train_idx, val_idx = prep.splits["train"], prep.splits["val"]
-    n_train = len(train_idx)
-    per_rank = math.ceil(n_train / dist.world)
+    scaler = torch.amp.GradScaler("cuda") if (run.precision == "fp16" and device.type == "cuda") else None
+    per_rank = math.ceil(len(run.prep.splits["train"]) / dist.world)
     batches = max(1, math.ceil(per_rank / cfg.batch_size))
     if cfg.max_train_batches:
         batches = min(batches, cfg.max_train_batches)
+    ck_dir = run.run_dir / "checkpoints"
+    return _ModelState(arch=arch, index=mi, label=ARCH_LABELS[arch], seed=seed, init=init, model=model, core=core,
+                       opt=opt, scaler=scaler, channels_last=channels_last, batches=batches, per_rank=per_rank,
+                       last_path=ck_dir / f"{arch}_last.pt", best_path=ck_dir / f"{arch}_best.pt")
 
-    def lr_at(epoch_float: float) -> float:
-        if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
-            return cfg.lr * max(0.05, epoch_float / cfg.warmup_epochs)
-        if cfg.lr_schedule == "cosine":
-            span = max(1e-9, cfg.epochs - cfg.warmup_epochs)
-            prog = min(1.0, (epoch_float - cfg.warmup_epochs) / span)
-            return cfg.lr * 0.5 * (1 + math.cos(math.pi * prog))
-        return cfg.lr
 
-    history: list[dict] = []
-    best: dict | None = None
-    start_epoch = 1
-    if last_path.exists():
-        ck = _load_torch(last_path)
-        core.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        history, best = ck["history"], ck["best"]
-        start_epoch = int(ck["epoch"]) + 1
-        yield log(f"{label}: resuming after epoch {ck['epoch']}.", model=arch)
-    stale = 0 if best is None else sum(1 for h in history if h["epoch"] > best["epoch"])
+def _resume(run: _Run, st: _ModelState) -> Iterator[Event]:
+    """Continue from the model's last checkpoint, when there is one."""
+    if not st.last_path.exists():
+        return
+    ck = _load_torch(st.last_path)
+    st.core.load_state_dict(ck["model"])
+    st.opt.load_state_dict(ck["optimizer"])
+    if st.scaler is not None and ck.get("scaler"):
+        st.scaler.load_state_dict(ck["scaler"])
+    st.history, st.best = ck["history"], ck["best"]
+    st.start_epoch = int(ck["epoch"]) + 1
+    st.stale = 0 if st.best is None else sum(1 for h in st.history if h["epoch"] > st.best["epoch"])
+    yield run.log(f"{st.label}: resuming after epoch {ck['epoch']}.", model=st.arch)
 
-    ev_base = dict(model=arch, model_index=mi, model_count=len(cfg.models), epochs=cfg.epochs)
-    yield log(f"{label}: training on {n_train} images, {batches} batches/epoch, {cfg.epochs} epochs.", **ev_base)
-    pos_frac = float(labels[train_idx].mean())
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if cfg.early_stopping and stale >= cfg.early_stopping:
-            yield log(f"{label}: early stop - no better validation epoch for {stale} epochs.", **ev_base)
-            break
-        te = time.time()
-        model.train()
-        if cfg.freeze_backbone_epochs and hasattr(core, "backbone"):
-            frozen = epoch <= cfg.freeze_backbone_epochs
-            if frozen and dist.enabled:
-                raise DataError("Freezing the backbone is not supported with several processes (DDP).")
-            for prm in core.backbone.parameters():
-                prm.requires_grad_(not frozen)
-            if frozen:
-                core.backbone.eval()  # keep the backbone's BatchNorm statistics as they are
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)
-        if cfg.balanced_sampling:
-            w = torch.where(labels[train_idx] > 0.5, 0.5 / pos_frac, 0.5 / (1 - pos_frac))
-            order = torch.multinomial(w, n_train, replacement=True, generator=g).numpy()
-            order = np.resize(order, per_rank * dist.world)[dist.rank::dist.world]
-        else:
-            from torch.utils.data import DistributedSampler
 
-            sampler = DistributedSampler(range(n_train), num_replicas=dist.world, rank=dist.rank, shuffle=True,
-                                         seed=seed, drop_last=False)
-            sampler.set_epoch(epoch)
-            order = np.fromiter(iter(sampler), dtype=np.int64)
-        tot_loss = tot_correct = tot_n = 0.0
-        aug_g = torch.Generator().manual_seed(seed * 31 + epoch * 1009 + dist.rank)
-        for b in range(batches):
-            if stop():
-                raise TrainingCancelled(f"Cancelled during {label} epoch {epoch}; the last finished epoch is "
-                                        "kept in the run folder and can be resumed.")
-            sel = train_idx[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            if len(sel) < 2:
-                continue
-            lr = lr_at(epoch - 1 + b / batches)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = to_batch(images, sel, device, channels_last=channels_last, augment=cfg.augment, generator=aug_g,
-                         level=cfg.augment_level)
-            y = labels[sel].to(device)
-            with autocast(precision, device):
-                logits = model(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            loss_value = loss.item()
-            with torch.no_grad():
-                tot_loss += loss_value * len(sel)
-                tot_correct += float(((logits.float() > 0) == (y > 0.5)).sum())
-                tot_n += len(sel)
-            yield Event("batch", epoch=epoch, batch=b + 1, batches=batches,
-                        metrics={"loss": loss_value, "lr": lr}, **ev_base)
-        tot_loss, tot_correct, tot_n = dist.sum([tot_loss, tot_correct, tot_n])
-        _, pv = predict_probs(core, images, val_idx, device, precision, channels_last, dist)
-        yv = prep.cache.labels[val_idx].astype(np.float64)
-        row = {"epoch": epoch, "train_loss": tot_loss / max(1, tot_n), "train_acc": tot_correct / max(1, tot_n),
-               "val_loss": bce(pv, yv), "val_acc": float(((pv >= 0.5) == (yv > 0.5)).mean()),
-               "lr": lr_at(epoch), "seconds": round(time.time() - te, 2)}
-        history.append(row)
-        improved = better(row, best)
+def _lr_at(cfg: TrainConfig, epoch_float: float) -> float:
+    """Warm-up, then constant or cosine, at a fractional epoch."""
+    if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
+        return cfg.lr * max(0.05, epoch_float / cfg.warmup_epochs)
+    if cfg.lr_schedule == "cosine":
+        span = max(1e-9, cfg.epochs - cfg.warmup_epochs)
+        prog = min(1.0, (epoch_float - cfg.warmup_epochs) / span)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * prog))
+    return cfg.lr
+
+
+def _set_frozen(run: _Run, st: _ModelState, epoch: int) -> None:
+    """``freeze_backbone_epochs``: only the head learns in the first epochs."""
+    if not (run.cfg.freeze_backbone_epochs and hasattr(st.core, "backbone")):
+        return
+    frozen = epoch <= run.cfg.freeze_backbone_epochs
+    if frozen and run.dist.enabled:
+        raise DataError("Freezing the backbone is not supported with several processes (DDP).")
+    for prm in st.core.backbone.parameters():
+        prm.requires_grad_(not frozen)
+    if frozen:
+        st.core.backbone.eval()  # keep the backbone's BatchNorm statistics as they are
+
+
+def _epoch_order(run: _Run, st: _ModelState, epoch: int) -> np.ndarray:
+    """This rank's training indices for ``epoch`` (class-balanced draw or a shuffle), seeded."""
+    cfg, dist = run.cfg, run.dist
+    train_idx = run.prep.splits["train"]
+    n_train = len(train_idx)
+    g = torch.Generator().manual_seed(st.seed * 7919 + epoch)
+    if cfg.balanced_sampling:
+        pos_frac = float(run.labels[train_idx].mean())
+        w = torch.where(run.labels[train_idx] > 0.5, 0.5 / pos_frac, 0.5 / (1 - pos_frac))
+        order = torch.multinomial(w, n_train, replacement=True, generator=g).numpy()
+        return np.resize(order, st.per_rank * dist.world)[dist.rank::dist.world]
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n_train), num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                 seed=st.seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return np.fromiter(iter(sampler), dtype=np.int64)
+
+
+def _train_epoch(run: _Run, st: _ModelState, epoch: int) -> Iterator[Event]:
+    """One epoch of training steps (a batch event each), then validation and checkpoints."""
+    cfg, device = run.cfg, run.device
+    te = time.time()
+    st.model.train()
+    _set_frozen(run, st, epoch)
+    order = _epoch_order(run, st, epoch)
+    train_idx = run.prep.splits["train"]
+    tot_loss = tot_correct = tot_n = 0.0
+    aug_g = torch.Generator().manual_seed(st.seed * 31 + epoch * 1009 + run.dist.rank)
+    for b in range(st.batches):
+        if run.stop():
+            raise TrainingCancelled(f"Cancelled during {st.label} epoch {epoch}; the last finished epoch is "
+                                    "kept in the run folder and can be resumed.")
+        sel = train_idx[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+        if len(sel) < 2:
+            continue
+        lr = _lr_at(cfg, epoch - 1 + b / st.batches)
+        for group in st.opt.param_groups:
+            group["lr"] = lr
+        x = to_batch(run.images, sel, device, channels_last=st.channels_last, augment=cfg.augment,
+                     generator=aug_g, level=cfg.augment_level)
+        y = run.labels[sel].to(device)
+        loss_value, logits = train_step(st.model, st.opt, x, y, run.precision, device, st.scaler)
+        with torch.no_grad():
+            tot_loss += loss_value * len(sel)
+            tot_correct += float(((logits > 0) == (y > 0.5)).sum())
+            tot_n += len(sel)
+        yield Event(EventKind.BATCH, epoch=epoch, batch=b + 1, batches=st.batches,
+                    metrics={"loss": loss_value, "lr": lr}, **st.ev_base(cfg))
+    tot_loss, tot_correct, tot_n = run.dist.sum([tot_loss, tot_correct, tot_n])
+    row = _validate(run, st, epoch, tot_loss / max(1, tot_n), tot_correct / max(1, tot_n), time.time() - te)
+    improved = _record_epoch(run, st, row)
+    yield Event(EventKind.EPOCH, epoch=epoch, metrics={**row, "best_epoch": st.best["epoch"], "improved": improved},
+                message=(f"{st.label} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc "
+                         f"{row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}"
+                         f"{'  *' if improved else ''} ({row['seconds']:.0f} s)"), **st.ev_base(cfg))
+
+
+def _validate(run: _Run, st: _ModelState, epoch: int, train_loss: float, train_acc: float,
+              train_seconds: float) -> dict[str, Any]:
+    t0 = time.time()
+    val_idx = run.prep.splits["val"]
+    _, pv = predict_probs(st.core, run.images, val_idx, run.device, run.precision, st.channels_last, run.dist)
+    yv = run.prep.cache.labels[val_idx].astype(np.float64)
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": bce(pv, yv),
+            "val_acc": float(((pv >= 0.5) == (yv > 0.5)).mean()), "lr": _lr_at(run.cfg, epoch),
+            "seconds": round(train_seconds + time.time() - t0, 2)}
+
+
+def _record_epoch(run: _Run, st: _ModelState, row: dict[str, Any]) -> bool:
+    """Add the epoch to the history, keep the best one, write the checkpoints; True when it improved."""
+    st.history.append(row)
+    improved = better(row, st.best)
+    if improved:
+        st.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+        st.stale = 0
+    else:
+        st.stale += 1
+    if run.dist.main:
+        require_run_folder(run.run_dir)  # the atomic writers would silently re-create a deleted folder
         if improved:
-            best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
-            stale = 0
-        else:
-            stale += 1
-        if dist.main:
-            require_run_folder(run_dir)  # the atomic writers would silently re-create a deleted folder
-            if improved:
-                _save_torch(core.state_dict(), best_path)
-            _save_torch({"model": core.state_dict(), "optimizer": opt.state_dict(),
-                         "scaler": scaler.state_dict() if scaler is not None else None,
-                         "epoch": epoch, "history": history, "best": best}, last_path)
-            atomic.write_text(run_dir / arch / "history.csv", _history_csv(history))
-            _write_json(run_dir / arch / "history.json", history)
-        dist.barrier()
-        yield Event("epoch", epoch=epoch, metrics={**row, "best_epoch": best["epoch"], "improved": improved},
-                    message=(f"{label} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-                             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}{'  *' if improved else ''} "
-                             f"({row['seconds']:.0f} s)"), **ev_base)
+            _save_torch(st.core.state_dict(), st.best_path)
+        _save_torch({"model": st.core.state_dict(), "optimizer": st.opt.state_dict(),
+                     "scaler": st.scaler.state_dict() if st.scaler is not None else None,
+                     "epoch": row["epoch"], "history": st.history, "best": st.best}, st.last_path)
+        atomic.write_text(run.run_dir / st.arch / "history.csv", _history_csv(st.history))
+        _write_json(run.run_dir / st.arch / "history.json", st.history)
+    run.dist.barrier()
+    return improved
 
-    # ---- the chosen epoch: test, thresholds, model file, plots
-    core.load_state_dict(_load_torch(best_path) if best_path.exists() else core.state_dict())
-    yield log(f"{label}: evaluating epoch {best['epoch']} (best validation accuracy, ties by lower loss).", **ev_base)
+
+def _evaluate_chosen(run: _Run, st: _ModelState) -> tuple[dict, dict, float, float]:
+    """The chosen epoch on every evaluation split: (evaluations, predictions, threshold, operating point)."""
+    cfg, prep = run.cfg, run.prep
+    val_idx = prep.splits["val"]
+    _, pv = predict_probs(st.core, run.images, val_idx, run.device, run.precision, st.channels_last, run.dist)
+    thr_sens = threshold_for_sensitivity(prep.cache.labels[val_idx], pv, cfg.target_sensitivity)
+    threshold = 0.5 if cfg.threshold_rule == "0.5" else thr_sens
     evals: dict[str, Any] = {}
     probs: dict[str, Any] = {}
-    _, pv = predict_probs(core, images, val_idx, device, precision, channels_last, dist)
-    yv = prep.cache.labels[val_idx]
-    thr_sens = threshold_for_sensitivity(yv, pv, cfg.target_sensitivity)
-    threshold = 0.5 if cfg.threshold_rule == "0.5" else thr_sens
     for name, idx in prep.splits.items():
         if name == "train":
             continue
-        _, p = predict_probs(core, images, idx, device, precision, channels_last, dist)
+        _, p = predict_probs(st.core, run.images, idx, run.device, run.precision, st.channels_last, run.dist)
         y = prep.cache.labels[idx]
         evals[name] = {"at_0.5": evaluate(y, p, 0.5, seed=cfg.seed),
                        "at_operating_point": evaluate(y, p, thr_sens, seed=cfg.seed)}
         probs[name] = {"file": [f"{prep.cache.items[i].dataset}/{prep.cache.items[i].file}" for i in idx],
                        "label": y.tolist(), "p_covid": [round(float(v), 6) for v in p]}
-    chosen = next(h for h in history if h["epoch"] == best["epoch"])
-    result = {"arch": arch, "label": label, "best_epoch": best["epoch"], "epochs_run": len(history),
+    return evals, probs, threshold, thr_sens
+
+
+def _model_info(run: _Run, st: _ModelState, evals: dict, threshold: float, thr_sens: float) -> ModelInfo:
+    cfg = run.cfg
+    test = evals["test"]["at_0.5"]
+    init = st.init
+    return ModelInfo(
+        arch=st.arch, name=cfg.model_name or f"{st.label} ({cfg.recipe} recipe)", version=time.strftime("%Y%m%d"),
+        input_size=cfg.input_size, threshold=float(threshold), dropout=cfg.dropout,
+        preprocessing={**ModelInfo.__dataclass_fields__["preprocessing"].default_factory(),
+                       **input_spec(cfg).to_metadata()},
+        operating_points={"paper_0.5": 0.5, f"sensitivity_{int(cfg.target_sensitivity * 100)}_val": float(thr_sens)},
+        training={"recipe": cfg.recipe, "data": [Path(d).name for d in cfg.data_dirs],
+                  "split": run.prep.summary["split_counts"],
+                  "init": init if not os.path.isabs(init) else Path(init).name,
+                  "epochs_run": len(st.history), "best_epoch": st.best["epoch"], "lr": cfg.lr,
+                  "batch_size": cfg.batch_size, "augment": cfg.augment, "augment_level": cfg.augment_level,
+                  "seed": cfg.seed},
+        metrics={k: test[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "ci95",
+                                      "confusion")},
+        description=f"{st.label} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")
+
+
+def _finish_model(run: _Run, st: _ModelState) -> Iterator[Event]:
+    """Load the chosen epoch, test it, write the model file, plots and metrics.json (last: marks it finished)."""
+    cfg, run_dir = run.cfg, run.run_dir
+    st.core.load_state_dict(_load_torch(st.best_path) if st.best_path.exists() else st.core.state_dict())
+    yield run.log(f"{st.label}: evaluating epoch {st.best['epoch']} (best validation accuracy, ties by lower loss).",
+                  EventKind.EVALUATING, epoch=st.best["epoch"], **st.ev_base(cfg))
+    evals, probs, threshold, thr_sens = _evaluate_chosen(run, st)
+    chosen = next(h for h in st.history if h["epoch"] == st.best["epoch"])
+    result = {"arch": st.arch, "label": st.label, "best_epoch": st.best["epoch"], "epochs_run": len(st.history),
               "chosen_epoch": chosen, "threshold": threshold, "operating_point_sens": thr_sens,
-              "target_sensitivity": cfg.target_sensitivity, "precision": precision, "world_size": dist.world,
-              "evaluations": evals, "model_file": str(run_dir / "models" / f"{arch}.safetensors")}
-    if dist.main:
-        test = evals["test"]["at_0.5"]
-        info = ModelInfo(
-            arch=arch, name=cfg.model_name or f"{label} ({cfg.recipe} recipe)", version=time.strftime("%Y%m%d"),
-            input_size=cfg.input_size, threshold=float(threshold), dropout=cfg.dropout,
-            preprocessing={**ModelInfo.__dataclass_fields__["preprocessing"].default_factory(),
-                           **input_spec(cfg).to_metadata()},
-            operating_points={"paper_0.5": 0.5, f"sensitivity_{int(cfg.target_sensitivity * 100)}_val": float(thr_sens)},
-            training={"recipe": cfg.recipe, "data": [Path(d).name for d in cfg.data_dirs],
-                      "split": prep.summary["split_counts"], "init": init if not os.path.isabs(init) else Path(init).name,
-                      "epochs_run": len(history), "best_epoch": best["epoch"], "lr": cfg.lr,
-                      "batch_size": cfg.batch_size, "augment": cfg.augment, "augment_level": cfg.augment_level,
-                      "seed": cfg.seed},
-            metrics={k: test[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "ci95",
-                                          "confusion")},
-            description=f"{label} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")
+              "target_sensitivity": cfg.target_sensitivity, "precision": run.precision,
+              "world_size": run.dist.world, "evaluations": evals,
+              "model_file": str(run_dir / "models" / f"{st.arch}.safetensors")}
+    if run.dist.main:
+        info = _model_info(run, st, evals, threshold, thr_sens)
         require_run_folder(run_dir)
-        save_model(core, info, run_dir / "models" / f"{arch}.safetensors", half=cfg.half_weights)
-        _write_json(run_dir / arch / "predictions.json", probs)
+        save_model(st.core, info, run_dir / "models" / f"{st.arch}.safetensors", half=cfg.half_weights)
+        _write_json(run_dir / st.arch / "predictions.json", probs)
         from .plots import save_model_plots
 
-        save_model_plots(run_dir / arch, history, result)
-        _write_json(run_dir / arch / "metrics.json", result)  # written last: marks the model finished
-    dist.barrier()
+        save_model_plots(run_dir / st.arch, st.history, result)
+        _write_json(run_dir / st.arch / "metrics.json", result)  # written last: marks the model finished
+    run.dist.barrier()
     t = evals["test"]["at_0.5"]
-    yield Event("model_done", message=(f"{label}: test accuracy {t['accuracy']:.3f}, precision {t['precision']:.3f}, "
-                                       f"recall {t['recall']:.3f}, F1 {t['f1']:.3f}, AUC {t['roc_auc']:.3f}"),
-                metrics=result, **ev_base)
+    yield Event(EventKind.MODEL_DONE, message=(f"{st.label}: test accuracy {t['accuracy']:.3f}, precision "
+                                               f"{t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}, "
+                                               f"AUC {t['roc_auc']:.3f}"), metrics=result, **st.ev_base(cfg))
 
 
 def run_training(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,

@@ -88,7 +88,7 @@ class BatchController(QObject):
     def relabel(self, classifier) -> None:
         """New threshold: relabel the rows made by this model (stale rows stay as they were)."""
         if classifier is not None:
-            self.panel.model.relabel(classifier.label_for, classifier.threshold)
+            self.panel.model.relabel(classifier)
 
     def model_changed(self, classifier) -> None:
         """Another model is loaded: rows computed by a previous model become stale."""

@@ -15,7 +15,6 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
                             Signal)
@@ -125,14 +124,12 @@ class BatchTableModel(QAbstractTableModel):
         if self.rows:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
 
-    def relabel(self, label_for: Callable[[float], str], threshold: float) -> None:
-        """New threshold: the core's ``label_for`` relabels; the model is not run.
+    def relabel(self, classifier) -> None:
+        """New threshold: the core's ``Classifier.relabel``; the model is not run.
         Stale rows (another model's results) are left as they were."""
         for r in self.rows:
-            if (r.pred is not None and r.pred.status == "ok" and r.pred.p_covid is not None
-                    and not self.is_stale(r)):
-                r.pred.label = label_for(r.pred.p_covid)
-                r.pred.threshold = threshold
+            if not self.is_stale(r):
+                classifier.relabel(r.pred)
         if self.rows:
             self.dataChanged.emit(self.index(0, COL_PRED), self.index(len(self.rows) - 1, COL_PRED))
 

@@ -10,7 +10,9 @@ from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, 
 
 from . import APP_NAME, RESEARCH_NOTICE
 
-DEVICE_LABELS = {"auto": "Automatic (GPU when available, else CPU)", "cuda": "NVIDIA GPU (CUDA)", "cpu": "CPU"}
+from training.names import APP_DEVICES, DEVICE_LABELS as _ALL_LABELS  # noqa: E402
+
+DEVICE_LABELS = {k: _ALL_LABELS[k] for k in APP_DEVICES}  # the app's choices, in the core's words
 
 
 def model_info_html(classifier) -> str:

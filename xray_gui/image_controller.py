@@ -258,9 +258,7 @@ class ImageController(QObject):
 
     def relabel(self) -> None:
         """The threshold changed: relabel with the core's rule; no model run."""
-        if self.pred is not None and self.classifier is not None and self.pred.p_covid is not None:
-            self.pred.label = self.classifier.label_for(self.pred.p_covid)
-            self.pred.threshold = self.classifier.threshold
+        if self.classifier is not None and self.classifier.relabel(self.pred):
             self._label_prediction()
 
     # -- heatmap -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 MAX_RECENT = 10
-DEVICES = ("auto", "cuda", "cpu")
+from training.names import APP_DEVICES as DEVICES  # noqa: E402  (the core's list)
 
 
 def _open_store() -> QSettings:

@@ -28,7 +28,9 @@ INIT_HELP = {
             "file of this app works too).",
 }
 
-DEVICE_ITEMS = (("auto", "Automatic (GPU when there is one)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"))
+from training.names import APP_DEVICES, DEVICE_LABELS  # noqa: E402
+
+DEVICE_ITEMS = tuple((k, DEVICE_LABELS[k]) for k in APP_DEVICES)
 
 RECIPE_WORDS = {
     "weight_decay": lambda v: f"weight decay {v:g}",
@@ -54,10 +56,6 @@ def new_run_dir() -> Path:
     return default_runs_dir() / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("out_dir", "device", "threads")}
-
-
 class SetupPage(QWizardPage):
     def __init__(self, wiz):
         super().__init__()
@@ -73,151 +71,13 @@ class SetupPage(QWizardPage):
         self._estimating = False
         self.cuda_available: bool | None = None
 
-        # --- recipe and hyperparameters
-        self.recipe = QComboBox()
-        self.recipe.setObjectName("recipe")
-        self.recipe.addItem("paper - the published recipe", "paper")
-        self.recipe.addItem("shipped - the recipe of the app's model", "shipped")
-        self.recipe_help = QLabel()
-        self.recipe_help.setWordWrap(True)
-        self.recipe_help.setStyleSheet("color:#666")
-        self.input_size = QSpinBox()
-        self.input_size.setRange(32, 1024)
-        self.input_size.setSingleStep(32)
-        self.input_size.setSuffix(" px")
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(2, 1024)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(0.00001, 0.5)
-        self.lr.setSingleStep(0.0001)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
-        hyper = QGroupBox("Recipe and hyperparameters")
-        hf = QFormLayout(hyper)
-        hf.addRow("Recipe:", self.recipe)
-        hf.addRow(self.recipe_help)
-        hf.addRow("Input size:", self.input_size)
-        hf.addRow("Batch size:", self.batch_size)
-        hf.addRow("Adam learning rate:", self.lr)
-        hf.addRow("Epochs (at most):", self.epochs)
-
-        # --- models
-        models_box = QGroupBox("Models")
-        ml = QHBoxLayout(models_box)
-        self.model_checks: dict[str, QCheckBox] = {}
-        for arch, label in MODEL_LABELS.items():
-            cb = QCheckBox(label)
-            cb.setChecked(True)
-            cb.setObjectName(f"model_{arch}")
-            self.model_checks[arch] = cb
-            ml.addWidget(cb)
-        ml.addStretch(1)
-
-        # --- backbone init
-        init_box = QGroupBox("ResNet50 backbone starts from")
-        il = QGridLayout(init_box)
-        self.init_group = QButtonGroup(self)
-        self.init_buttons: dict[str, QRadioButton] = {}
-        self.init_file = QLineEdit()
-        self.init_file.setPlaceholderText("weights file (.pth / .safetensors)")
-        init_browse = QPushButton("Browse…")
-        init_browse.clicked.connect(self.choose_init_file)
-        self.imagenet_note = QLabel()
-        for r, (key, text) in enumerate((("scratch", "Scratch"), ("imagenet", "ImageNet"),
-                                         ("file", "Local weights file"))):
-            rb = QRadioButton(text)
-            rb.setObjectName(f"init_{key}")
-            self.init_group.addButton(rb)
-            self.init_buttons[key] = rb
-            help_ = QLabel(INIT_HELP[key])
-            help_.setWordWrap(True)
-            help_.setStyleSheet("color:#666")
-            il.addWidget(rb, 2 * r, 0)
-            il.addWidget(help_, 2 * r + 1, 0, 1, 3)
-        il.addWidget(self.imagenet_note, 2, 1, 1, 2)
-        il.addWidget(self.init_file, 4, 1)
-        il.addWidget(init_browse, 4, 2)
-        il.setColumnStretch(1, 1)
-        self.init_buttons["scratch"].setChecked(True)
-
-        # --- split
-        split_box = QGroupBox("Split into training / validation / test")
-        sg = QGridLayout(split_box)
-        self.split_new = QRadioButton("New split (stratified):")
-        self.split_new.setChecked(True)
-        self.split_from_file = QRadioButton("Split file:")
-        self.fracs = []
-        fr = QHBoxLayout()
-        for v in (80, 10, 10):
-            sb = QSpinBox()
-            sb.setRange(1, 98)
-            sb.setValue(v)
-            sb.setSuffix(" %")
-            self.fracs.append(sb)
-            fr.addWidget(sb)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        fr.addWidget(QLabel("seed"))
-        fr.addWidget(self.seed)
-        fr.addStretch(1)
-        self.split_file = QLineEdit()
-        self.split_file.setPlaceholderText("split.csv of an earlier run (dataset,file,label,split)")
-        split_browse = QPushButton("Browse…")
-        split_browse.clicked.connect(self.choose_split_file)
-        sg.addWidget(self.split_new, 0, 0)
-        sg.addLayout(fr, 0, 1, 1, 2)
-        sg.addWidget(self.split_from_file, 1, 0)
-        sg.addWidget(self.split_file, 1, 1)
-        sg.addWidget(split_browse, 1, 2)
-        self.split_info = QLabel()
-        self.split_info.setStyleSheet("color:#666")
-        sg.addWidget(self.split_info, 2, 0, 1, 3)
-
-        # --- device
-        dev_box = QGroupBox("Where it runs")
-        df = QFormLayout(dev_box)
-        self.device = QComboBox()
-        self.device.setObjectName("device")
-        for key, text in DEVICE_ITEMS:
-            self.device.addItem(text, key)
-        self.threads = QSpinBox()
-        self.threads.setRange(0, max(1, os.cpu_count() or 1))
-        self.threads.setSpecialValueText("automatic (all cores but one)")
-        df.addRow("Device:", self.device)
-        df.addRow("CPU threads:", self.threads)
-
-        # --- run folder
-        out_box = QGroupBox("Run folder (models, curves, report)")
-        ol = QHBoxLayout(out_box)
-        self.out_dir = QLineEdit()
-        self.out_dir.setObjectName("outDir")
-        self.out_dir.textEdited.connect(lambda _t: setattr(self, "_auto_out", False))
-        out_browse = QPushButton("Browse…")
-        out_browse.clicked.connect(self.choose_out_dir)
-        out_new = QPushButton("New")
-        out_new.setToolTip("A new, empty run folder named after the date and time")
-        out_new.clicked.connect(self.fresh_out_dir)
-        ol.addWidget(self.out_dir, 1)
-        ol.addWidget(out_browse)
-        ol.addWidget(out_new)
-
-        # --- estimate
-        est_box = QGroupBox("Estimated run time")
-        el = QVBoxLayout(est_box)
-        er = QHBoxLayout()
-        self.estimate_button = QPushButton("Measure on this device")
-        self.estimate_button.setObjectName("estimateButton")
-        self.estimate_button.setToolTip("Times two training steps of each chosen model at the chosen input and "
-                                        "batch size, then multiplies by batches × epochs")
-        self.estimate_button.clicked.connect(self.start_estimate)
-        er.addWidget(self.estimate_button)
-        er.addStretch(1)
-        el.addLayout(er)
-        self.estimate_text = QLabel("Not measured yet.")
-        self.estimate_text.setObjectName("estimateText")
-        self.estimate_text.setWordWrap(True)
-        el.addWidget(self.estimate_text)
+        hyper = self._build_hyper()
+        models_box = self._build_models()
+        init_box = self._build_init()
+        split_box = self._build_split()
+        dev_box = self._build_device()
+        out_box = self._build_out()
+        est_box = self._build_estimate()
 
         self.message = MessageLabel()
         self.message.setObjectName("setupMessage")
@@ -256,6 +116,166 @@ class SetupPage(QWizardPage):
         self.split_file.textChanged.connect(self._settings_changed)
         self.init_group.buttonToggled.connect(lambda *_: self._init_changed())
         self._init_changed()
+
+    def _build_hyper(self) -> QGroupBox:
+        """The 'recipe and hyperparameters' box."""
+        self.recipe = QComboBox()
+        self.recipe.setObjectName("recipe")
+        self.recipe.addItem("paper - the published recipe", "paper")
+        self.recipe.addItem("shipped - the recipe of the app's model", "shipped")
+        self.recipe_help = QLabel()
+        self.recipe_help.setWordWrap(True)
+        self.recipe_help.setStyleSheet("color:#666")
+        self.input_size = QSpinBox()
+        self.input_size.setRange(32, 1024)
+        self.input_size.setSingleStep(32)
+        self.input_size.setSuffix(" px")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(2, 1024)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.00001, 0.5)
+        self.lr.setSingleStep(0.0001)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        hyper = QGroupBox("Recipe and hyperparameters")
+        hf = QFormLayout(hyper)
+        hf.addRow("Recipe:", self.recipe)
+        hf.addRow(self.recipe_help)
+        hf.addRow("Input size:", self.input_size)
+        hf.addRow("Batch size:", self.batch_size)
+        hf.addRow("Adam learning rate:", self.lr)
+        hf.addRow("Epochs (at most):", self.epochs)
+        return hyper
+
+    def _build_models(self) -> QGroupBox:
+        """The 'models' box."""
+        models_box = QGroupBox("Models")
+        ml = QHBoxLayout(models_box)
+        self.model_checks: dict[str, QCheckBox] = {}
+        for arch, label in MODEL_LABELS.items():
+            cb = QCheckBox(label)
+            cb.setChecked(True)
+            cb.setObjectName(f"model_{arch}")
+            self.model_checks[arch] = cb
+            ml.addWidget(cb)
+        ml.addStretch(1)
+        return models_box
+
+    def _build_init(self) -> QGroupBox:
+        """The 'backbone init' box."""
+        init_box = QGroupBox("ResNet50 backbone starts from")
+        il = QGridLayout(init_box)
+        self.init_group = QButtonGroup(self)
+        self.init_buttons: dict[str, QRadioButton] = {}
+        self.init_file = QLineEdit()
+        self.init_file.setPlaceholderText("weights file (.pth / .safetensors)")
+        init_browse = QPushButton("Browse…")
+        init_browse.clicked.connect(self.choose_init_file)
+        self.imagenet_note = QLabel()
+        for r, (key, text) in enumerate((("scratch", "Scratch"), ("imagenet", "ImageNet"),
+                                         ("file", "Local weights file"))):
+            rb = QRadioButton(text)
+            rb.setObjectName(f"init_{key}")
+            self.init_group.addButton(rb)
+            self.init_buttons[key] = rb
+            help_ = QLabel(INIT_HELP[key])
+            help_.setWordWrap(True)
+            help_.setStyleSheet("color:#666")
+            il.addWidget(rb, 2 * r, 0)
+            il.addWidget(help_, 2 * r + 1, 0, 1, 3)
+        il.addWidget(self.imagenet_note, 2, 1, 1, 2)
+        il.addWidget(self.init_file, 4, 1)
+        il.addWidget(init_browse, 4, 2)
+        il.setColumnStretch(1, 1)
+        self.init_buttons["scratch"].setChecked(True)
+        return init_box
+
+    def _build_split(self) -> QGroupBox:
+        """The 'split' box."""
+        split_box = QGroupBox("Split into training / validation / test")
+        sg = QGridLayout(split_box)
+        self.split_new = QRadioButton("New split (stratified):")
+        self.split_new.setChecked(True)
+        self.split_from_file = QRadioButton("Split file:")
+        self.fracs = []
+        fr = QHBoxLayout()
+        for v in (80, 10, 10):
+            sb = QSpinBox()
+            sb.setRange(1, 98)
+            sb.setValue(v)
+            sb.setSuffix(" %")
+            self.fracs.append(sb)
+            fr.addWidget(sb)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        fr.addWidget(QLabel("seed"))
+        fr.addWidget(self.seed)
+        fr.addStretch(1)
+        self.split_file = QLineEdit()
+        self.split_file.setPlaceholderText("split.csv of an earlier run (dataset,file,label,split)")
+        split_browse = QPushButton("Browse…")
+        split_browse.clicked.connect(self.choose_split_file)
+        sg.addWidget(self.split_new, 0, 0)
+        sg.addLayout(fr, 0, 1, 1, 2)
+        sg.addWidget(self.split_from_file, 1, 0)
+        sg.addWidget(self.split_file, 1, 1)
+        sg.addWidget(split_browse, 1, 2)
+        self.split_info = QLabel()
+        self.split_info.setStyleSheet("color:#666")
+        sg.addWidget(self.split_info, 2, 0, 1, 3)
+        return split_box
+
+    def _build_device(self) -> QGroupBox:
+        """The 'device' box."""
+        dev_box = QGroupBox("Where it runs")
+        df = QFormLayout(dev_box)
+        self.device = QComboBox()
+        self.device.setObjectName("device")
+        for key, text in DEVICE_ITEMS:
+            self.device.addItem(text, key)
+        self.threads = QSpinBox()
+        self.threads.setRange(0, max(1, os.cpu_count() or 1))
+        self.threads.setSpecialValueText("automatic (all cores but one)")
+        df.addRow("Device:", self.device)
+        df.addRow("CPU threads:", self.threads)
+        return dev_box
+
+    def _build_out(self) -> QGroupBox:
+        """The 'run folder' box."""
+        out_box = QGroupBox("Run folder (models, curves, report)")
+        ol = QHBoxLayout(out_box)
+        self.out_dir = QLineEdit()
+        self.out_dir.setObjectName("outDir")
+        self.out_dir.textEdited.connect(lambda _t: setattr(self, "_auto_out", False))
+        out_browse = QPushButton("Browse…")
+        out_browse.clicked.connect(self.choose_out_dir)
+        out_new = QPushButton("New")
+        out_new.setToolTip("A new, empty run folder named after the date and time")
+        out_new.clicked.connect(self.fresh_out_dir)
+        ol.addWidget(self.out_dir, 1)
+        ol.addWidget(out_browse)
+        ol.addWidget(out_new)
+        return out_box
+
+    def _build_estimate(self) -> QGroupBox:
+        """The 'estimate' box."""
+        est_box = QGroupBox("Estimated run time")
+        el = QVBoxLayout(est_box)
+        er = QHBoxLayout()
+        self.estimate_button = QPushButton("Measure on this device")
+        self.estimate_button.setObjectName("estimateButton")
+        self.estimate_button.setToolTip("Times two training steps of each chosen model at the chosen input and "
+                                        "batch size, then multiplies by batches × epochs")
+        self.estimate_button.clicked.connect(self.start_estimate)
+        er.addWidget(self.estimate_button)
+        er.addStretch(1)
+        el.addLayout(er)
+        self.estimate_text = QLabel("Not measured yet.")
+        self.estimate_text.setObjectName("estimateText")
+        self.estimate_text.setWordWrap(True)
+        el.addWidget(self.estimate_text)
+        return est_box
 
     # -- page life --------------------------------------------------------------
     def initializePage(self) -> None:  # noqa: N802
@@ -459,7 +479,7 @@ class SetupPage(QWizardPage):
     def build_config(self):
         """The TrainConfig for these settings (``make_config``, as xray-train).
         Raises XrayError with the reason when a setting cannot be used."""
-        from training.config import TrainConfig, make_config
+        from training.config import make_config
         from training.errors import DataError
 
         models = self.chosen_models()
@@ -488,15 +508,7 @@ class SetupPage(QWizardPage):
                           batch_size=self.batch_size.value(), lr=float(self.lr.value()), epochs=self.epochs.value(),
                           init=init, seed=self.seed.value(), split=self.fractions(), split_file=split_file,
                           device=self.device.currentData(), threads=self.thread_count())
-        if cfg.lstm_init == "from_resnet50" and "resnet50_lstm" in models and "resnet50" not in models:
-            raise DataError("The 'shipped' recipe starts the ResNet50-LSTM from this run's ResNet50: tick ResNet50 "
-                            "too, or choose the 'paper' recipe.")
-        existing = Path(cfg.out_dir) / "config.json"
-        if existing.exists():
-            old = TrainConfig.load(existing)
-            if _comparable(old.to_dict()) != _comparable(cfg.to_dict()):
-                raise DataError(f"{cfg.out_dir} already holds a run with other settings. Click 'New' for a new "
-                                "run folder (or put back that run's settings to resume it).")
+        cfg.check_run_folder()  # the core's rule: another run's folder is refused
         return cfg
 
     def validatePage(self) -> bool:  # noqa: N802

@@ -9,11 +9,9 @@ thread (importing torch takes seconds).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 THUMBS_PER_CLASS = 6
 THUMB_PX = 96
@@ -73,118 +71,24 @@ def estimate_task(models: list[str], input_size: int, batch_size: int, device: s
     timed steps at the chosen batch size, averaged.  Weights are random (the
     time does not depend on them), precision and memory layout are the
     trainer's (``choose_precision``, channels_last for the ResNet50 models)."""
-    yield from _estimate(models, input_size, batch_size, device, threads, n_eval)
+    from training.estimate import measure_steps
 
-
-def _estimate(models, input_size, batch_size, device, threads, n_eval):
-    import torch
-    import torch.nn.functional as F
-
-    from training.device import pick_device
-    from training.models import build_model
-    from training.trainer import autocast, choose_precision, to_batch, uses_conv
-
-    dev = pick_device(device)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    precision = choose_precision(SimpleNamespace(precision="auto"), dev)
-    yield ("device", f"{dev} ({precision})", bool(torch.cuda.is_available()))
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch_size, input_size, input_size), dtype=torch.uint8, generator=gen)
-    labels = torch.tensor([i % 2 for i in range(batch_size)], dtype=torch.float32)
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    for arch in models:
-        t_build = time.perf_counter()
-        model = build_model(arch, "scratch", input_size=input_size).to(dev)
-        t_build = time.perf_counter() - t_build
-        cl = uses_conv(arch)
-        if cl:
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step(n: int) -> None:
-            idx = list(range(n))
-            x = to_batch(images, idx, dev, channels_last=cl)
-            y = labels[:n].to(dev)
-            with autocast(precision, dev):
-                logits = model(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step(min(2, batch_size))
-        sync()
-        yield ("warm", arch)
-        times = []
-        for _ in range(2):
-            t = time.perf_counter()
-            step(batch_size)
-            sync()
-            times.append(time.perf_counter() - t)
-            yield ("tick", arch)
-        del model, opt
-        yield ("step", arch, sum(times) / len(times), t_build)
-    yield ("overhead", _evaluation_seconds(max(2, n_eval)))
-
-
-def _evaluation_seconds(n: int) -> float:
-    """Time what the trainer does once per model after its last epoch."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from training.metrics import evaluate
-    from training.plots import draw_confusion, draw_curves, save_figure
-
-    rng = np.random.default_rng(0)
-    y = np.arange(n) % 2
-    p = rng.random(n)
-    t = time.perf_counter()
-    m = evaluate(y, p, 0.5)
-    seconds = 4 * (time.perf_counter() - t)
-    import tempfile
-
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as d:
-        hist = [{"epoch": 1, "train_loss": 0.7, "train_acc": 0.5, "val_loss": 0.7, "val_acc": 0.5}]
-        fig = Figure(figsize=(9, 3.6))
-        draw_curves(fig, hist, "t", 1)
-        save_figure(fig, Path(d) / "c.png")
-        fig = Figure(figsize=(3.8, 3.4))
-        draw_confusion(fig.add_subplot(111), m["confusion"], "t")
-        save_figure(fig, Path(d) / "m.png")
-    return seconds + 1.5 * (time.perf_counter() - t)  # three figures per model; two are drawn here
-
-
-def run_seconds(step_s: float, batches: int, epochs: int, val_batches: int, fixed_s: float = 0.0) -> float:
-    """Seconds for one model: training steps, plus one validation pass per epoch
-    (a forward pass costs about a third of a training step), plus the final
-    predictions of the chosen epoch (validation and test), plus ``fixed_s``
-    (building the model, metrics, figures, saving)."""
-    per_epoch = step_s * batches + step_s / 3 * val_batches
-    return per_epoch * epochs + step_s / 3 * 2 * val_batches + fixed_s
+    yield from measure_steps(models, input_size, batch_size, device, threads, n_eval)
 
 
 def split_sizes(counts: dict[str, int], fractions: tuple[float, float, float]) -> dict[str, int]:
     """Images per split for a new stratified split (the rounding of
     ``training.data.stratified_split``)."""
+    from training.split_rule import split_counts
+
     out = {"train": 0, "val": 0, "test": 0}
     for n in counts.values():
-        n_val = max(1, int(round(fractions[1] * n)))
-        n_test = max(1, int(round(fractions[2] * n)))
-        out["train"] += max(0, n - n_val - n_test)
-        out["val"] += n_val
-        out["test"] += n_test
+        for key, k in zip(("train", "val", "test"), split_counts(n, fractions)):
+            out[key] += k
     return out
 
 
-def batches_per_epoch(n_train: int, batch_size: int) -> int:
-    return max(1, math.ceil(n_train / max(1, batch_size)))
+from training.estimate import batches_per_epoch, run_seconds  # noqa: E402,F401  (the core's estimate)
 
 
 def train_task(cfg, stop: threading.Event):

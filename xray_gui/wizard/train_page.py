@@ -20,6 +20,8 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
                                QTabWidget, QVBoxLayout, QWizardPage)
 
+from training.events import EventKind
+
 from .common import JOB_TRAIN, MODEL_LABELS, MessageLabel, error_text, esc, fmt_duration
 from .figure import FigureWidget, integer_epochs
 from .tasks import train_task
@@ -196,12 +198,14 @@ class TrainPage(QWizardPage):
             self._log(ev.message)
         if kind == "data":
             self.status.setText(f"Images read: {ev.message}")
-        elif kind == "log" and ev.model:
-            self._load_history(ev.model)
-            if "evaluating" in ev.message:
-                self.status.setText(ev.message.replace("evaluating", "testing", 1))
-            if "already finished" in ev.message:
-                self._model_finished_from_disk(ev.model)
+        elif kind == EventKind.MODEL_STARTED:
+            self._set_history(ev.model, ev.metrics.get("history") or [])
+        elif kind == EventKind.EVALUATING:
+            self.status.setText(f"{MODEL_LABELS.get(ev.model, ev.model)}: testing epoch {ev.epoch} (best validation "
+                                "accuracy, ties by lower loss)…")
+        elif kind == EventKind.MODEL_SKIPPED:
+            self._set_history(ev.model, ev.metrics.get("history") or [])
+            self._model_finished(ev.model, ev.metrics.get("result") or {})
         elif kind == "epoch":
             hist = self.histories.setdefault(ev.model, [])
             hist[:] = [h for h in hist if h["epoch"] < ev.epoch] + [ev.metrics]
@@ -224,8 +228,6 @@ class TrainPage(QWizardPage):
     def _on_batch(self, ev) -> None:
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1000)
-        if ev.model not in self.histories:
-            self._load_history(ev.model)
         if self.tabs.currentWidget() is not self.figures.get(ev.model) and ev.batch == 1 and ev.epoch <= 1:
             self.tabs.setCurrentWidget(self.figures[ev.model])
         frac_model = ((ev.epoch - 1) + ev.batch / max(1, ev.batches)) / max(1, ev.epochs)
@@ -248,26 +250,15 @@ class TrainPage(QWizardPage):
                 left += est[arch] * scale if (scale and est.get(arch)) else per_model
             self.time_left.setText(f"about {fmt_duration(left)} left")
 
-    def _load_history(self, arch: str) -> None:
-        """A resumed model's earlier epochs come from its history.json."""
-        if self.histories.get(arch):
-            return
-        p = Path(self.cfg.out_dir) / arch / "history.json"
-        try:
-            hist = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
+    def _set_history(self, arch: str, hist: list[dict]) -> None:
+        """A resumed or finished model's earlier epochs, as the core's event carries them."""
         self.histories[arch] = list(hist)
         if hist:
             self._draw(arch)
 
-    def _model_finished_from_disk(self, arch: str) -> None:
-        p = Path(self.cfg.out_dir) / arch / "metrics.json"
-        try:
-            self.results[arch] = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        self.best_epoch[arch] = self.results[arch].get("best_epoch", 0)
+    def _model_finished(self, arch: str, result: dict) -> None:
+        self.results[arch] = result
+        self.best_epoch[arch] = result.get("best_epoch", 0)
         self._mark_tab(arch)
         self._draw(arch)
 

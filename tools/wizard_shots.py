@@ -1,6 +1,6 @@
 """Screenshots of every wizard page during a real run (used for docs/WIZARD.md).
 
-    xvfb-run -s '-screen 0 1400x900x24' python -m xray_gui.wizard.shots OUT_DIR \\
+    xvfb-run -s '-screen 0 1400x900x24' python tools/wizard_shots.py OUT_DIR \\
         --data ../shared/data/covid-cxr-1000 --input-size 64 --batch-size 32 --epochs 2
 
 Drives the wizard like a user would (no test framework): each step waits for
@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xray_gui.wizard.shots")
+    ap = argparse.ArgumentParser(prog="python tools/wizard_shots.py")
     ap.add_argument("out", type=Path)
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", type=Path)
@@ -38,8 +38,8 @@ def main(argv=None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from ..main_window import MainWindow
-    from .wizard import TrainingWizard
+    from xray_gui.main_window import MainWindow
+    from xray_gui.wizard.wizard import TrainingWizard
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     win = MainWindow(dialogs=False)
