@@ -58,3 +58,15 @@ def dicom_dir() -> Path:
     if not DICOM_DIR.is_dir():
         pytest.skip(f"{DICOM_DIR} not found")
     return DICOM_DIR
+
+
+@pytest.fixture(autouse=True)
+def _decode_workers_reopened():
+    """A test that runs ``xray-classify``'s Ctrl-C path shuts the decode-worker
+    pool for the process (right for the CLI, which exits); re-open it so later
+    tests in the same session can decode compressed DICOMs."""
+    yield
+    from training import decode_guard
+
+    if decode_guard._closed:
+        decode_guard.reset_for_tests()
