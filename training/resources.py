@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "covid_resnet50_lstm.safetensors"
+DEFAULT_MODEL_NAME = "covid_cxr_v1.safetensors"
 
 
 def resources_dir() -> Path:

@@ -43,7 +43,7 @@ PY="$REPO/.venv/bin/python"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WARM="$REPO/resources/models/covid_resnet50_lstm_interim.safetensors"
-[ -f "$WARM" ] || WARM="$REPO/resources/models/covid_resnet50_lstm.safetensors"
+[ -f "$WARM" ] || { echo "the interim model (warm start) is missing: $WARM" >&2; exit 2; }
 COMMON=(--data "$DATA/covid-cxr-1000" "$DATA/covid-cxr-extra-3000" --recipe shipped
         --split "$REPO/training/results/shipped/split.csv" --batch-size 32
         --threads "$THREADS" --cache-dir "$OUT/cache" --quiet)
