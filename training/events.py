@@ -14,6 +14,7 @@ class EventKind:
     LOG = "log"  # free text for the log view
     DATA = "data"  # the data set was read; metrics = data.json's summary
     MODEL_SKIPPED = "model_skipped"  # already finished in this run folder; metrics = {"result", "history"}
+    MODEL_RESUMED = "model_resumed"  # a checkpoint was found; metrics = {"history"} (the finished epochs)
     MODEL_STARTED = "model_started"  # training begins (or resumes); metrics = {"history", "resumed_after"}
     BATCH = "batch"
     EPOCH = "epoch"

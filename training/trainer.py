@@ -340,7 +340,7 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
         ev = Event(kind, message=msg, **kw)
         if dist.main:
             row = ev.to_dict()
-            if kind in (EventKind.MODEL_SKIPPED, EventKind.MODEL_STARTED):
+            if kind in (EventKind.MODEL_SKIPPED, EventKind.MODEL_STARTED, EventKind.MODEL_RESUMED):
                 row.pop("metrics", None)  # the history and results live in their own files
             with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"t": round(time.time(), 1), **row}) + "\n")
@@ -500,7 +500,8 @@ def _resume(run: _Run, st: _ModelState) -> Iterator[Event]:
     st.history, st.best = ck["history"], ck["best"]
     st.start_epoch = int(ck["epoch"]) + 1
     st.stale = 0 if st.best is None else sum(1 for h in st.history if h["epoch"] > st.best["epoch"])
-    yield run.log(f"{st.label}: resuming after epoch {ck['epoch']}.", model=st.arch)
+    yield run.log(f"{st.label}: resuming after epoch {ck['epoch']}.", EventKind.MODEL_RESUMED, model=st.arch,
+                  metrics={"history": list(st.history)})
 
 
 def _lr_at(cfg: TrainConfig, epoch_float: float) -> float:

@@ -198,7 +198,7 @@ class TrainPage(QWizardPage):
             self._log(ev.message)
         if kind == "data":
             self.status.setText(f"Images read: {ev.message}")
-        elif kind == EventKind.MODEL_STARTED:
+        elif kind in (EventKind.MODEL_RESUMED, EventKind.MODEL_STARTED):
             self._set_history(ev.model, ev.metrics.get("history") or [])
         elif kind == EventKind.EVALUATING:
             self.status.setText(f"{MODEL_LABELS.get(ev.model, ev.model)}: testing epoch {ev.epoch} (best validation "
