@@ -134,6 +134,11 @@ def test_photo_is_refused_and_classify_anyway_is_not_valid(window, qtbot, calibr
     assert content.valid is False
     text = _plain(content)
     assert "Not valid" in text and "(not valid)" in text
+    # the footnote follows the model's calibration status (the shipped model is calibrated)
+    assert content.calibrated and "calibrated on its validation split" in text
+    from dataclasses import replace
+
+    assert "not a calibrated probability" in _plain(replace(content, calibrated=False))
     lines = [ln.strip() for ln in text.splitlines()]
     assert "COVID" not in lines and "Normal" not in lines
 

@@ -421,4 +421,4 @@ def report_content(ctl: ImageController, *, patient: dict | None):
         model_name=info.label if info else "unknown", model_version=info.version if info else "?",
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
         suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band,
-        model_sha256=stamp.sha256 if stamp else "", app_version=stamp.app_version if stamp else "")
+        calibrated=bool(info.calibration) if info else False, model_sha256=stamp.sha256 if stamp else "", app_version=stamp.app_version if stamp else "")

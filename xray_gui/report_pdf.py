@@ -37,6 +37,7 @@ class ReportContent:
     suitability: str = ""             # the gate's decision: suitable | warning | refused | ''
     heat_in_lungs: float | None = None  # share of the heatmap inside the lungs
     band: tuple[float, float] | None = None  # the model's borderline band ("Indeterminate — review" inside)
+    calibrated: bool = False          # the model file carries a calibration (P(COVID) is a probability)
     model_sha256: str = ""            # audit trail: the model file's SHA-256
     app_version: str = ""             # audit trail: this program's version
 
@@ -101,8 +102,11 @@ def build_document(c: ReportContent) -> QTextDocument:
         parts.append(f"<h3>Image</h3><table>{_rows(c.metadata)}</table>")
     if c.patient:
         parts.append(f"<h3>Patient</h3><table>{_rows(c.patient.items())}</table>")
-    parts.append("<p style='color:#777;font-size:small'>P(COVID) is the model's output probability; "
-                 "images at or above the threshold are labelled COVID. The heatmap shows which regions "
+    what = ("P(COVID) is the model's probability of COVID-19, calibrated on its validation split (temperature "
+            "scaling)" if c.calibrated else "P(COVID) is the model's score, not a calibrated probability")
+    band = (" Inside the borderline band the result is indeterminate and needs a reader's review." if c.band else "")
+    parts.append(f"<p style='color:#777;font-size:small'>{what}; "
+                 f"images at or above the threshold are labelled COVID.{band} The heatmap shows which regions "
                  "raised the model's COVID score, not where disease is; its share inside the lungs (found "
                  "by a lung segmenter) says how much of it lies on the lungs.</p>")
     doc.setHtml("<html><body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
