@@ -1,16 +1,14 @@
 """Page 4 - Results: this run beside the paper.
 
-Read from the run folder the trainer wrote (``<run>/<arch>/metrics.json``,
-``history.json`` and ``report.json``): Table 6 (test accuracy, precision,
+Read from the run folder the trainer wrote, through the core's reader
+(``training.run_results``: ``<run>/<arch>/metrics.json``, ``history.json`` and
+``report.json``): Table 6 (test accuracy, precision,
 recall, F1 with 95 % confidence intervals, ROC AUC), Table 2 (train and
 validation loss/accuracy at the chosen epoch), a confusion-matrix heatmap per
 model (``training.plots.draw_confusion``) and the curves
 (``training.plots.draw_curves``)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
@@ -23,7 +21,7 @@ from .figure import FigureWidget, integer_epochs
 PAPER_BG = QColor(238, 238, 238)
 
 
-from training.run_results import load_run  # noqa: E402,F401  (the core reads run folders)
+from training.run_results import load_history, load_run  # noqa: E402,F401  (the core reads run folders)
 
 
 def _ci(m: dict, key: str) -> str:
@@ -167,10 +165,8 @@ class ResultsPage(QWizardPage):
             self.tabs.removeTab(self.tabs.indexOf(fw))
             fw.deleteLater()
         for arch, r in self.results.items():
-            p = Path(run_dir) / arch / "history.json"
-            try:
-                hist = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            hist = load_history(run_dir, arch)
+            if not hist:
                 continue
             fw = FigureWidget((9, 3.0), min_height=230)
             draw_curves(fw.figure, hist, f"{MODEL_LABELS[arch]}: loss and accuracy", r.get("best_epoch"))
