@@ -98,7 +98,7 @@ class MetricsSummary:
         if self.threshold is not None and self.threshold_in_use is not None and not self.at_threshold_in_use:
             parts.append(f"The figures are at threshold {self.threshold:.3f}, not at the {self.threshold_in_use:.3f} "
                          "in use; the test predictions needed to recompute them are not available")
-        return join_sentences(parts)
+        return " ".join(join_sentences([p]) for p in parts)
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, text) rows for a table: size, threshold, the four figures with 95 % CIs, calibration."""
