@@ -116,7 +116,7 @@ def test_unusable_folders_block_next(qtbot, tiny_data, tmp_path):
     wiz.close()
 
 
-def test_walk_the_whole_wizard_and_use_the_model(qtbot, tiny_data, tmp_path, settings_file):
+def test_walk_the_whole_wizard_and_use_the_model(qtbot, tiny_data, tmp_path, settings_file, monkeypatch):
     from xray_gui.main_window import MainWindow
 
     win = MainWindow(dialogs=False)
@@ -125,7 +125,7 @@ def test_walk_the_whole_wizard_and_use_the_model(qtbot, tiny_data, tmp_path, set
     assert "&Tools" in [a.text() for a in win.menuBar().actions()]
     win.actions_by_name["train"].trigger()  # Tools → Train models…
     wiz = win.training_wizard
-    assert wiz is not None and wiz.isVisible() and wiz.use_model == win.open_model
+    assert wiz is not None and wiz.isVisible() and wiz.use_model is not None
     read_folder(qtbot, wiz, tiny_data)
     wiz.next()
     sp = wiz.setup_page
@@ -192,8 +192,24 @@ def test_walk_the_whole_wizard_and_use_the_model(qtbot, tiny_data, tmp_path, set
     # "Use the ResNet50-LSTM model now" switches the main window's model
     assert fp.selected_arch() == "resnet50_lstm"
     assert fp.use_button.isEnabled() and "ResNet50-LSTM" in fp.use_button.text()
+    # it asks first (the figures rest on a handful of test images); Cancel keeps the window's model
+    from xray_gui.model_switch import ModelSwitchDialog
+
+    said, answer = [], {"b": None}
+
+    def fake_exec(dlg):
+        said.append(dlg.text())
+        (dlg.session_button if answer["b"] == "session" else dlg.cancel_button).click()
+
+    monkeypatch.setattr(ModelSwitchDialog, "exec", fake_exec)
+    remembered = win.settings.model_path
+    fp.use_button.click()
+    assert said and "say little" in said[0] and not win.models.busy
+    assert "keeps its current model" in fp.message.text()
+    answer["b"] = "session"
     with qtbot.waitSignal(win.models.changed, timeout=WAIT):
         fp.use_button.click()
+    assert "for this session only" in fp.message.text() and win.settings.model_path == remembered
     assert win.models.path == run / "models" / "resnet50_lstm.safetensors"
     assert win.models.classifier.info.arch == "resnet50_lstm"
     assert win.models.classifier.info.input_size == 32

@@ -4,6 +4,8 @@ Torch-free, so the GUI, reports, model cards and command lines share it.
 
 * :func:`ci_text` - a metric with its 95 % confidence interval.
 * :func:`duration_text` - seconds as "42 s", "3 min 07 s", "1 h 05 min".
+* :func:`sentence` / :func:`sentence_join` - messages and warnings with
+  exactly one final full stop, clauses joined with "; " (never ".." or ".;").
 * :func:`exception_text` - an exception as one bounded line: a typed core
   error's ``reason``, anything else as ``Type: first line``.
 """
@@ -28,6 +30,28 @@ def ci_text(m: Mapping[str, Any], key: str, *, label: bool = False, digits: int 
     return f"{v:.{digits}f} ({'95 % CI ' if label else ''}{lo:.2f}-{hi:.2f})"
 
 
+_END = ".;:, \t\n"
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in exactly one full stop ('?' and '!' are kept; '' stays '')."""
+    t = str(text).strip()
+    if not t or t.endswith(("?", "!")):
+        return t
+    return t.rstrip(_END) + "."
+
+
+def clause(text: str) -> str:
+    """``text`` without its trailing punctuation, to be followed by more words."""
+    return str(text).strip().rstrip(_END)
+
+
+def sentence_join(parts, sep: str = "; ") -> str:
+    """Non-empty ``parts`` joined with ``sep`` into one sentence with one final full stop."""
+    items = [clause(p) for p in parts if p and clause(p)]
+    return sentence(sep.join(items)) if items else ""
+
+
 def duration_text(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     if s < 60:
@@ -50,4 +74,4 @@ def exception_text(exc: BaseException, limit: int = 240) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
 
 
-__all__ = ["ci_text", "duration_text", "exception_text"]
+__all__ = ["ci_text", "duration_text", "exception_text", "sentence", "clause", "sentence_join"]

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .formatting import sentence_join
 from .lungseg import LungSegmenter, Segmentation
 
 SUITABLE, WARNING, REFUSED = "suitable", "warning", "refused"
@@ -91,12 +92,12 @@ class GateResult:
 
     def refusal_text(self) -> str:
         """One line: the prefix and the first two reasons (all are in ``reasons``)."""
-        return f"{REFUSAL_PREFIX}: {'; '.join(self.reasons[:2])}." if self.reasons else ""
+        return f"{REFUSAL_PREFIX}: {sentence_join(self.reasons[:2])}" if self.reasons else ""
 
     def warning_texts(self) -> list[str]:
         out = [INVERTED_NOTE] if self.inverted else []
         if self.decision == WARNING:
-            out.append(f"{WARNING_PREFIX}: {'; '.join(self.warnings)}.")
+            out.append(f"{WARNING_PREFIX}: {sentence_join(self.warnings)}")
         return out
 
 

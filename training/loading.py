@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageRefused
+from .formatting import clause
 
 # pydicom warns (with its site-packages path) about header values that break the
 # standard's length/VR rules - common in real files and harmless for reading the
@@ -793,7 +794,7 @@ def _header_gates(ds, hdr: _DicomHeader, check_header: bool, warnings: list[str]
     def gate(reason: str, code: str) -> None:
         if check_header:
             raise _refuse(reason, code)
-        warnings.append(f"{reason} (header check overridden)")
+        warnings.append(f"{clause(reason)} (header check overridden).")
 
     _modality_gate(hdr, gate, warnings)
     descriptions = " / ".join(

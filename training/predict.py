@@ -43,6 +43,7 @@ import torch
 
 from .device import pick_device
 from .errors import ImageRefused, XrayError
+from .formatting import clause, sentence_join
 from .loading import load_image
 from .lung_input import Box, InputSpec, model_view, place_heatmap
 from .modelfile import LoadedModel, ModelInfo, load_model
@@ -123,6 +124,11 @@ class Prediction:
         """True when the result may be shown as a COVID / Normal verdict."""
         return self.ok and self.valid
 
+    def forced_reason(self) -> str:
+        """Why a result classified anyway is not valid (the note with the gate's reason)."""
+        head = clause(FORCED_NOTE)[:30]
+        return next((w for w in self.warnings if w.startswith(head)), FORCED_NOTE)
+
     def set_heat_share(self, share: float | None) -> None:
         """Record the heatmap's share inside the lungs, with the caution note when low."""
         from .gate import ATTENTION_OUTSIDE_NOTE, ATTENTION_OUTSIDE_THRESHOLD
@@ -142,8 +148,8 @@ class Prediction:
             "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
             "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
             "status": self.status,
-            "reason": csv_cell(self.reason),
-            "warnings": csv_cell("; ".join(self.warnings)),
+            "reason": csv_cell(self.reason or (self.forced_reason() if self.ok and not self.valid else "")),
+            "warnings": csv_cell(sentence_join(self.warnings)),
             "suitability": self.suitability + (" (classified anyway: not valid)" if self.ok and not self.valid else ""),
             "heatmap_in_lungs": "" if self.heat_in_lungs is None else f"{self.heat_in_lungs:.3f}",
         }
@@ -526,7 +532,7 @@ class Classifier:
         pred.warnings.extend(gres.warning_texts())
         if gres.refused:
             pred.valid = False
-            pred.warnings.insert(0, f"{FORCED_NOTE} ({gres.refusal_text().rstrip('.')})")
+            pred.warnings.insert(0, f"{clause(FORCED_NOTE)} ({clause(gres.refusal_text())}).")
 
     # ----------------------------------------------------------- file batches
     def _decode(self, path: Path, check_header: bool, preview: int = 0, enforce_gate: bool = True) -> _Decoded:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QPro
 
 from training.audit import AUDIT_COLUMNS, audit_cells
 from training.csv_out import csv_cell
+from training.formatting import sentence_join
 
 from .images import THUMB_SIZE
 
@@ -183,7 +184,9 @@ class BatchTableModel(QAbstractTableModel):
                 born = f", born {info.birth_date_text}" if info.birth_date else ""
                 return f"{info.patient_name} ({info.patient_id}){born}"
             if c == COL_P:
-                return f"{p.p_covid:.3f}" if p is not None and p.p_covid is not None else ""
+                if p is None or p.p_covid is None:
+                    return ""
+                return f"{p.p_covid:.3f}" + ("" if p.valid else " (not valid)")  # forced: the reason beside it
             if c == COL_LUNGS:
                 share = _share(p)
                 return f"{share * 100:.0f} %" if share is not None else ""
@@ -194,6 +197,8 @@ class BatchTableModel(QAbstractTableModel):
                     return f"{r.status}: {r.reason}"
                 if stale:
                     return f"stale: computed by {r.stamp.label}, not the current model; classify again"
+                if not p.valid:
+                    return "not valid: classified anyway, not a frontal chest radiograph"
                 return "ok" + (" (warnings)" if p.warnings else "")
             return None
         if role == SORT_ROLE:
@@ -214,7 +219,7 @@ class BatchTableModel(QAbstractTableModel):
             if r.reason:
                 tips.append(r.reason)
             if p is not None and p.warnings:
-                tips.append("Warnings: " + "; ".join(p.warnings))
+                tips.append("Warnings: " + sentence_join(p.warnings))
             if stale:
                 tips.append(f"Computed by {r.stamp.label}; the current model is another one. Classify the "
                             "folder again for the current model's result.")
@@ -225,8 +230,8 @@ class BatchTableModel(QAbstractTableModel):
             return BAD_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and r.status == "skipped":
             return SKIPPED_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and stale:
-            return STALE_TEXT
+        if role == Qt.ItemDataRole.ForegroundRole and (stale or (p is not None and p.ok and not p.valid)):
+            return STALE_TEXT  # grey: another model's result, or a forced one that is not valid
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.indeterminate:
             return CAUTION_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:

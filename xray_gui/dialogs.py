@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 
 from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QRadioButton, QTabWidget,
                                QTextBrowser, QVBoxLayout)
@@ -15,27 +14,63 @@ from training.names import APP_DEVICES, DEVICE_LABELS as _ALL_LABELS  # noqa: E4
 DEVICE_LABELS = {k: _ALL_LABELS[k] for k in APP_DEVICES}  # the app's choices, in the core's words
 
 
+def _readable(value) -> str:
+    """A metadata value for people: rounded numbers, lists and records spelled out (no JSON)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_readable(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(v) for v in value) or "—"
+    return str(value) if value not in (None, "") else "—"
+
+
+def _table(rows) -> str:
+    return ("<table cellpadding='3'>" + "".join(
+        f"<tr><td><b>{html.escape(str(k))}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        + "</table>")
+
+
 def model_info_html(classifier) -> str:
+    """The About box's Model tab: the model's description, its test figures at
+    the threshold in use (labelled with it, 95 % CIs, with a caution when they
+    rest on few images), and its training, as tables; no raw JSON."""
     if classifier is None:
         return "<p>No model loaded — use <b>File → Open Model…</b>.</p>"
+    from training.model_summary import summarize
+    from training.names import ARCH_LABELS
+
     info = classifier.info
-    rows = [("Name", info.label), ("Version", info.version), ("Architecture", info.arch),
+    path = classifier.loaded.path
+    rows = [("Name", info.label), ("Version", info.version),
+            ("Architecture", ARCH_LABELS.get(info.arch, info.arch)),
             ("Classes", ", ".join(info.class_names)), ("Positive class", info.positive_class),
             ("Input size", f"{info.input_size} × {info.input_size}"),
-            ("Decision threshold (file)", f"{info.threshold:g}"),
-            ("Threshold in use", f"{classifier.threshold:g}"),
-            ("Created", info.created or "—"), ("File", str(classifier.loaded.path or "—")),
+            ("Decision threshold (file)", f"{info.threshold:.3f}"),
+            ("Threshold in use", f"{classifier.threshold:.3f}"),
+            ("Created", info.created or "—"), ("File", str(path or "—")),
             ("Running on", str(classifier.device))]
+    if info.band:
+        rows.append(("Borderline band (Indeterminate)", f"{info.band[0]:.3f}–{info.band[1]:.3f}"))
     if info.operating_points:
-        rows.append(("Operating points", ", ".join(f"{k}: {v:g}" for k, v in info.operating_points.items())))
+        rows.append(("Operating points", ", ".join(f"{k}: {v:.3f}" for k, v in info.operating_points.items())))
     if info.description:
         rows.append(("Description", info.description))
-    table = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    extra = ""
-    for title, d in (("Test metrics", info.metrics), ("Training", info.training)):
-        if d:
-            extra += (f"<h4>{title}</h4><pre>{html.escape(json.dumps(d, indent=2, default=str)[:4000])}</pre>")
-    return f"<table cellpadding='3'>{table}</table>{extra}"
+    out = _table(rows)
+    s = summarize(info, path, classifier.threshold)
+    if s.has_metrics:
+        out += f"<h4>Test metrics at threshold {s.threshold:.3f}"
+        out += (" (the threshold in use)" if s.at_threshold_in_use else "") + "</h4>"
+        out += _table(s.rows())
+        out += f"<p style='color:#666'>Source: {html.escape(s.source)}; 95 % confidence intervals in brackets.</p>"
+    if s.warning():
+        out += f"<p style='color:#9a6700'><b>Caution:</b> {html.escape(s.warning())}</p>"
+    if info.training:
+        out += "<h4>Training</h4>" + _table((k.replace("_", " ").capitalize(), _readable(v))
+                                            for k, v in info.training.items())
+    return out
 
 
 class AboutDialog(QDialog):

@@ -16,6 +16,7 @@ from .batch_table import BatchPanel
 from .image_controller import ImageController, report_content
 from .metadata_panel import MetadataPanel
 from .model_controller import ModelController
+from .model_switch import switch_model
 from .prediction_panel import PredictionPanel
 from .settings import AppSettings
 from .viewer import ImageViewer
@@ -294,7 +295,7 @@ class MainWindow(QMainWindow):
         f, _ = QFileDialog.getOpenFileName(self, "Open model file", start,
                                            "Model files (*.safetensors);;All files (*)")
         if f:
-            self.open_model(f)
+            switch_model(self, f)  # asks first: figures side by side, this session only / make default
 
     def choose_report(self) -> None:
         if self.images.pred is None:
@@ -463,8 +464,8 @@ class MainWindow(QMainWindow):
         from .wizard import TrainingWizard
 
         if self.training_wizard is None:
-            self.training_wizard = TrainingWizard(self, notifier=self.notifier, use_model=self.open_model,
-                                                  dialogs=self.notifier.dialogs)
+            self.training_wizard = TrainingWizard(self, notifier=self.notifier, dialogs=self.notifier.dialogs,
+                                                  use_model=lambda f: switch_model(self, f))  # asks first
         self.training_wizard.reopen()
         return self.training_wizard
 

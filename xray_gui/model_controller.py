@@ -1,6 +1,11 @@
 """The loaded model: load/verify a model file in a worker (torch is imported
 there), keep the previous model when a new one fails, device choice, and the
-decision threshold (per model file, remembered)."""
+decision threshold (per model file, remembered).
+
+Which model becomes the default for the next start is decided by the caller
+(``remember``): the confirmation dialog (``model_switch.py``) offers "this
+session only" or "make default".  A model used for this session only stays
+so when it is reloaded on another device."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class ModelController(QObject):
         self.device = settings.device
         self.cuda_available: bool | None = None
         self.last_error = ""
+        self.remembered = False  # the loaded model is the one remembered for the next start
         self._loading = False
 
     @property
@@ -37,9 +43,13 @@ class ModelController(QObject):
             return "no model loaded — open one"
         return f"{self.classifier.loaded.display_name} · {self.classifier.device.type.upper()}"
 
-    def load(self, path, device: str | None = None, *, remember: bool = True, context: str = "") -> None:
+    def load(self, path, device: str | None = None, *, remember: bool = True, remember_device: bool | None = None,
+             context: str = "") -> None:
         """Load ``path`` on ``device`` in a worker. On success it becomes the
-        current model; on failure the reason is shown and the old one stays."""
+        current model; on failure the reason is shown and the old one stays.
+        ``remember``: it becomes the model of the next start (and its device,
+        unless ``remember_device`` says otherwise)."""
+        remember_device = remember if remember_device is None else remember_device
         path = Path(path)
         device = device or self.device
         self._loading = True
@@ -50,7 +60,7 @@ class ModelController(QObject):
                 self.loading.emit(item[1])
             elif item[0] == "loaded":
                 self._loading = False
-                self._loaded(item[1], item[2], path, device, remember)
+                self._loaded(item[1], item[2], path, device, remember, remember_device)
 
         def on_error(exc) -> bool:
             self._loading = False
@@ -77,7 +87,8 @@ class ModelController(QObject):
         self._loaded(classifier, bool(torch.cuda.is_available()),
                      Path(path or classifier.loaded.path or "model"), self.device, remember)
 
-    def _loaded(self, clf, cuda: bool, path: Path, device: str, remember: bool) -> None:
+    def _loaded(self, clf, cuda: bool, path: Path, device: str, remember: bool,
+                remember_device: bool | None = None) -> None:
         self.cuda_available = cuda
         self.classifier, self.path, self.device = clf, path, device
         saved = self.settings.threshold_for(str(path))
@@ -88,7 +99,9 @@ class ModelController(QObject):
                 self.settings.set_threshold_for(str(path), None)
         if remember:
             self.settings.model_path = str(path)
+        if remember if remember_device is None else remember_device:
             self.settings.device = device
+        self.remembered = bool(remember) or self.settings.model_path == str(path)
         self.notifier.info(f"Model loaded: {clf.loaded.display_name} on {clf.device}")
         self.changed.emit(clf)
 
@@ -98,7 +111,9 @@ class ModelController(QObject):
             self.device = device
             self.settings.device = device
             return
-        self.load(self.path, device, context=f"Could not use the device '{device}'")
+        # the device is a setting of its own; the model stays "this session only" if it was
+        self.load(self.path, device, remember=self.remembered, remember_device=True,
+                  context=f"Could not use the device '{device}'")
 
     # -- threshold ---------------------------------------------------------------
     def set_threshold(self, value: float) -> bool:

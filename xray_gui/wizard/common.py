@@ -25,10 +25,15 @@ _STYLES = {
 
 
 class MessageLabel(QLabel):
-    """A one-or-more-line message whose colour says what kind it is."""
+    """A one-or-more-line message whose colour says what kind it is.
+
+    The text is always rich text (HTML): callers put file names and reasons
+    through :func:`esc`.  With Qt's automatic format a message without a tag
+    was shown as plain text, so an escaped ``'`` appeared as ``&#x27;``."""
 
     def __init__(self, text: str = "", kind: str = "info", parent=None):
         super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.RichText)
         self.setWordWrap(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.kind = kind

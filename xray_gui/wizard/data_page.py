@@ -174,7 +174,7 @@ class DataPage(QWizardPage):
         if few:
             self.error = (f"Too few images: {' and '.join(few)}. At least {MIN_PER_CLASS} images per class are "
                           "needed to split them into training, validation and test sets.")
-            self.message.show_message(self.error, "error")
+            self.message.show_message(esc(self.error), "error")
         else:
             total = sum(counts.values())
             ratio = max(counts.values()) / max(1, min(counts.values()))
@@ -182,7 +182,7 @@ class DataPage(QWizardPage):
             if ratio > 1.5:
                 text += (f" The classes are imbalanced ({ratio:.1f} : 1); the 'shipped' recipe samples them "
                          "evenly.")
-            self.message.show_message(text, "ok")
+            self.message.show_message(esc(text), "ok")
         self.completeChanged.emit()
 
     def _on_error(self, exc) -> bool:

@@ -11,6 +11,8 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWizardPage)
 
+from training.formatting import ci_text
+
 from .common import MODEL_LABELS, MessageLabel, error_text, esc
 from .results_page import load_run
 
@@ -29,8 +31,9 @@ class FinishPage(QWizardPage):
         super().__init__()
         self.wiz = wiz
         self.setTitle("5. Finish")
-        self.setSubTitle("The trained models are saved in the run folder. Use one in the main window now, or "
-                         "open it later with File → Open Model….")
+        self.setSubTitle("The trained models are saved in the run folder. Use one in the main window now (you "
+                         "see its test figures beside the current model's first), or open it later with File → "
+                         "Open Model….")
         self.run_dir: Path | None = None
         self.results: dict[str, dict] = {}
         self.model_paths: dict[str, Path] = {}
@@ -48,7 +51,8 @@ class FinishPage(QWizardPage):
 
         self.table = QTableWidget(0, 5)
         self.table.setObjectName("modelFiles")
-        self.table.setHorizontalHeaderLabels(["Model", "File", "Size", "Chosen epoch", "Test accuracy [95 % CI]"])
+        self.table.setHorizontalHeaderLabels(["Model", "File", "Size", "Chosen epoch",
+                                              "Test accuracy at 0.5 (95 % CI)"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -116,9 +120,8 @@ class FinishPage(QWizardPage):
             row = self.table.rowCount()
             self.table.insertRow(row)
             m = r["evaluations"]["test"]["at_0.5"]
-            lo, hi = m["ci95"]["accuracy"]
             cells = [MODEL_LABELS[arch], str(p), f"{p.stat().st_size / 1e6:.1f} MB",
-                     f"{r['best_epoch']} of {r['epochs_run']}", f"{m['accuracy']:.3f} [{lo:.2f}–{hi:.2f}] (n={m['n']})"]
+                     f"{r['best_epoch']} of {r['epochs_run']}", f"{ci_text(m, 'accuracy')} (n={m['n']})"]
             for c, text in enumerate(cells):
                 it = QTableWidgetItem(text)
                 if c == 1:
@@ -153,9 +156,17 @@ class FinishPage(QWizardPage):
         if arch is None or self.wiz.use_model is None:
             return
         path = self.model_paths[arch]
-        self.wiz.use_model(str(path))
-        self.message.show_message(f"The main window is loading the {MODEL_LABELS[arch]} model ({esc(path.name)}); "
-                                  "its status bar says when it is ready.", "ok")
+        # the main window asks first (its test figures beside the current model's; this session only or
+        # as the default); the answer comes back: "session", "default" or None (cancelled)
+        choice = self.wiz.use_model(str(path))
+        if choice is None:
+            self.message.show_message(f"The main window keeps its current model; the {MODEL_LABELS[arch]} model "
+                                      f"({esc(path.name)}) was not loaded.", "muted")
+            return
+        when = ("for this session only (the next start uses the model remembered before)" if choice == "session"
+                else "and remembers it for the next start")
+        self.message.show_message(f"The main window is loading the {MODEL_LABELS[arch]} model ({esc(path.name)}) "
+                                  f"{when}; its status bar says when it is ready.", "ok")
 
     def open_folder(self) -> None:
         if self.run_dir is not None:

@@ -29,6 +29,7 @@ INIT_HELP = {
 }
 
 from training.names import APP_DEVICES, DEVICE_LABELS  # noqa: E402
+from training.formatting import sentence_join  # noqa: E402
 
 DEVICE_ITEMS = tuple((k, DEVICE_LABELS[k]) for k in APP_DEVICES)
 
@@ -312,7 +313,7 @@ class SetupPage(QWizardPage):
             self.recipe_help.setText("As published: no augmentation, constant learning rate; the epoch with the "
                                      "best validation accuracy is kept.")
         else:
-            self.recipe_help.setText("Paper's settings plus: " + "; ".join(extras) + ".")
+            self.recipe_help.setText("Paper's settings plus: " + sentence_join(extras))
         self._settings_changed()
 
     def _on_probe(self, item) -> None:

@@ -42,7 +42,7 @@ class TrainingWizard(QWizard):
     PAGE_DATA, PAGE_SETUP, PAGE_TRAIN, PAGE_RESULTS, PAGE_FINISH = range(5)
 
     def __init__(self, parent: QWidget | None = None, *, notifier: Notifier | None = None,
-                 use_model: Callable[[str], None] | None = None, dialogs: bool = True):
+                 use_model: Callable[[str], str | None] | None = None, dialogs: bool = True):
         super().__init__(parent)
         self.setWindowTitle("Train models")
         self.setObjectName("trainingWizard")
