@@ -58,6 +58,8 @@ def test_drag_sets_the_box_to_custom_and_the_overlay_follows(window, qtbot, dico
     assert box.currentText() == "File default"
     wl_before = viewer.overlay_lines()["bottom_left"][0]
     assert wl_before.startswith("W ") and " L " in wl_before and "File default" in wl_before
+    lines = viewer.overlay_lines()  # the file records Patient Orientation L\F (read by the loader)
+    assert (lines["left"], lines["right"], lines["top"], lines["bottom"]) == (["R"], ["L"], ["H"], ["F"])
     _right_drag(qtbot, viewer, 60, 25)
     assert window.images.display.windowed
     assert box.currentText() == CUSTOM_PRESET

@@ -437,8 +437,8 @@ class ImageController(QObject):
         if key == self._heat_key():
             self._apply_share(share)
             self.heatmapReady.emit(str(self.path))
-            if self.heatmap_visible_wanted():
-                self.refresh_heatmap()
+            if self.heatmap_visible_wanted() or self._normal_hidden:
+                self.refresh_heatmap()  # shows it, or says why a Normal result's is not shown
             else:
                 self.panel.heat_state.setText("Heatmap ready (H shows it).")
 

@@ -282,8 +282,12 @@ class ImageViewer(QGraphicsView):
         fm = QFontMetricsF(font)
         r = self.viewport().rect()
         m, step = TEXT_MARGIN, fm.height()
+        right_w = max((fm.horizontalAdvance(t) for t in lines.get("top_right", [])), default=0.0)
+        room = max(60.0, r.width() - right_w - 3 * m)  # a long file name must not run into the top right
         for corner in ("top_left", "top_right", "bottom_left"):
             items = lines.get(corner, [])
+            if corner == "top_left":
+                items = [fm.elidedText(t, Qt.TextElideMode.ElideMiddle, room) for t in items]
             top = corner.startswith("top")
             y0 = m + fm.ascent() if top else r.height() - m - fm.descent() - step * (len(items) - 1)
             for i, text in enumerate(items):
@@ -342,4 +346,5 @@ class ImageViewer(QGraphicsView):
             y = bottom - self._scale_floor * bh
             self._outlined(painter, x - 6 - fm.horizontalAdvance(text), y + fm.ascent() / 2, text, font)
         title = "Grad-CAM (relative)"
-        self._outlined(painter, r.width() - TEXT_MARGIN - fm.horizontalAdvance(title), top - 6, title, font)
+        self._outlined(painter, r.width() - TEXT_MARGIN - fm.horizontalAdvance(title), top - fm.height() - 2, title,
+                       font)
