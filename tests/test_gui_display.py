@@ -75,12 +75,13 @@ def test_keys_1_to_4_choose_the_presets(window, qtbot, dicom_dir):
 def test_heatmap_colour_map_is_chosen_and_remembered(window, qtbot, png):
     with qtbot.waitSignal(window.images.heatmapShown, timeout=WAIT):
         window.open_image(png)
-    heat, jet = window.images.heatmap()
-    window.actions_by_name["heat_colours_inferno"].trigger()
-    heat2, inferno = window.images.heatmap()
-    assert heat2 is heat and inferno.size() == jet.size() and inferno != jet
+    heat, inferno = window.images.heatmap()  # inferno is the default (drawn by the worker)
     assert window.pred_panel.heat_state.text().startswith("Yellow-white = regions")
-    assert window.settings.heatmap_colours == "inferno"
     window.actions_by_name["heat_colours_jet"].trigger()
-    assert window.images.heatmap()[1] is jet
+    heat2, jet = window.images.heatmap()
+    assert heat2 is heat and inferno.size() == jet.size() and inferno != jet
     assert window.pred_panel.heat_state.text().startswith("Red = regions")
+    assert window.settings.heatmap_colours == "jet"
+    window.actions_by_name["heat_colours_inferno"].trigger()
+    assert window.images.heatmap()[1] is inferno
+    assert window.pred_panel.heat_state.text().startswith("Yellow-white = regions")

@@ -162,6 +162,7 @@ def test_header_refusal_then_gate_refusal_each_overridden(window, qtbot, calibra
 
 def test_chest_xray_gets_a_verdict_lung_share_and_outline(window, qtbot, normals):
     panel, viewer = window.pred_panel, window.viewer
+    window.images.set_heat_for_normal(True)  # a Normal result's heatmap is hidden by default
     with qtbot.waitSignal(window.images.predictionShown, timeout=WAIT) as pred_sig, \
             qtbot.waitSignal(window.images.heatmapShown, timeout=WAIT):
         window.open_image(normals[0])

@@ -224,11 +224,44 @@ def _colormap(name: str = "jet"):
     return matplotlib.colormaps[name]
 
 
-def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
-    """Blend ``heatmap`` (jet colours) over the grey image: ``uint8 (H, W, 3)``.
+def heat_weight(heatmap: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Per-pixel weight ``float32 (H, W)`` in [0, 1] of a heatmap's colour layer.
 
-    ``alpha`` is the heatmap's weight (0 = grey image only, 1 = heatmap only).
-    A heatmap of another size is resized to the image's."""
+    Values are taken relative to the map's maximum.  ``floor`` <= 0: weight 1
+    everywhere (the whole map).  Otherwise pixels at or below ``floor`` x max get
+    weight 0 (fully transparent) and the weight rises linearly to 1 halfway
+    between the floor and the maximum, so only the strongest regions are
+    coloured and the edge of a region fades in instead of cutting."""
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, None)
+    f = float(floor)
+    if f <= 0.0:
+        return np.ones_like(heat, dtype=np.float32)
+    top = float(heat.max()) if heat.size else 0.0
+    if top <= 1e-12:
+        return np.zeros_like(heat, dtype=np.float32)
+    f = min(f, 0.99)
+    ramp = (1.0 - f) / 2.0
+    return np.clip((heat / top - f) / ramp, 0.0, 1.0).astype(np.float32)
+
+
+def heat_rgba(heatmap: np.ndarray, cmap: str = "inferno", floor: float = 0.0) -> np.ndarray:
+    """The heatmap's colour layer, ``uint8 (H, W, 4)`` (straight alpha): the colour
+    map of the value relative to the map's maximum, alpha = :func:`heat_weight`."""
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, None)
+    top = float(heat.max()) if heat.size else 0.0
+    rel = heat / top if top > 1e-12 else np.zeros_like(heat)
+    rgba = _colormap(cmap)(rel, bytes=True)  # (H, W, 4) uint8
+    rgba[..., 3] = np.rint(heat_weight(heat, floor) * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(rgba)
+
+
+def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet",
+                floor: float = 0.0) -> np.ndarray:
+    """Blend ``heatmap`` (jet colours by default) over the grey image: ``uint8 (H, W, 3)``.
+
+    ``alpha`` is the heatmap's weight (0 = grey image only, 1 = heatmap only),
+    times :func:`heat_weight` per pixel when ``floor`` > 0 (the weak part of the
+    map left out).  A heatmap of another size is resized to the image's."""
     grey = np.clip(np.nan_to_num(np.asarray(pixels, dtype=np.float32)), 0.0, 1.0)
     if grey.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {grey.shape}")
@@ -237,6 +270,8 @@ def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cma
         heat = _resize_to(torch.from_numpy(np.ascontiguousarray(heat)), grey.shape).numpy()
     a = float(np.clip(alpha, 0.0, 1.0))
     colours = _colormap(cmap)(heat)[..., :3].astype(np.float32)  # (H, W, 3) in [0, 1]
+    if float(floor) > 0.0:
+        a = a * heat_weight(heat, floor)[..., None]
     rgb = (1.0 - a) * grey[..., None] + a * colours
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
@@ -249,4 +284,4 @@ def save_overlay_png(path: str | os.PathLike, pixels: np.ndarray, heatmap: np.nd
     atomic.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
-__all__ = ["gradcam", "smoothgrad", "overlay_rgb", "save_overlay_png"]
+__all__ = ["gradcam", "smoothgrad", "overlay_rgb", "heat_rgba", "heat_weight", "save_overlay_png"]

@@ -540,7 +540,7 @@ _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
                  "StudyTime", "StudyID", "StudyInstanceUID")
 _EXTRA_KEYS = ("StudyDescription", "SeriesDescription", "ProtocolName", "Manufacturer",
                "ManufacturerModelName", "ImageType", "ConversionType", "PatientPosition",
-               "Laterality", "PixelSpacing", "ImagerPixelSpacing")
+               "Laterality", "PixelSpacing", "ImagerPixelSpacing", "PatientOrientation")
 
 
 def _tokens(text: str) -> set[str]:
@@ -585,7 +585,7 @@ def _get_str(ds, keyword: str) -> str | None:
         from pydicom.multival import MultiValue
 
         if isinstance(value, (MultiValue, list, tuple)):
-            if keyword in ("ImageType", "PixelSpacing", "ImagerPixelSpacing"):
+            if keyword in ("ImageType", "PixelSpacing", "ImagerPixelSpacing", "PatientOrientation"):
                 value = "\\".join(str(v) for v in value)
             elif len(value) == 0:
                 return None

@@ -33,6 +33,12 @@ def _heat_colours(w, name: str) -> None:
     w.images.set_heat_colours(name)
 
 
+def _overlays(w, on: bool) -> None:
+    """View > Overlays (O): the viewer's corner texts, remembered."""
+    w.settings.show_overlays = bool(on)
+    w.viewer.set_overlays_visible(bool(on))
+
+
 def build_menus(w) -> dict[str, QAction]:
     """Create the menu bar of MainWindow ``w``; returns the actions by name."""
     A: dict[str, QAction] = {}
@@ -102,6 +108,11 @@ def build_menus(w) -> dict[str, QAction]:
         group.addAction(a)
         hc.addAction(a)
         A[f"heat_colours_{name}"] = a
+    A["overlays"] = _act(w, "&Overlays", lambda on: _overlays(w, on), ["O"],
+                         "Texts over the image: window/level, zoom, orientation, size, file", checkable=True)
+    A["overlays"].setChecked(w.settings.show_overlays)
+    w.viewer.set_overlays_visible(w.settings.show_overlays)
+    v.addAction(A["overlays"])
     v.addSeparator()
     v.addAction(w.side_dock.toggleViewAction())
     v.addAction(w.batch_dock.toggleViewAction())

@@ -128,6 +128,17 @@ class SettingsDialog(QDialog):
             self.buttons[key] = b
             lay.addWidget(b)
         self.buttons.get(device, self.buttons["auto"]).setChecked(True)
+
+        # -- heatmap presentation (heatmap_settings.py): applied on OK --------------
+        self.heatmap_box = None
+        if parent is not None and hasattr(parent, "settings") and hasattr(parent, "images"):
+            from .heatmap_settings import HeatmapSettingsBox
+
+            self.heatmap_box = HeatmapSettingsBox(parent.settings, self)
+            lay.addWidget(self.heatmap_box)
+            self.accepted.connect(lambda: self.heatmap_box.apply(parent))
+        # ---------------------------------------------------------------------------
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)

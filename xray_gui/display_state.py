@@ -18,12 +18,20 @@ import numpy as np
 # bright part, bone the brightest part).
 WINDOW_PRESETS = ("File default", "Lung", "Mediastinum", "Bone")
 OTHER_PRESETS = ("Full range", "More contrast", "Less contrast")
+# What the W/L box says once the window was set by a right-drag (not a preset).
+CUSTOM_PRESET = "Custom"
+# "More contrast" / "Less contrast" are fixed windows relative to the file
+# default (same level, width x factor): choosing one twice gives the same
+# window, it does not narrow / widen further each time.
+CONTRAST_FACTORS = {"More contrast": 0.6, "Less contrast": 1.6}
 PRESET_PERCENTILES = {"Lung": (1.0, 60.0), "Mediastinum": (30.0, 99.0), "Bone": (65.0, 99.9)}
 PRESET_TIPS = {
     "File default": "the window stored in the file (what the model sees)",
     "Lung": "contrast spread over the darker grey levels of this image (lung fields)",
     "Mediastinum": "contrast spread over the middle to bright grey levels (heart, mediastinum, through the heart)",
     "Bone": "contrast spread over the brightest grey levels (ribs, spine, clavicles)",
+    "More contrast": "the file's window at 0.6 x its width (fixed: choosing it again changes nothing)",
+    "Less contrast": "the file's window at 1.6 x its width (fixed: choosing it again changes nothing)",
 }
 
 
@@ -33,7 +41,21 @@ HEATMAP_COLOURS = {
     "inferno": ("Inferno (colour-blind safe)", "Yellow-white"),
     "viridis": ("Viridis (colour-blind safe)", "Yellow"),
 }
-DEFAULT_HEATMAP_COLOURS = "jet"
+# Inferno by default: its brightness rises steadily with the value (a reader can
+# tell "more" from "less" without a legend, also in grey print and with a
+# colour-vision deficiency); jet's rainbow has false edges (yellow/cyan bands)
+# and its "hot" red is darker than its middle.
+DEFAULT_HEATMAP_COLOURS = "inferno"
+
+# The heatmap's lower level: values below this fraction of the map's maximum are
+# fully transparent, and the opacity rises from 0 at the level to full halfway to
+# the maximum (``training.explain.heat_weight``).  Grad-CAM is min-max scaled per
+# image, so its low part is no evidence of anything - it is whatever the least
+# relevant region happened to be - and a wash over the whole film hides the
+# image the reader has to look at.  0.5 keeps the regions with at least half of
+# the strongest evidence, the usual way Grad-CAM figures are read.
+HEATMAP_FLOOR = 0.5
+HEATMAP_FLOORS = (0.0, 0.3, 0.5, 0.7)  # the Settings dialog's choices (0 = the whole map)
 
 
 class DisplayState:
@@ -87,10 +109,8 @@ class DisplayState:
             return
         if name == "Full range":
             self.center, self.width = (lo + hi) / 2.0, max(hi - lo, 1e-6)
-        elif name == "More contrast":
-            self.width = max(self.width * 0.6, 1e-6)
-        elif name == "Less contrast":
-            self.width = self.width * 1.6
+        elif name in CONTRAST_FACTORS:  # relative to the file default, so it does not compound
+            self.center, self.width = c0, max(w0 * CONTRAST_FACTORS[name], 1e-6)
         elif name in PRESET_PERCENTILES:
             self.center, self.width = self._percentile_window(*PRESET_PERCENTILES[name])
         else:

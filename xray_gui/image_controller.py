@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, DisplayState
+from .display_state import (CUSTOM_PRESET, DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR, WINDOW_PRESETS,
+                            DisplayState)
 from .images import grey_to_qimage
 from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
@@ -32,6 +33,7 @@ class ImageController(QObject):
     heatmapReady = Signal(str)      # path: computed (shown or not)
     refusalShown = Signal(str)      # reason
     heatmapFailed = Signal(str)
+    heatmapWithheld = Signal(str)   # path: a Normal result, its heatmap not shown by default (Settings)
 
     def __init__(self, window, viewer, pred_panel, meta_panel, jobs, notifier):
         super().__init__(window)
@@ -49,14 +51,28 @@ class ImageController(QObject):
         self.gate_overridden = False  # the gate refusal was overridden: results are not valid
         self.heat_cache: OrderedDict = OrderedDict()
         self.heat_colours = DEFAULT_HEATMAP_COLOURS  # matplotlib colour map of the heatmap layer
-        self._recoloured: OrderedDict = OrderedDict()  # (heat key, colour map) -> QImage
-        self.show_heatmap = True
+        self.heat_floor = HEATMAP_FLOOR  # below this fraction of the map's maximum: transparent
+        self.heat_for_normal = False  # show the heatmap of Normal results by default
+        settings = getattr(window, "settings", None)
+        if settings is not None:
+            self.heat_colours = settings.heatmap_colours
+            self.heat_floor = settings.heatmap_floor
+            self.heat_for_normal = settings.heatmap_for_normal
+        self._recoloured: OrderedDict = OrderedDict()  # (heat key, (colour map, floor)) -> QImage
+        self._scale_colours: dict = {}  # colour map -> colours of the viewer's scale bar
+        self.show_heatmap = True  # the user's choice (H), remembered
+        # a Normal result while heat_for_normal is off: its heatmap stays hidden until
+        # H shows it, for this image only (the remembered choice is left alone)
+        self._normal_hidden = False
+        self._normal_visible = False
         self.opacity = 0.45
+        self.preset_name = WINDOW_PRESETS[0]  # what the W/L box and the overlay say
         self._wl_timer = QTimer(self, singleShot=True, interval=15)
         self._wl_timer.timeout.connect(self._redraw)
         viewer.windowDragged.connect(self.window_drag)
         meta_panel.presetChosen.connect(self.window_preset)
         meta_panel.invertToggled.connect(self.set_invert)
+        meta_panel.showPatientToggled.connect(lambda _on: self._update_overlay_text())
 
     # -- model -----------------------------------------------------------------
     def set_classifier(self, classifier) -> None:
@@ -75,7 +91,9 @@ class ImageController(QObject):
         self.image = self.display = self.pred = self.refusal = None
         self.overridden = not check_header
         self.gate_overridden = False
+        self._set_normal_hidden(False)
         self.viewer.set_image(None)
+        self._update_overlay_text()
         self.viewer.set_placeholder(f"Opening {self.path.name}…")
         self.meta_panel.set_meta(None)
         self.panel.clear("Opening the image…")
@@ -118,10 +136,12 @@ class ImageController(QObject):
             self.meta_panel.set_meta(img.meta)
             self.meta_panel.set_dicom_controls(self.display.has_raw)
             self.meta_panel.preset.setCurrentIndex(0)  # a new image starts at its file default
+            self.preset_name = WINDOW_PRESETS[0]
             self.meta_panel.set_window_text(self.display.center, self.display.width)
             if self.meta_panel.invert.isChecked():
                 self.meta_panel.invert.setChecked(False)
             self.viewer.set_image(grey_to_qimage(self.display.pixels()))
+            self._update_overlay_text()
             # a header-refused image was decoded with the gates as warnings: those
             # repeat the refusal, so they are shown only once the user overrides it
             self.panel.show_warnings([] if kind == "refused" else list(img.warnings))
@@ -202,6 +222,7 @@ class ImageController(QObject):
         self.panel.show_warnings(list(pred.warnings))
         self._label_prediction()
         self._show_share()
+        self._set_normal_hidden(self._is_normal(pred) and not self.heat_for_normal)
         self.predictionShown.emit(pred)
         self.refresh_heatmap()
 
@@ -260,6 +281,10 @@ class ImageController(QObject):
         """The threshold changed: relabel with the core's rule; no model run."""
         if self.classifier is not None and self.classifier.relabel(self.pred):
             self._label_prediction()
+            hidden = self._is_normal(self.pred) and not self.heat_for_normal
+            if hidden != self._normal_hidden:  # the verdict changed between Normal and the rest
+                self._set_normal_hidden(hidden)
+                self.refresh_heatmap()
 
     # -- heatmap -------------------------------------------------------------------
     def _heat_key(self):
@@ -271,19 +296,73 @@ class ImageController(QObject):
         entry = self.heat_cache.get(key) if key is not None else None
         if entry is None:
             return None
-        if self.heat_colours == DEFAULT_HEATMAP_COLOURS:  # the worker drew this one
+        style = self.heat_style()
+        if entry[3] == style:  # the worker drew this one
             return entry[:2]
-        colour = self._recoloured.get((key, self.heat_colours))
-        if colour is None:
-            from training.explain import overlay_rgb
+        colour = self._recoloured.get((key, style))
+        if colour is None:  # another colour map or level chosen since: drawn once, then cached
+            from training.explain import heat_rgba
 
-            from .images import rgb_to_qimage
+            from .images import rgba_to_qimage
 
-            colour = rgb_to_qimage(overlay_rgb(np.zeros_like(entry[0]), entry[0], 1.0, self.heat_colours))
-            self._recoloured[(key, self.heat_colours)] = colour
+            colour = rgba_to_qimage(heat_rgba(entry[0], *style))
+            self._recoloured[(key, style)] = colour
             while len(self._recoloured) > HEAT_CACHE_SIZE:
                 self._recoloured.popitem(last=False)
         return entry[0], colour
+
+    def heat_style(self) -> tuple[str, float]:
+        """(colour map, lower level) of the heatmap's colour layer."""
+        return self.heat_colours, float(self.heat_floor)
+
+    def set_heat_floor(self, floor: float) -> None:
+        """Values below ``floor`` x the map's maximum become transparent (0: the whole map)."""
+        floor = float(floor)
+        if floor != self.heat_floor:
+            self.heat_floor = floor
+            self.refresh_heatmap()
+
+    def set_heat_for_normal(self, on: bool) -> None:
+        """Show the heatmap of Normal results by default (applies from the next result on)."""
+        self.heat_for_normal = bool(on)
+
+    def heatmap_visible_wanted(self) -> bool:
+        """Whether the heatmap of the current image is to be shown."""
+        return self._normal_visible if self._normal_hidden else self.show_heatmap
+
+    def _is_normal(self, pred) -> bool:
+        from training.predict import CATEGORY_NORMAL, result_category
+
+        positive = self.classifier.positive_class if self.classifier is not None else "COVID"
+        return pred is not None and result_category(pred, positive) == CATEGORY_NORMAL
+
+    def _set_normal_hidden(self, on: bool) -> None:
+        """Start a result's heatmap hidden (Normal) or as the user's H choice, and
+        show that state on the panel's check box and the View menu."""
+        self._normal_hidden = bool(on)
+        self._normal_visible = False
+        want = self.heatmap_visible_wanted()
+        box = self.panel.heatmap
+        if box.isChecked() != want:
+            box.blockSignals(True)  # not the user's choice: nothing to remember
+            box.setChecked(want)
+            box.blockSignals(False)
+        act = (getattr(self.window, "actions_by_name", None) or {}).get("heatmap")
+        if act is not None:
+            act.setChecked(want)
+
+    def _scale(self) -> list:
+        """The colour map as a few QColors (low -> high) for the viewer's scale bar."""
+        colours = self._scale_colours.get(self.heat_colours)
+        if colours is None:
+            from PySide6.QtGui import QColor
+
+            from training.explain import heat_rgba
+
+            ramp = heat_rgba(np.linspace(0.0, 1.0, 32, dtype=np.float32)[None, :], self.heat_colours, 0.0)[0]
+            colours = [QColor(int(r), int(g), int(b)) for r, g, b, _ in ramp]
+            self._scale_colours[self.heat_colours] = colours
+        return colours
 
     def set_heat_colours(self, name: str) -> None:
         """Draw the heatmap with another colour map (display and PDF report only)."""
@@ -292,7 +371,15 @@ class ImageController(QObject):
             self.refresh_heatmap()
 
     def set_heatmap_visible(self, on: bool) -> None:
-        self.show_heatmap = on
+        """H / the panel's check box.  On a Normal result hidden by default it
+        shows / hides this image's heatmap only (the remembered choice stays)."""
+        if self._normal_hidden:
+            self._normal_visible = bool(on)
+            settings = getattr(self.window, "settings", None)
+            if settings is not None:
+                settings.show_heatmap = self.show_heatmap  # the window stored this toggle: undo that
+        else:
+            self.show_heatmap = on
         self.refresh_heatmap()
 
     def set_opacity(self, percent: int) -> None:
@@ -301,18 +388,28 @@ class ImageController(QObject):
 
     def refresh_heatmap(self) -> None:
         """Show the heatmap when wanted: from the cache, else compute it."""
-        if not self.show_heatmap or self.pred is None or self.image is None:
+        wanted = self.heatmap_visible_wanted()
+        if not wanted or self.pred is None or self.image is None:
             self.viewer.set_overlay(None)
-            self.panel.heat_state.setText("" if self.show_heatmap or self.pred is None
-                                          else "Heatmap hidden (H shows it).")
+            self.viewer.set_colour_scale(None)
+            if self.pred is None:
+                self.panel.heat_state.setText("")
+            elif self._normal_hidden:
+                self.panel.heat_state.setText("Heatmap not shown for Normal results (H shows it; "
+                                              "Settings → Settings… changes the default).")
+                self.heatmapWithheld.emit(str(self.path))
+            else:
+                self.panel.heat_state.setText("Heatmap hidden (H shows it).")
             return
         cached = self.heatmap()
         if cached is not None:
             self.heat_cache.move_to_end(self._heat_key())
             self._apply_share(self.heat_cache[self._heat_key()][2])
             self.viewer.set_overlay(cached[1], self.opacity)
+            self.viewer.set_colour_scale(self._scale(), self.heat_floor)
             hot = HEATMAP_COLOURS.get(self.heat_colours, HEATMAP_COLOURS[DEFAULT_HEATMAP_COLOURS])[1]
-            self.panel.heat_state.setText(f"{hot} = regions that raised P(COVID) most (Grad-CAM).")
+            below = (f" Below {self.heat_floor:.0%} of its maximum: not coloured." if self.heat_floor > 0 else "")
+            self.panel.heat_state.setText(f"{hot} = regions that raised P(COVID) most (Grad-CAM).{below}")
             self.heatmapShown.emit(str(self.path))
             return
         self.compute_heatmap()
@@ -327,21 +424,21 @@ class ImageController(QObject):
             return True  # already on its way
         self.panel.heat_state.setText("Computing heatmap…")
         w = self.jobs.start("heatmap", gradcam_task, key, self.classifier, self.image.pixels, self.pred,
-                            on_yield=self._on_heatmap, on_error=self._on_heatmap_error, context="Heatmap")
+                            self.heat_style(), on_yield=self._on_heatmap, on_error=self._on_heatmap_error, context="Heatmap")
         if w is not None:
             w.heat_key = key
         return True
 
     def _on_heatmap(self, item) -> None:
-        _, key, heat, colour, share = item
-        self.heat_cache[key] = (heat, colour, share)
+        _, key, heat, colour, share, style = item
+        self.heat_cache[key] = (heat, colour, share, style)
         while len(self.heat_cache) > HEAT_CACHE_SIZE:
             self.heat_cache.popitem(last=False)
         if key == self._heat_key():
             self._apply_share(share)
             self.heatmapReady.emit(str(self.path))
-            if self.show_heatmap:
-                self.refresh_heatmap()
+            if self.heatmap_visible_wanted() or self._normal_hidden:
+                self.refresh_heatmap()  # shows it, or says why a Normal result's is not shown
             else:
                 self.panel.heat_state.setText("Heatmap ready (H shows it).")
 
@@ -355,11 +452,15 @@ class ImageController(QObject):
         if self.display is None or not self.display.has_raw:
             return
         self.display.drag(dx, dy)
+        self.preset_name = CUSTOM_PRESET
+        self.meta_panel.show_preset(CUSTOM_PRESET)  # no longer the preset the box named
         self._wl_timer.start()  # coalesce mouse moves into one redraw
 
     def window_preset(self, name: str) -> None:
         if self.display is not None and self.display.has_raw:
             self.display.preset(name)
+            self.preset_name = name
+            self.meta_panel.show_preset(name)
             self._redraw()
 
     def set_invert(self, on: bool) -> None:
@@ -372,6 +473,20 @@ class ImageController(QObject):
             return
         self.viewer.set_image(grey_to_qimage(self.display.pixels()), keep_view=True)
         self.meta_panel.set_window_text(self.display.center, self.display.width)
+        self._update_overlay_text()
+
+    def _update_overlay_text(self) -> None:
+        """The viewer's corner texts for the current image (overlay_text.py)."""
+        from . import overlay_text as ot
+
+        if self.image is None:
+            self.viewer.set_corner_text({}, {})
+            return
+        meta = self.image.meta
+        ids = self.meta_panel.patient_items() if self.meta_panel.patient_visible() else None
+        self.viewer.set_corner_text({"top_left": ot.top_left(meta, identifiers=ids), "top_right": ot.top_right(meta),
+                                     "bottom_left": [ot.window_line(self.display, self.preset_name)]},
+                                    ot.orientation_markers(meta))
 
 
 class _Reason:
@@ -398,7 +513,7 @@ def report_content(ctl: ImageController, *, patient: dict | None):
             limit, limit, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
     heat = ctl.heatmap()
-    overlay = (small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity, ctl.heat_colours)))
+    overlay = (small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity, ctl.heat_colours, ctl.heat_floor)))
                if heat is not None else None)
     meta = ctl.image.meta
     d = ctl.display

@@ -33,6 +33,14 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
     return img.copy()
 
 
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    """(H, W, 4) uint8, straight (not premultiplied) alpha -> RGBA8888 QImage (owns its data)."""
+    arr = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8))
+    h, w, _ = arr.shape
+    img = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGBA8888)
+    return img.copy()
+
+
 def thumbnail(pixels: np.ndarray, size: int = THUMB_SIZE) -> QImage:
     """A small greyscale QImage, aspect ratio kept (worker-thread safe)."""
     arr = np.asarray(pixels)

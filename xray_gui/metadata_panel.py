@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QSizePolicy, QVBoxLayout, QWidget)
 
-from .display_state import OTHER_PRESETS, WINDOW_PRESETS
+from .display_state import CUSTOM_PRESET, OTHER_PRESETS, PRESET_TIPS, WINDOW_PRESETS
 
 PRESETS = WINDOW_PRESETS + OTHER_PRESETS
 
@@ -52,9 +52,19 @@ class MetadataPanel(QWidget):
         row.addWidget(QLabel("W/L:"))
         self.preset = QComboBox()
         self.preset.addItems(PRESETS)
+        for i, name in enumerate(PRESETS):
+            if name in PRESET_TIPS:
+                self.preset.setItemData(i, PRESET_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        # shown after a right-drag; not a choice of its own (greyed in the list)
+        self.preset.addItem(CUSTOM_PRESET)
+        custom = self.preset.model().item(self.preset.count() - 1)
+        custom.setEnabled(False)
+        custom.setToolTip("set by right-dragging on the image")
         self.preset.setToolTip("Window/level: keys 1-4 = File default, Lung, Mediastinum, Bone (chosen from this "
                                "image's grey levels; radiographs have no Hounsfield scale). Right-drag on the image: "
-                               "horizontal = width (contrast), vertical = level (brightness). Display only.")
+                               "horizontal = width (contrast), vertical = level (brightness); the box then says "
+                               "Custom. More / Less contrast are the file's window at 0.6 x / 1.6 x its width. "
+                               "Display only.")
         self.preset.activated.connect(lambda i: self.presetChosen.emit(self.preset.itemText(i)))
         row.addWidget(self.preset, 1)
         self.invert = QCheckBox("Invert (I)")
@@ -137,6 +147,12 @@ class MetadataPanel(QWidget):
             lab.setText(vals.get(key, "—"))
         self._patient = dict(getattr(meta, "patient", None) or {})
         self._refresh_patient()
+
+    def show_preset(self, name: str) -> None:
+        """Show ``name`` (a preset or "Custom") in the W/L box without choosing it."""
+        i = self.preset.findText(name)
+        if i >= 0 and i != self.preset.currentIndex():
+            self.preset.setCurrentIndex(i)
 
     def set_dicom_controls(self, enabled: bool) -> None:
         self.preset.setEnabled(enabled)

@@ -1,6 +1,6 @@
 """``xray-gui --screenshot OUT.png [FILE]``: load the model, open FILE (or a
 folder with the hidden ``--screenshot-batch DIR``), wait for the prediction
-and the heatmap, save ``window.grab()`` and quit.  Exit code 0 on success;
+and the heatmap (or for a Normal result, whose heatmap is not shown by default), save ``window.grab()`` and quit.  Exit code 0 on success;
 1 with a message on stderr otherwise (no model, refused file, timeout...)."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Screenshot(QObject):
         w.models.failed.connect(lambda reason: self.fail(f"the model could not be loaded: {reason}"))
         w.notifier.notified.connect(self._notice)
         w.images.heatmapShown.connect(lambda _p: self._grab_soon())
+        w.images.heatmapWithheld.connect(lambda _p: self._grab_soon())  # a Normal result: no heatmap by default
         w.images.refusalShown.connect(self._refused)
         w.batch.finished.connect(self._batch_done)
         self._timer.start()

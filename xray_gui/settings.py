@@ -108,6 +108,36 @@ class AppSettings:
         self._set("view/show_heatmap", bool(value))
 
     @property
+    def heatmap_floor(self) -> float:
+        """The heatmap's lower level (fraction of its maximum; below it: transparent)."""
+        from .display_state import HEATMAP_FLOOR, HEATMAP_FLOORS
+
+        v = self._get("view/heatmap_floor", HEATMAP_FLOOR, float)
+        return v if any(abs(v - f) < 1e-6 for f in HEATMAP_FLOORS) else HEATMAP_FLOOR
+
+    @heatmap_floor.setter
+    def heatmap_floor(self, value: float) -> None:
+        self._set("view/heatmap_floor", float(value))
+
+    @property
+    def heatmap_for_normal(self) -> bool:
+        """Show the heatmap by default for Normal results too (off: H shows it per image)."""
+        return self._get("view/heatmap_for_normal", False, bool)
+
+    @heatmap_for_normal.setter
+    def heatmap_for_normal(self, value: bool) -> None:
+        self._set("view/heatmap_for_normal", bool(value))
+
+    @property
+    def show_overlays(self) -> bool:
+        """The viewer's corner texts (W/L, zoom, orientation, size, file)."""
+        return self._get("view/show_overlays", True, bool)
+
+    @show_overlays.setter
+    def show_overlays(self, value: bool) -> None:
+        self._set("view/show_overlays", bool(value))
+
+    @property
     def show_lung_outline(self) -> bool:
         return self._get("view/show_lung_outline", False, bool)
 

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .images import THUMB_SIZE, lung_outline_path, rgb_to_qimage, thumbnail
+from .images import THUMB_SIZE, lung_outline_path, rgba_to_qimage, thumbnail
 from .workers import MODEL_LOCK, locked_iter
 
 
@@ -98,21 +98,23 @@ def _raw_range(img) -> tuple[float, float] | None:
     return (float(np.nanmin(raw)), float(np.nanmax(raw))) if raw is not None else None
 
 
-def gradcam_task(key, classifier, pixels: np.ndarray, pred=None):
-    """Grad-CAM for one image, plus its colour layer (the jet map at full
-    weight; the viewer blends it at the user's opacity) and the heatmap's
-    share inside ``pred``'s lung mask (None without a mask).  An image the gate
-    found inverted is explained as classified: inverted back."""
-    from training.explain import gradcam, overlay_rgb
+def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno", 0.0)):
+    """Grad-CAM for one image, plus its colour layer (``style`` = (colour map,
+    lower level): an RGBA image, transparent below the level; the viewer blends
+    it at the user's opacity) and the heatmap's share inside ``pred``'s lung
+    mask (None without a mask).  An image the gate found inverted is explained
+    as classified: inverted back."""
+    from training.explain import gradcam, heat_rgba
     from training.predict import lung_share
 
     if pred is not None and pred.inverted:
         pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
     with MODEL_LOCK:
         heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))
-    colour = rgb_to_qimage(overlay_rgb(pixels, heat, 1.0))
+    cmap, floor = style
+    colour = rgba_to_qimage(heat_rgba(heat, cmap, floor))
     share = lung_share(pred, heat) if pred is not None else None
-    yield ("heatmap", key, heat, colour, share)
+    yield ("heatmap", key, heat, colour, share, (cmap, float(floor)))
 
 
 def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):

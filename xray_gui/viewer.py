@@ -1,6 +1,11 @@
 """The image viewer: fit, zoom (wheel, +/-), pan (left drag), window/level
 (right drag, reported as a signal: the window applies it through the core),
-and two layers over the image: the heatmap and the lung outline."""
+and two layers over the image: the heatmap and the lung outline.
+
+Drawn over the viewport (fixed on screen, not zoomed): corner texts like
+Weasis / OHIF (window/level, zoom, orientation markers, size, file; see
+``overlay_text.py``; View > Overlays, O) and, whenever the heatmap is visible,
+its colour scale (bottom right)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsS
 
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
-OUTLINE_COLOUR = QColor(0, 230, 255)  # cyan: apart from the heatmap's jet colours and the grey image
+OUTLINE_COLOUR = QColor(0, 230, 255)  # cyan: apart from the heatmap's colours and the grey image
+TEXT_MARGIN = 8  # px between the overlay texts and the viewport's edges
+SCALE_BAR = (12, 120)  # colour scale: width, height in px
 
 
 class ImageViewer(QGraphicsView):
@@ -36,6 +43,11 @@ class ImageViewer(QGraphicsView):
         self._outline.setZValue(1)
         self._outline.setVisible(False)
         self._outline_wanted = False
+        self._corners: dict[str, list[str]] = {}  # "top_left", "top_right", "bottom_left" -> lines
+        self._markers: dict[str, str] = {}  # "left", "right", "top", "bottom" -> orientation letters
+        self._overlays_on = True
+        self._scale_colours: list[QColor] | None = None  # the heatmap's colour map, low -> high
+        self._scale_floor = 0.0
         self._placeholder = "Open a chest X-ray (Ctrl+O) or drop files or folders here"
         self._fit_mode = True
         self._wl_last: QPointF | None = None
@@ -45,6 +57,8 @@ class ImageViewer(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        # the corner texts stay put while the image pans: repaint the whole viewport, never scroll it
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         self.setMinimumSize(320, 320)
         # drops go to the main window, not the scene
         self.setAcceptDrops(False)
@@ -105,6 +119,46 @@ class ImageViewer(QGraphicsView):
 
     def outline_visible(self) -> bool:
         return self._outline.isVisible()
+
+    # -- corner overlays and colour scale --------------------------------------
+    def set_corner_text(self, corners: dict[str, list[str]], markers: dict[str, str] | None = None) -> None:
+        """Texts for the corners (``top_left``, ``top_right``, ``bottom_left``; the
+        zoom is added below ``bottom_left``) and the edge orientation markers."""
+        self._corners = {k: [line for line in v if line] for k, v in corners.items()}
+        if markers is not None:
+            self._markers = dict(markers)
+        self.viewport().update()
+
+    def set_overlays_visible(self, on: bool) -> None:
+        self._overlays_on = bool(on)
+        self.viewport().update()
+
+    def overlays_visible(self) -> bool:
+        return self._overlays_on
+
+    def overlay_lines(self) -> dict[str, list[str]]:
+        """What the corner overlays say now (empty when they are off or no image is shown)."""
+        if not (self._overlays_on and self.has_image()):
+            return {}
+        from .overlay_text import zoom_line
+
+        lines = {k: list(v) for k, v in self._corners.items()}
+        lines["bottom_left"] = lines.get("bottom_left", []) + [zoom_line(self.current_scale())]
+        for edge, text in self._markers.items():
+            if text:
+                lines[edge] = [text]
+        return lines
+
+    def set_colour_scale(self, colours: list[QColor] | None, floor: float = 0.0) -> None:
+        """The heatmap's colour map (low -> high) for the scale bar; ``floor``: the
+        level below which the map is transparent (marked on the bar)."""
+        self._scale_colours = list(colours) if colours else None
+        self._scale_floor = max(0.0, min(1.0, float(floor)))
+        self.viewport().update()
+
+    def colour_scale_visible(self) -> bool:
+        """The scale bar is drawn whenever the heatmap is."""
+        return self._scale_colours is not None and self.overlay_visible()
 
     # -- zoom / pan ----------------------------------------------------------
     def current_scale(self) -> float:
@@ -181,9 +235,20 @@ class ImageViewer(QGraphicsView):
     def contextMenuEvent(self, event):  # noqa: N802 - right button is window/level
         event.accept()
 
-    # -- empty state -----------------------------------------------------------
+    # -- foreground: overlays, colour scale, empty state --------------------------
     def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802
-        if self.has_image() or not self._placeholder:
+        if self.has_image():
+            painter.save()
+            painter.resetTransform()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            lines = self.overlay_lines()
+            if lines:
+                self._draw_corners(painter, lines)
+            if self.colour_scale_visible():
+                self._draw_scale(painter)
+            painter.restore()
+            return
+        if not self._placeholder:
             return
         painter.save()
         painter.resetTransform()
@@ -194,3 +259,92 @@ class ImageViewer(QGraphicsView):
         painter.drawText(self.viewport().rect().adjusted(24, 24, -24, -24),
                          Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._placeholder)
         painter.restore()
+
+    def _overlay_font(self) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(max(8.0, f.pointSizeF() * 0.95))
+        return f
+
+    @staticmethod
+    def _outlined(painter: QPainter, x: float, y: float, text: str, font: QFont, colour=QColor(240, 240, 240)):
+        """``text`` with its baseline at (x, y): light fill, dark outline (readable on any image)."""
+        path = QPainterPath()
+        path.addText(QPointF(x, y), font, text)
+        pen = QPen(QColor(0, 0, 0, 220), 3)
+        pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+        painter.strokePath(path, pen)
+        painter.fillPath(path, QBrush(colour))
+
+    def _draw_corners(self, painter: QPainter, lines: dict[str, list[str]]) -> None:
+        from PySide6.QtGui import QFontMetricsF
+
+        font = self._overlay_font()
+        fm = QFontMetricsF(font)
+        r = self.viewport().rect()
+        m, step = TEXT_MARGIN, fm.height()
+        right_w = max((fm.horizontalAdvance(t) for t in lines.get("top_right", [])), default=0.0)
+        room = max(60.0, r.width() - right_w - 3 * m)  # a long file name must not run into the top right
+        for corner in ("top_left", "top_right", "bottom_left"):
+            items = lines.get(corner, [])
+            if corner == "top_left":
+                items = [fm.elidedText(t, Qt.TextElideMode.ElideMiddle, room) for t in items]
+            top = corner.startswith("top")
+            y0 = m + fm.ascent() if top else r.height() - m - fm.descent() - step * (len(items) - 1)
+            for i, text in enumerate(items):
+                x = m if corner.endswith("left") else r.width() - m - fm.horizontalAdvance(text)
+                self._outlined(painter, x, y0 + i * step, text, font)
+        big = QFont(font)
+        big.setPointSizeF(font.pointSizeF() * 1.35)
+        big.setBold(True)
+        bm = QFontMetricsF(big)
+        for edge in ("left", "right", "top", "bottom"):
+            text = (lines.get(edge) or [""])[0]
+            if not text:
+                continue
+            w = bm.horizontalAdvance(text)
+            if edge in ("left", "right"):
+                x = m if edge == "left" else r.width() - m - w
+                y = r.height() / 2 + bm.ascent() / 2
+            else:
+                x = (r.width() - w) / 2
+                y = m + bm.ascent() if edge == "top" else r.height() - m - bm.descent()
+            self._outlined(painter, x, y, text, big, QColor(255, 235, 140))
+
+    def _draw_scale(self, painter: QPainter) -> None:
+        """Vertical colour bar, bottom right: the colour map from low (bottom) to
+        high (top); the part below the floor (transparent on the image) is dimmed
+        and cut by a dashed line."""
+        from PySide6.QtGui import QFontMetricsF, QLinearGradient
+
+        font = self._overlay_font()
+        fm = QFontMetricsF(font)
+        r = self.viewport().rect()
+        bw, bh = SCALE_BAR
+        bh = int(min(bh, max(40, r.height() * 0.3)))
+        x = r.width() - TEXT_MARGIN - bw
+        bottom = r.height() - TEXT_MARGIN - fm.descent()
+        top = bottom - bh
+        bar = QRectF(x, top, bw, bh)
+        grad = QLinearGradient(bar.bottomLeft(), bar.topLeft())
+        n = len(self._scale_colours)
+        for i, c in enumerate(self._scale_colours):
+            grad.setColorAt(i / max(1, n - 1), c)
+        painter.fillRect(bar, QBrush(grad))
+        if self._scale_floor > 0:
+            y = bottom - self._scale_floor * bh
+            painter.fillRect(QRectF(x, y, bw, bottom - y), QColor(18, 18, 20, 165))
+            dash = QPen(QColor(255, 255, 255), 1, Qt.PenStyle.DashLine)
+            painter.setPen(dash)
+            painter.drawLine(QPointF(x - 4, y), QPointF(x + bw, y))
+        painter.setPen(QPen(QColor(0, 0, 0, 220), 1))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(bar)
+        for text, yy in (("high", top + fm.ascent() / 2), ("low", bottom)):
+            self._outlined(painter, x - 6 - fm.horizontalAdvance(text), yy, text, font)
+        if self._scale_floor > 0:
+            text = f"{self._scale_floor:g}"
+            y = bottom - self._scale_floor * bh
+            self._outlined(painter, x - 6 - fm.horizontalAdvance(text), y + fm.ascent() / 2, text, font)
+        title = "Grad-CAM (relative)"
+        self._outlined(painter, r.width() - TEXT_MARGIN - fm.horizontalAdvance(title), top - fm.height() - 2, title,
+                       font)
