@@ -301,11 +301,11 @@ class ImageController(QObject):
             return entry[:2]
         colour = self._recoloured.get((key, style))
         if colour is None:  # another colour map or level chosen since: drawn once, then cached
-            from training.explain import heat_rgba
+            from training.explain import COLOUR_LAYER_MAX_SIDE, heat_rgba
 
             from .images import rgba_to_qimage
 
-            colour = rgba_to_qimage(heat_rgba(entry[0], *style))
+            colour = rgba_to_qimage(heat_rgba(entry[0], *style, COLOUR_LAYER_MAX_SIDE))
             self._recoloured[(key, style)] = colour
             while len(self._recoloured) > HEAT_CACHE_SIZE:
                 self._recoloured.popitem(last=False)

@@ -100,11 +100,12 @@ def _raw_range(img) -> tuple[float, float] | None:
 
 def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno", 0.0)):
     """Grad-CAM for one image, plus its colour layer (``style`` = (colour map,
-    lower level): an RGBA image, transparent below the level; the viewer blends
-    it at the user's opacity) and the heatmap's share inside ``pred``'s lung
+    lower level): an RGBA image, transparent below the level, at most
+    ``COLOUR_LAYER_MAX_SIDE`` px on its long side; the viewer stretches it over
+    the image and blends it at the user's opacity) and the heatmap's share inside ``pred``'s lung
     mask (None without a mask).  An image the gate found inverted is explained
     as classified: inverted back."""
-    from training.explain import gradcam, heat_rgba
+    from training.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
     from training.predict import lung_share
 
     if pred is not None and pred.inverted:
@@ -112,7 +113,7 @@ def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno
     with MODEL_LOCK:
         heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))
     cmap, floor = style
-    colour = rgba_to_qimage(heat_rgba(heat, cmap, floor))
+    colour = rgba_to_qimage(heat_rgba(heat, cmap, floor, COLOUR_LAYER_MAX_SIDE))  # the viewer stretches it
     share = lung_share(pred, heat) if pred is not None else None
     yield ("heatmap", key, heat, colour, share, (cmap, float(floor)))
 

@@ -10,7 +10,7 @@ its colour scale (bottom right)."""
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 
 ZOOM_STEP = 1.25
@@ -98,6 +98,11 @@ class ImageViewer(QGraphicsView):
             self._overlay.setVisible(False)
             return
         self._overlay.setPixmap(QPixmap.fromImage(image))
+        # a colour layer drawn smaller than the image (explain.COLOUR_LAYER_MAX_SIDE) is stretched over it
+        base = self._item.pixmap()
+        sx = base.width() / image.width() if not base.isNull() else 1.0
+        sy = base.height() / image.height() if not base.isNull() else 1.0
+        self._overlay.setTransform(QTransform.fromScale(sx, sy))
         if opacity is not None:
             self._overlay.setOpacity(opacity)
         self._overlay.setVisible(True)
