@@ -80,7 +80,7 @@ def stage_times(clf, files, repeats: int = 3) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from training.explain import gradcam, overlay_rgb
+    from training.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
     from training.loading import load_image
 
     times: dict[str, list[float]] = {}
@@ -102,7 +102,7 @@ def stage_times(clf, files, repeats: int = 3) -> dict[str, float]:
             tensor, _box = timed("lung crop + CLAHE (model_input)", lambda: clf.model_input(pixels, mask))
             timed("model (predict_batch)", lambda: clf.predict_batch(tensor[None]))
             heat = timed("Grad-CAM (gradcam)", lambda: gradcam(clf, pixels, mask))
-            timed("colour layer (overlay_rgb)", lambda: overlay_rgb(np.asarray(pixels), heat, 1.0))
+            timed("colour layer (heat_rgba)", lambda: heat_rgba(heat, "inferno", 0.5, COLOUR_LAYER_MAX_SIDE))
     out = {k: round(statistics.median(v), 3) for k, v in times.items()}
     out["torch_threads"] = torch.get_num_threads()
     return out
