@@ -77,7 +77,6 @@ def make_dicoms(out: Path, n: int) -> list[Path]:
 def stage_times(clf, files, repeats: int = 3) -> dict[str, float]:
     """Where the time goes: the core's steps of one open, timed one by one on
     this thread (median over ``files`` x ``repeats``), with the app's thread count."""
-    import numpy as np
     import torch
 
     from training.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
