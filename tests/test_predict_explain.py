@@ -121,9 +121,15 @@ def test_overlay(tmp_path, image):
     assert rgb.shape == (299, 299, 3) and rgb.dtype == np.uint8
     assert np.array_equal(overlay_rgb(image.pixels, heat, alpha=0.0)[..., 0],
                           np.rint(image.pixels * 255).astype(np.uint8))
-    # jet: cold (blue) on the left, hot (red) on the right
-    full = overlay_rgb(image.pixels, heat, alpha=1.0)
+    # jet on request: cold (blue) on the left, hot (red) on the right
+    full = overlay_rgb(image.pixels, heat, alpha=1.0, cmap="jet", floor=0.0)
     assert full[150, 0, 2] > full[150, 0, 0] and full[150, -1, 0] > full[150, -1, 2]
+    # the default (training.heat_style): the left half (below 0.5 of the maximum) stays the grey image,
+    # the right end is inferno's pale yellow
+    default = overlay_rgb(image.pixels, heat, alpha=1.0)
+    grey = np.rint(image.pixels * 255).astype(np.uint8)
+    assert np.array_equal(default[:, :140, 0], grey[:, :140]) and np.array_equal(default[:, :140, 2], grey[:, :140])
+    assert default[150, -1, 0] > 240 and default[150, -1, 1] > 200 and default[150, -1, 2] < 200
     out = tmp_path / "sub" / "overlay.png"
     save_overlay_png(out, image.pixels, heat, 0.4)
     from PIL import Image

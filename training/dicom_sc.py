@@ -41,6 +41,7 @@ def render_result_image(pixels: np.ndarray, heatmap: np.ndarray, lines: list[str
     from PIL import Image, ImageDraw
 
     from .explain import _colormap, overlay_rgb
+    from .heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
 
     rgb = Image.fromarray(overlay_rgb(pixels, heatmap, alpha))
     scale = min(1.0, max_side / max(rgb.size))
@@ -61,13 +62,18 @@ def render_result_image(pixels: np.ndarray, heatmap: np.ndarray, lines: list[str
     top, bottom = banner_h + font_px + 10, h + banner_h - font_px - 10
     if bottom - top > 10:
         ramp = np.linspace(1.0, 0.0, bottom - top, dtype=np.float32)
-        colours = (_colormap("jet")(ramp)[:, :3] * 255).astype(np.uint8)
+        colours = (_colormap(HEAT_CMAP_DEFAULT)(ramp)[:, :3] * 255).astype(np.uint8)
+        # below the level the map is not drawn: dim that part of the scale and mark the level
+        colours[ramp < HEAT_FLOOR_DEFAULT] //= 3
         strip = np.repeat(colours[:, None, :], bar_w // 3, axis=1)
         x0 = w + (bar_w - bar_w // 3) // 2
         canvas.paste(Image.fromarray(strip), (x0, top))
         small = _font(max(9, font_px * 3 // 4))
         draw.text((w + 4, top - font_px - 4), "high", fill=(255, 255, 255), font=small)
         draw.text((w + 4, bottom + 4), "low", fill=(255, 255, 255), font=small)
+        y_level = top + int(round((1.0 - HEAT_FLOOR_DEFAULT) * (bottom - top)))
+        draw.line((x0 - 3, y_level, x0 + bar_w // 3 + 2, y_level), fill=(255, 255, 255), width=1)
+        draw.text((w + 2, y_level + 2), f"{HEAT_FLOOR_DEFAULT:g}", fill=(255, 255, 255), font=small)
     return np.asarray(canvas, dtype=np.uint8)
 
 

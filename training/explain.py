@@ -39,8 +39,10 @@ convolution kernels are used for that one image.  The flag is process-wide for
 the duration of the call (a concurrent prediction in another thread would run
 on the native kernels meanwhile: slower, same result).
 
-``overlay_rgb`` / ``save_overlay_png`` draw the heatmap (jet colormap from
-``matplotlib.colormaps``, no pyplot, so no GUI backend) over the grey image.
+``overlay_rgb`` / ``save_overlay_png`` draw the heatmap over the grey image
+(colour map from ``matplotlib.colormaps``, no pyplot, so no GUI backend), by
+default as the app shows it: ``training.heat_style`` (inferno, transparent
+below half of the map's maximum).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import atomic
+from .heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
 from .preprocess import preprocess
 
 
@@ -218,7 +221,7 @@ def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10,
 
 
 # ---------------------------------------------------------------- overlays
-def _colormap(name: str = "jet"):
+def _colormap(name: str = HEAT_CMAP_DEFAULT):
     import matplotlib
 
     return matplotlib.colormaps[name]
@@ -259,7 +262,7 @@ def colour_layer_size(shape: tuple[int, int], max_side: int = COLOUR_LAYER_MAX_S
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def heat_rgba(heatmap: np.ndarray, cmap: str = "inferno", floor: float = 0.0,
+def heat_rgba(heatmap: np.ndarray, cmap: str = HEAT_CMAP_DEFAULT, floor: float = 0.0,
               max_side: int | None = None) -> np.ndarray:
     """The heatmap's colour layer, ``uint8 (h, w, 4)`` (straight alpha): the colour
     map of the value relative to the map's maximum, alpha = :func:`heat_weight`.
@@ -277,9 +280,9 @@ def heat_rgba(heatmap: np.ndarray, cmap: str = "inferno", floor: float = 0.0,
     return np.ascontiguousarray(rgba)
 
 
-def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet",
-                floor: float = 0.0) -> np.ndarray:
-    """Blend ``heatmap`` (jet colours by default) over the grey image: ``uint8 (H, W, 3)``.
+def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = HEAT_CMAP_DEFAULT,
+                floor: float = HEAT_FLOOR_DEFAULT) -> np.ndarray:
+    """Blend ``heatmap`` over the grey image: ``uint8 (H, W, 3)``.
 
     ``alpha`` is the heatmap's weight (0 = grey image only, 1 = heatmap only),
     times :func:`heat_weight` per pixel when ``floor`` > 0 (the weak part of the

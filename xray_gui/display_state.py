@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
+
 # Keyboard presets 1-4 (View > Window/Level), like Weasis / OHIF.  A radiograph's
 # stored values are not Hounsfield units, so the anatomical presets are chosen
 # from the image's own grey levels: a range of display-brightness percentiles
@@ -41,20 +43,11 @@ HEATMAP_COLOURS = {
     "inferno": ("Inferno (colour-blind safe)", "Yellow-white"),
     "viridis": ("Viridis (colour-blind safe)", "Yellow"),
 }
-# Inferno by default: its brightness rises steadily with the value (a reader can
-# tell "more" from "less" without a legend, also in grey print and with a
-# colour-vision deficiency); jet's rainbow has false edges (yellow/cyan bands)
-# and its "hot" red is darker than its middle.
-DEFAULT_HEATMAP_COLOURS = "inferno"
-
-# The heatmap's lower level: values below this fraction of the map's maximum are
-# fully transparent, and the opacity rises from 0 at the level to full halfway to
-# the maximum (``training.explain.heat_weight``).  Grad-CAM is min-max scaled per
-# image, so its low part is no evidence of anything - it is whatever the least
-# relevant region happened to be - and a wash over the whole film hides the
-# image the reader has to look at.  0.5 keeps the regions with at least half of
-# the strongest evidence, the usual way Grad-CAM figures are read.
-HEATMAP_FLOOR = 0.5
+# The defaults (inferno; transparent below half of the map's maximum) and why
+# live in the core, so the CLI's PNGs, the DICOM secondary capture and the PDF
+# draw the heatmap as the screen does.
+DEFAULT_HEATMAP_COLOURS = HEAT_CMAP_DEFAULT
+HEATMAP_FLOOR = HEAT_FLOOR_DEFAULT
 HEATMAP_FLOORS = (0.0, 0.3, 0.5, 0.7)  # the Settings dialog's choices (0 = the whole map)
 
 
