@@ -3,6 +3,7 @@
 Torch-free, so the GUI, reports, model cards and command lines share it.
 
 * :func:`ci_text` - a metric with its 95 % confidence interval.
+* :func:`num_text` - a number, or a dash when it is missing or undefined (NaN).
 * :func:`duration_text` - seconds as "42 s", "3 min 07 s", "1 h 05 min".
 * :func:`exception_text` - an exception as one bounded line: a typed core
   error's ``reason``, anything else as ``Type: first line``.
@@ -28,6 +29,13 @@ def ci_text(m: Mapping[str, Any], key: str, *, label: bool = False, digits: int 
     return f"{v:.{digits}f} ({'95 % CI ' if label else ''}{lo:.2f}-{hi:.2f})"
 
 
+def num_text(v: Any, digits: int = 3) -> str:
+    """``v`` with ``digits`` decimals; None or NaN (undefined, e.g. a loss that diverged) is a dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return DASH
+    return f"{v:.{digits}f}"
+
+
 def duration_text(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     if s < 60:
@@ -50,4 +58,4 @@ def exception_text(exc: BaseException, limit: int = 240) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
 
 
-__all__ = ["ci_text", "duration_text", "exception_text"]
+__all__ = ["ci_text", "num_text", "duration_text", "exception_text"]
