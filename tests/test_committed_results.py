@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parents[1] / "training" / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 PAPER = RESULTS / "paper"
 ARCHS = ("resnet50", "lstm", "resnet50_lstm")
 

@@ -18,7 +18,7 @@ from training.predict import GATE_CODE, Classifier, Prediction
 from training.resources import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "training" / "results" / "lung_segmenter"
+RESULTS = REPO / "results" / "lung_segmenter"
 NOT_CXR = [
     "photo_natural__horses.jpg",  # colour photo
     "ct_slice__ieee8023-16689_1_2.png",  # CT slice saved as PNG

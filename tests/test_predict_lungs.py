@@ -102,3 +102,36 @@ def test_cli_csv_carries_the_result_column(lung_model_file, films, tmp_path):
     assert main([str(f) for f in films[:2]] + ["--model", str(lung_model_file), "--csv", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 2 and all(r["result"] in ("COVID", "Normal", INDETERMINATE) for r in rows)
+
+
+def test_cli_heatmaps_reuse_the_gates_lung_mask(lung_model_file, films, tmp_path, monkeypatch):
+    """``xray-classify --heatmaps`` with a lung model segments each image once: the gate's mask travels on the
+    batch Prediction and serves the lung crop of Grad-CAM too."""
+    from training.cli_classify import main
+    from training.lungseg import LungSegmenter
+
+    clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False, batch_size=4)
+    preds = list(clf.classify_paths(films[:2]))
+    assert all(p.ok and p.lung_mask is not None and p.lung_mask.shape == (256, 256) for p in preds)
+
+    segmented = []
+    batch, single = LungSegmenter.segment_batch, LungSegmenter.segment
+
+    def count_batch(self, images):
+        segmented.extend(range(len(images)))
+        return batch(self, images)
+
+    def count_single(self, pixels):
+        segmented.append(0)
+        return single(self, pixels)
+
+    monkeypatch.setattr(LungSegmenter, "segment_batch", count_batch)
+    monkeypatch.setattr(LungSegmenter, "segment", count_single)
+    heat = tmp_path / "heat"
+    out = tmp_path / "r.csv"
+    assert main([str(f) for f in films] + ["--model", str(lung_model_file), "--csv", str(out), "--no-progress",
+                                           "--heatmaps", str(heat)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == len(films) and all(r["status"] == "ok" and r["heatmap"] for r in rows)
+    assert len(list(heat.glob("*.png"))) == len(films)
+    assert len(segmented) == len(films)  # the gate's pass only; no second segmentation for the heatmaps

@@ -13,7 +13,7 @@ import pytest
 from training.resources import default_model_path, model_card_path
 
 REPO = Path(__file__).resolve().parents[1]
-SPLIT = REPO / "training" / "results" / "shipped" / "split.csv"
+SPLIT = REPO / "results" / "shipped" / "split.csv"
 
 
 @pytest.fixture(scope="module")

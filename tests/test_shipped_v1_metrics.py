@@ -1,5 +1,5 @@
 """The shipped model's committed figures are its own: the external-dev
-metrics in training/results/v1 (and the model card) follow from the committed
+metrics in results/v1 (and the model card) follow from the committed
 per-file predictions with the model file's own calibration and threshold, and
 the shipped model, run now on a sample of those real films through the app's
 path, gives the committed predictions again."""
@@ -17,7 +17,7 @@ from training.metrics import evaluate
 from training.resources import default_model_path, model_card_path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "training" / "results" / "v1"
+RESULTS = REPO / "results" / "v1"
 SHIPPED_RUN = "v1_resnet50_224"
 
 

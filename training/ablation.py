@@ -1,8 +1,8 @@
 """Evaluate trained models on the own test split, the paper's 100 test images
 and external-dev; calibrate; write the ablation table; ship the chosen model.
 
-    python -m training.ablation RUNS_DIR --out training/results/v1
-        [--external ../shared/data/external-dev] [--interim training/results/shipped/stage2_resnet50_lstm_frozen]
+    python -m training.ablation RUNS_DIR --out results/v1
+        [--external ../shared/data/external-dev] [--interim results/shipped/stage2_resnet50_lstm_frozen]
         [--ship RUN_NAME --ship-to resources/models/covid_cxr_v1.safetensors --version 1.0]
 
 Every model is evaluated the same way:
@@ -202,10 +202,10 @@ def _load_run(run: Path, arch: str) -> tuple[dict, Path] | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.ablation", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", help="folder holding the run folders of training/jobs/train_shipped.sh")
+    ap.add_argument("runs", help="folder holding the run folders of tools/train_shipped.sh")
     ap.add_argument("--out", required=True, help="results folder (ablation.json, ablation.md, external_*.json)")
     ap.add_argument("--external", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/external-dev"))
-    ap.add_argument("--interim", default="training/results/shipped/stage2_resnet50_lstm_frozen",
+    ap.add_argument("--interim", default="results/shipped/stage2_resnet50_lstm_frozen",
                     help="the interim model's run folder (its predictions.json)")
     ap.add_argument("--interim-model", default="resources/models/covid_resnet50_lstm_interim.safetensors")
     ap.add_argument("--ship", help="run folder name whose model becomes the shipped model")

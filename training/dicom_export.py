@@ -159,7 +159,7 @@ def heatmap_for_export(classifier, pred, *, check_header: bool = False):
         return None
     img = load_image(pred.path, check_header=check_header)
     pixels = np.float32(1.0) - img.pixels if pred.inverted else img.pixels
-    return pixels, gradcam(classifier, pixels)
+    return pixels, gradcam(classifier, pixels, pred.lung_mask)  # the gate's mask: no second segmentation
 
 
 __all__ = ["DicomExporter", "Written", "DicomExportRefused", "heatmap_for_export", "check_output_folder",

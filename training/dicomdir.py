@@ -95,21 +95,13 @@ def read_dicomdir(path) -> DicomdirContents:
 def find_inputs(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
     """``find_images`` with DICOMDIRs expanded (see the module docstring)."""
     from .errors import XrayError
-    from .loading import find_images
+    from .loading import find_images, unique_paths
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    seen: set[str] = set()
     plain: list[Path] = []
-
-    def add(f: Path) -> None:
-        key = os.path.normcase(os.path.abspath(f))
-        if key not in seen:
-            seen.add(key)
-            files.append(f)
-
     for item in paths:
         p = Path(item)
         index = p if is_dicomdir(p) else (dicomdir_in(p) if p.is_dir() else None)
@@ -122,15 +114,13 @@ def find_inputs(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
             skipped.append((index, exc.reason))
             plain.append(index.parent)
             continue
-        for f in contents.files:
-            add(f)
+        files += contents.files
         skipped.extend(contents.skipped)
     if plain:
         more, more_skipped = find_images(plain)
-        for f in more:
-            add(f)
+        files += more
         skipped.extend(more_skipped)
-    return files, skipped
+    return unique_paths(files), skipped
 
 
 __all__ = ["find_inputs", "read_dicomdir", "is_dicomdir", "dicomdir_in", "DicomdirContents"]

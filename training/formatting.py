@@ -3,6 +3,7 @@
 Torch-free, so the GUI, reports, model cards and command lines share it.
 
 * :func:`ci_text` - a metric with its 95 % confidence interval.
+* :func:`num_text` - a number, or a dash when it is missing or undefined (NaN).
 * :func:`duration_text` - seconds as "42 s", "3 min 07 s", "1 h 05 min".
 * :func:`sentence` / :func:`sentence_join` - messages and warnings with
   exactly one final full stop, clauses joined with "; " (never ".." or ".;").
@@ -52,6 +53,13 @@ def sentence_join(parts, sep: str = "; ") -> str:
     return sentence(sep.join(items)) if items else ""
 
 
+def num_text(v: Any, digits: int = 3) -> str:
+    """``v`` with ``digits`` decimals; None or NaN (undefined, e.g. a loss that diverged) is a dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return DASH
+    return f"{v:.{digits}f}"
+
+
 def duration_text(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     if s < 60:
@@ -74,4 +82,4 @@ def exception_text(exc: BaseException, limit: int = 240) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
 
 
-__all__ = ["ci_text", "duration_text", "exception_text", "sentence", "clause", "sentence_join"]
+__all__ = ["ci_text", "num_text", "duration_text", "exception_text", "sentence", "clause", "sentence_join"]

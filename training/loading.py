@@ -26,6 +26,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -48,6 +49,7 @@ __all__ = [
     "load_image",
     "apply_window",
     "find_images",
+    "unique_paths",
 ]
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
@@ -1189,13 +1191,7 @@ def find_images(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
         paths = [paths]
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    seen: set[str] = set()
-
-    def add(f: Path) -> None:
-        key = os.path.normcase(os.path.abspath(f))
-        if key not in seen:
-            seen.add(key)
-            files.append(f)
+    add = files.append  # a file reached twice is dropped at the end (unique_paths)
 
     for item in paths:
         p = Path(item)
@@ -1223,4 +1219,18 @@ def find_images(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
                 add(f)
             else:
                 skipped.append((f, f"not an image file ({suffix})"))
-    return files, skipped
+    return unique_paths(files), skipped
+
+
+def unique_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """``paths`` in their order, each file once: another spelling of the same
+    path (relative or absolute; letter case on Windows) is dropped.  The one
+    rule for :func:`find_images` and :func:`training.dicomdir.find_inputs`."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for f in paths:
+        key = os.path.normcase(os.path.abspath(f))
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(f))
+    return out

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .preprocess import to_tensor
+from .preprocess import resize_grey
 
 REGIONS = ("whole", "lungs")
 INTENSITIES = ("none", "clahe")
@@ -130,13 +130,6 @@ def lung_box(mask: np.ndarray | None, margin: float = DEFAULT_MARGIN) -> Box:
     return Box(max(0.0, top - dh), max(0.0, left - dw), min(1.0, bottom + dh), min(1.0, right + dw))
 
 
-def _resize(pixels: np.ndarray, size: int) -> np.ndarray:
-    t = to_tensor(pixels)
-    if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t[0, 0].clamp_(0.0, 1.0).numpy()
-
-
 def clahe(pixels: np.ndarray) -> np.ndarray:
     """CLAHE on a grey [0, 1] image (8-bit internally), back to float [0, 1]."""
     import cv2
@@ -158,7 +151,7 @@ def model_view(pixels: np.ndarray, spec: InputSpec, mask: np.ndarray | None = No
     if not box.whole:
         r0, c0, r1, c1 = box.pixels(pixels.shape)
         view = pixels[r0:r1, c0:c1]
-    view = _resize(view, WORK_SIZE)
+    view = resize_grey(view, WORK_SIZE).numpy()
     if spec.intensity == "clahe":
         view = clahe(view)
     return np.ascontiguousarray(view, dtype=np.float32), box

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .errors import ModelFileError
 from .modelfile import MetaRecord, check_metadata_digest, read_verified_tensors, state_tensors, write_tensors
-from .preprocess import to_tensor
+from .preprocess import resize_grey
 
 SEG_FORMAT = "xray-lung-segmenter"
 SEG_FORMAT_VERSION = 1
@@ -111,10 +111,7 @@ def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, Segmenter
 
 def to_seg_input(pixels: np.ndarray, size: int = SEG_SIZE) -> torch.Tensor:
     """Loader output ``(H, W)`` -> ``(1, 1, size, size)`` float32 in [0, 1]."""
-    t = to_tensor(pixels)
-    if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.clamp_(0.0, 1.0)
+    return resize_grey(pixels, size)[None, None]
 
 
 @dataclass

@@ -102,7 +102,7 @@ def render(model_path: Path, metrics_path: Path, notes: str = "", ablation_dir: 
               "never to train or fit anything (`python -m training.ablation`).", ""]
         L += _calibrated_table(ev)
         L += ["", "### Goals", "", render_goals(ev), "",
-              "### Ablation", "", "Each row is one trained model (run folders in `training/results/v1/`), "
+              "### Ablation", "", "Each row is one trained model (run folders in `results/v1/`), "
               "evaluated the same way; 'what changes' is relative to the row above.", "", render_table(rows), ""]
     else:
         L += ["Rows at threshold 0.5 and at the stored operating point (>= "

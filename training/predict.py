@@ -94,7 +94,7 @@ class Prediction:
     valid: bool = True  # False when a gate-refused image was classified anyway: no verdict to show
     inverted: bool = False  # the gate found the image inverted and classified it inverted back
     heat_in_lungs: float | None = None  # share of the Grad-CAM heatmap inside the lung mask
-    lung_mask: np.ndarray | None = None  # bool (256, 256), image stretched to a square (single images)
+    lung_mask: np.ndarray | None = None  # the gate's lung mask: bool (256, 256), image stretched to a square
     gate_scores: dict = field(default_factory=dict)
     band: tuple[float, float] | None = None  # the model's borderline band of calibrated P (None: no band)
     input_box: Box | None = None  # the region the model saw (fractions of the image)
@@ -503,16 +503,13 @@ class Classifier:
             gres, pixels = self.gate.check(pixels, float(getattr(meta, "colour", 0.0) or 0.0))
             pred = self._gated(path, gres, meta, warnings, enforce_gate)
             if pred is not None:
-                pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
                 return pred
-        mask = gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
-        tensor, box = self.model_input(pixels, mask)
+        tensor, box = self.model_input(pixels, _mask_of(gres))
         p = self.predict_batch(tensor[None])[0]
         pred = self._ok(path, p, meta, warnings)
         pred.input_box = box
         if gres is not None:
             self._apply_gate(pred, gres)
-            pred.lung_mask = gres.segmentation.mask if gres.segmentation is not None else None
         return pred
 
     def _gated(self, path, gres, meta, warnings, enforce: bool) -> "Prediction | None":
@@ -522,13 +519,14 @@ class Classifier:
         return Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
                           reason=gres.refusal_text(), warnings=warnings + gres.warning_texts(), meta=meta,
                           code=GATE_CODE, suitability=gres.decision, inverted=gres.inverted,
-                          gate_scores=dict(gres.scores))
+                          gate_scores=dict(gres.scores), lung_mask=_mask_of(gres))
 
     @staticmethod
     def _apply_gate(pred: Prediction, gres) -> None:
         pred.suitability = gres.decision
         pred.inverted = gres.inverted
         pred.gate_scores = dict(gres.scores)
+        pred.lung_mask = _mask_of(gres)  # kept: Grad-CAM, the lung outline and DICOM export need not segment again
         pred.warnings.extend(gres.warning_texts())
         if gres.refused:
             pred.valid = False
@@ -549,8 +547,7 @@ class Classifier:
                 if gres.refused and enforce_gate:
                     return _Decoded(path, "refused", meta=img.meta, warnings=list(img.warnings), gate=gres,
                                     preview=_preview(pixels, preview) if preview else None)
-            mask = gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
-            tensor, box = self.model_input(pixels, mask)
+            tensor, box = self.model_input(pixels, _mask_of(gres))
         except Exception as exc:
             return _Decoded(path, "error", reason=one_line(exc), code="error", meta=img.meta,
                             warnings=list(img.warnings))
@@ -648,6 +645,11 @@ class Classifier:
             placed = place_heatmap(heat, d.box or Box(), seg.mask.shape)  # the model's view -> the mask's frame
             out[id(d)] = heatmap_in_lungs(placed, seg.mask)
         return out
+
+
+def _mask_of(gres) -> np.ndarray | None:
+    """The gate's lung mask (bool, ``SEG_SIZE`` square), or None."""
+    return gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
 
 
 def load_gate(gate) -> "ChestGate | None":

@@ -31,13 +31,22 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return t[None, None]
 
 
-def preprocess(image: np.ndarray, size: int = PAPER_INPUT_SIZE) -> torch.Tensor:
-    """One grey image ``(H, W)`` in [0, 1] -> ``(3, size, size)`` float32 in [0, 1]."""
+def resize_grey(image: np.ndarray, size: int) -> torch.Tensor:
+    """The one image resize on the way to a model: grey ``(H, W)`` in [0, 1] ->
+    ``(size, size)`` float32 tensor in [0, 1] (bilinear, antialiased, aspect
+    ratio not kept).  Used by :func:`preprocess` (the classifier's input), the
+    training cache (:func:`training.data.decode_all`, stored as uint8), the
+    lung view (:func:`training.lung_input.model_view`) and the lung segmenter's
+    input (:func:`training.lungseg.to_seg_input`)."""
     t = to_tensor(image)
     if t.shape[-2:] != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    t = t.clamp_(0.0, 1.0)
-    return t[0].expand(3, size, size).contiguous()
+    return t[0, 0].clamp(0.0, 1.0)
+
+
+def preprocess(image: np.ndarray, size: int = PAPER_INPUT_SIZE) -> torch.Tensor:
+    """One grey image ``(H, W)`` in [0, 1] -> ``(3, size, size)`` float32 in [0, 1]."""
+    return resize_grey(image, size).expand(3, size, size).contiguous()
 
 
 def preprocess_batch(images: Sequence[np.ndarray], size: int = PAPER_INPUT_SIZE) -> torch.Tensor:
@@ -45,14 +54,3 @@ def preprocess_batch(images: Sequence[np.ndarray], size: int = PAPER_INPUT_SIZE)
     if len(images) == 0:
         return torch.empty(0, 3, size, size)
     return torch.stack([preprocess(im, size) for im in images])
-
-
-def grey_to_uint8(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize a grey [0, 1] image to ``size x size`` and store it as uint8.
-
-    Used to cache a decoded data set in memory once per training run (4x less
-    memory than float32); ``uint8 / 255`` is the paper's scaling exactly."""
-    t = to_tensor(image)
-    if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return (t[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()

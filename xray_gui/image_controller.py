@@ -218,7 +218,7 @@ class ImageController(QObject):
         self._set_gate_invert(pred.inverted)
         self.viewer.set_outline(outline)
         if outline is None and pred.suitability and (pred.lung_mask is None or pred.lung_mask.any()):
-            self._find_lungs()  # a batch result: the gate ran but kept no mask
+            self._find_lungs()  # a batch result: its outline is drawn from the gate's mask in a worker
         self.panel.show_warnings(list(pred.warnings))
         self._label_prediction()
         self._show_share()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QSizeF, QUrl
-from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
+from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextCursor, QTextDocument
 
 from . import RESEARCH_NOTICE
 
@@ -118,6 +118,51 @@ def write_report(path, content: ReportContent) -> Path:
     return write_pdf(build_document(content), path, f"Chest X-ray report — {content.file_name}", margin_mm=15)
 
 
+def keep_tables_together(doc: QTextDocument) -> int:
+    """Start a table on a new page, with its heading, when it would straddle a
+    page break and fits on one page, or when its heading is left at the foot of
+    the page before (Qt's rich text ignores CSS ``page-break-inside: avoid``; a
+    table taller than a page still splits, its ``<thead>`` row repeated).  Call
+    after ``doc.setPageSize``; returns the number of tables moved."""
+    from PySide6.QtGui import QTextFormat, QTextTable
+
+    page = doc.pageSize().height()
+    if not page > 0:
+        return 0
+    usable = page - 2 * doc.rootFrame().frameFormat().margin()
+    layout = doc.documentLayout()
+    before = QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore
+    moved = 0
+    for frame in doc.rootFrame().childFrames():  # document order: a moved table shifts the later ones
+        if not isinstance(frame, QTextTable):
+            continue
+        r = layout.frameBoundingRect(frame)
+        first, last = int(r.top() // page), int((r.bottom() - 1) // page)
+        # the table's heading: the nearest heading at most two blocks before it (a short lead-in may sit between)
+        heading = None
+        block = doc.findBlock(frame.firstPosition()).previous()
+        for _ in range(3):
+            if not block.isValid():
+                break
+            if block.blockFormat().headingLevel() > 0:
+                heading = block
+                break
+            block = block.previous()
+        head_page = int(layout.blockBoundingRect(heading).top() // page) if heading is not None else first
+        if (first != last and r.height() <= usable) or head_page != first:
+            if heading is not None:
+                cursor = QTextCursor(heading)
+                fmt = heading.blockFormat()
+                fmt.setPageBreakPolicy(before)
+                cursor.setBlockFormat(fmt)
+            else:
+                fmt = frame.format()
+                fmt.setPageBreakPolicy(before)
+                frame.setFormat(fmt)
+            moved += 1
+    return moved
+
+
 def write_pdf(doc, path, title: str, margin_mm: float = 15) -> Path:
     """Print a QTextDocument to an A4 PDF, atomically (temp file, then rename)."""
     from training import atomic
@@ -133,6 +178,7 @@ def write_pdf(doc, path, title: str, margin_mm: float = 15) -> Path:
                                          QMarginsF(m, m, m, m), QPageLayout.Unit.Millimeter))
         writer.setResolution(96)
         doc.setPageSize(QSizeF(writer.width(), writer.height()))
+        keep_tables_together(doc)
         doc.print_(writer)
         del writer  # closes the file before it is renamed into place
 

@@ -81,8 +81,8 @@ def predict_task(classifier, image, enforce_gate: bool = True):
 
 def lung_mask_task(key, classifier, image, mask=None):
     """The lung outline of an image whose prediction came from a batch: from
-    ``mask`` when known, else from the gate's segmenter (batch results carry
-    no mask).  Yields ``("lungs", key, mask, outline)``."""
+    ``mask`` when known (batch results carry the gate's mask), else from the
+    gate's segmenter.  Yields ``("lungs", key, mask, outline)``."""
     if mask is None:
         if getattr(classifier, "gate", None) is None:
             return

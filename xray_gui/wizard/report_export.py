@@ -2,16 +2,15 @@
 one self-contained HTML page (figures embedded) or an A4 PDF (QPdfWriter +
 QTextDocument).  Every file is written atomically with ``training.atomic``.
 
-The HTML is rendered from the run's report.md, which the core writes with a
-small Markdown subset (headings, paragraphs, tables, lists, block quotes,
-links, code spans); ``md_to_html`` handles exactly that subset."""
+The report's HTML comes from the core (``training.report.report_html``), built
+from the same run data as report.md; this module only adds the page around it
+(research notice, run folder, the figures embedded)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import html
-import re
 from pathlib import Path
 
 from .. import RESEARCH_NOTICE
@@ -27,78 +26,7 @@ blockquote { border-left: 4px solid #c9a227; margin: 0.8em 0; padding: 0.3em 0.8
 .notice { color: #a33; font-weight: bold; }
 .meta { color: #666; font-size: 0.9em; }
 img { max-width: 100%; }
-"""
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text, quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
-    # links point into the run folder: keep their text (the figures are embedded below)
-    out = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1", out)
-    return out
-
-
-def md_to_html(md: str) -> str:
-    """The Markdown subset of the core's report.md -> HTML body."""
-    lines = md.splitlines()
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-            continue
-        m = re.match(r"^(#{1,6})\s+(.*)$", line)
-        if m:
-            n = len(m.group(1))
-            out.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
-            i += 1
-            continue
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            body = [r for r in rows if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]
-            if body:
-                out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in body[0]) + "</tr>")
-                for r in body[1:]:
-                    out.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>")
-                out.append("</table>")
-            continue
-        if line.startswith("- "):
-            out.append("<ul>")
-            while i < len(lines) and lines[i].startswith("- "):
-                out.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            out.append("</ul>")
-            continue
-        if line.startswith(">"):
-            quote = []
-            while i < len(lines) and lines[i].startswith(">"):
-                quote.append(lines[i].lstrip(">").strip())
-                i += 1
-            out.append(f"<blockquote>{_inline(' '.join(quote))}</blockquote>")
-            continue
-        para = []
-        while i < len(lines) and lines[i].strip() and not re.match(r"^(#|\||- |>)", lines[i]):
-            para.append(lines[i].strip())
-            i += 1
-        out.append(f"<p>{_inline(' '.join(para))}</p>")
-    return "\n".join(out)
-
-
-def _without_section(md: str, title: str) -> str:
-    """Drop the ``## title`` section (report.md's figure links point into the
-    run folder; the exported page embeds the figures instead)."""
-    out, skip = [], False
-    for line in md.splitlines():
-        if line.startswith("## "):
-            skip = line[3:].strip() == title
-        if not skip:
-            out.append(line)
-    return "\n".join(out) + "\n"
+"""  # + training.report.REPORT_CSS (tables kept on one page, values unwrapped)
 
 
 def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
@@ -118,8 +46,10 @@ def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
 def build_html(run_dir: str | Path, *, image_src=None) -> str:
     """The whole report page.  ``image_src(path) -> str`` gives each figure's
     ``src`` (default: a base64 data URI, so the file stands alone)."""
+    from training.report import REPORT_CSS, report_html
+
     run_dir = Path(run_dir)
-    md = _without_section((run_dir / "report.md").read_text(encoding="utf-8"), "Figures")
+    body = report_html(run_dir, skip_sections=("Figures",))
     if image_src is None:
         def image_src(p: Path) -> str:
             return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
@@ -127,11 +57,11 @@ def build_html(run_dir: str | Path, *, image_src=None) -> str:
     figs = "".join(f"<h3>{html.escape(cap)}</h3><p><img src='{image_src(p)}' alt='{html.escape(cap)}'></p>"
                    for cap, p in report_figures(run_dir))
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Chest X-ray Assistant - training report"
-            f"</title><style>{CSS}</style></head><body>"
+            f"</title><style>{CSS}{REPORT_CSS}</style></head><body>"
             f"<p class='notice'>{html.escape(RESEARCH_NOTICE)}. These models are research models; their output "
             "must not be used on its own for diagnosis or treatment.</p>"
             f"<p class='meta'>Run folder: {html.escape(str(run_dir))}<br>Report exported: {created}</p>"
-            + md_to_html(md) + (f"<h2>Figures</h2>{figs}" if figs else "") + "</body></html>")
+            + body + (f"<h2>Figures</h2>{figs}" if figs else "") + "</body></html>")
 
 
 def export_report(run_dir: str | Path, target: str | Path) -> list[Path]:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Train the shipped model v1 and its ablations in one go (GPU or CPU), resumable.
 #
-#   training/jobs/train_shipped.sh OUT_DIR [--threads N] [--epochs N] [--final-epochs N] [--skip-install]
+#   tools/train_shipped.sh OUT_DIR [--threads N] [--epochs N] [--final-epochs N] [--skip-install]
 #
 # Every run is an ordinary `xray-train` run folder under OUT_DIR; running the
 # script again resumes each unfinished run from its last epoch and skips the
-# finished ones.  All runs: the shipped split (training/results/shipped/
+# finished ones.  All runs: the shipped split (results/shipped/
 # split.csv, the paper's 100 test images held out), warm start from the interim
 # model's ResNet50 backbone, class-balanced sampling, bf16 autocast where the
 # CPU has native bf16 (AMX / AVX-512 BF16), fp16 AMP on CUDA.
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 REPO=$(pwd)
 DATA=$(cd "$REPO/../shared/data" && pwd)
 if [ "$INSTALL" = 1 ]; then
@@ -45,7 +45,7 @@ OUT=$(cd "$OUT" && pwd)
 WARM="$REPO/resources/models/covid_resnet50_lstm_interim.safetensors"
 [ -f "$WARM" ] || { echo "the interim model (warm start) is missing: $WARM" >&2; exit 2; }
 COMMON=(--data "$DATA/covid-cxr-1000" "$DATA/covid-cxr-extra-3000" --recipe shipped
-        --split "$REPO/training/results/shipped/split.csv" --batch-size 32
+        --split "$REPO/results/shipped/split.csv" --batch-size 32
         --threads "$THREADS" --cache-dir "$OUT/cache" --quiet)
 
 train() {  # name, then xray-train options
