@@ -103,8 +103,8 @@ def build_menus(w) -> dict[str, QAction]:
         hc.addAction(a)
         A[f"heat_colours_{name}"] = a
     v.addSeparator()
-    v.addAction(w.side_dock.toggleViewAction())
-    v.addAction(w.batch_dock.toggleViewAction())
+    for key in ("side_panel", "batch_table", "full_screen"):  # made by the window (main_window.py)
+        v.addAction(w.layout_actions[key])
 
     s = mb.addMenu("&Settings")
     dm = s.addMenu("&Device")
