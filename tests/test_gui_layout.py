@@ -309,3 +309,22 @@ def test_cancel_counts_agree_and_unprocessed_rows_say_so(window, qtbot, cxr1000,
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     unclassified = [r for r in rows if r["status"] == "not classified"]
     assert len(unclassified) == len(left) and all(r["reason"] == "cancelled" for r in unclassified)
+
+
+def test_new_rows_keep_the_selected_file_only_if_it_is_still_there(qtbot, tmp_path):
+    """A worklist that grows (received DICOM images) keeps the reader's row; a
+    table of other files leaves none selected and says so."""
+    from xray_gui.batch_table import BatchPanel
+
+    panel = BatchPanel()
+    qtbot.addWidget(panel)
+    a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
+    panel.start([a, b], [])
+    with qtbot.waitSignal(panel.rowActivated):
+        panel.select_source_row(1)
+    with qtbot.assertNotEmitted(panel.selectionCleared), qtbot.assertNotEmitted(panel.rowActivated):
+        panel.start([a, b, c], [])
+    assert panel.selected_source_row() == 1
+    with qtbot.waitSignal(panel.selectionCleared):
+        panel.start([c], [])
+    assert panel.selected_source_row() is None

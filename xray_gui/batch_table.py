@@ -400,11 +400,16 @@ class BatchPanel(QWidget):
 
     # -- driving ------------------------------------------------------------------
     def start(self, files, skipped, infos=None) -> None:
-        had_current = self._source_row(self.view.currentIndex()) is not None
+        """New rows.  The selected file stays selected if it is among them (a
+        worklist that grew); otherwise nothing is selected (``selectionCleared``)."""
+        current = self.selected_source_row()
+        keep = self.model.rows[current].path if current is not None and current < len(self.model.rows) else None
         self.clear_selection()  # a row number of the old table means nothing in the new one
         self.model.reset(files, skipped, infos)
-        if had_current:
-            self.selectionCleared.emit()
+        if keep is not None:
+            row = self.find_source_row(keep)
+            if row is None or not self.select_source_row(row, quiet=True):
+                self.selectionCleared.emit()
         self.progress.setRange(0, max(1, len(files)))
         self.progress.setValue(0)
         self.eta.setText("starting…" if files else "no images found")
