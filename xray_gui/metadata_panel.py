@@ -144,11 +144,13 @@ class MetadataPanel(QWidget):
         self.preset.setEnabled(enabled)
         if not enabled:
             self.window_now.setText("")
+            self.window_now.setVisible(False)  # no empty line in the Display box
 
     def set_window_text(self, center: float | None, width: float | None) -> None:
         self.window_now.setText("" if center is None else
                                 f"Level {_num(center)}, width {_num(width)} (display only; the model sees "
                                 "the file's default window)")
+        self.window_now.setVisible(center is not None)
 
     def patient_visible(self) -> bool:
         return self.show_patient.isChecked()
