@@ -113,7 +113,9 @@ def test_window_starts_without_torch_on_gui_thread_and_says_no_model(qtbot, sett
     win.start_model(None)
     assert "no model loaded" in win.model_status.text()
     assert "no model loaded" in win.pred_panel.model_text.text().lower()
-    assert "Research use only" in " ".join(w.text() for w in win.statusBar().findChildren(type(win.model_status)))
+    from PySide6.QtWidgets import QLabel
+
+    assert "Research use only" in " ".join(w.text() for w in win.statusBar().findChildren(QLabel))
     win.close()
 
 

@@ -114,8 +114,8 @@ def build_menus(w) -> dict[str, QAction]:
     w.viewer.set_overlays_visible(w.settings.show_overlays)
     v.addAction(A["overlays"])
     v.addSeparator()
-    v.addAction(w.side_dock.toggleViewAction())
-    v.addAction(w.batch_dock.toggleViewAction())
+    for key in ("side_panel", "batch_table", "full_screen"):  # made by the window (main_window.py)
+        v.addAction(w.layout_actions[key])
 
     s = mb.addMenu("&Settings")
     dm = s.addMenu("&Device")

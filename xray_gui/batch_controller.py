@@ -62,6 +62,7 @@ class BatchController(QObject):
         elif kind == "result":
             _, i, pred, thumb = item
             self.panel.model.set_result(i, pred, thumb)
+            self.panel.progress.setValue(self.panel.model.done_count())  # a Cancel may come before "progress"
             self.resultAdded.emit(i)
         elif kind == "progress":
             _, done, total, left = item
@@ -74,14 +75,16 @@ class BatchController(QObject):
         total = sum(r.status != "skipped" for r in rows)
         if self.cancelled:
             self.state = "cancelled"
-            text = f"cancelled after {done} of {total}"
+            left = self.panel.model.mark_unprocessed("cancelled")
+            text = f"cancelled after {done} of {total}" + (f"; {left} not classified" if left else "")
         elif done < total:
             self.state = "failed"
-            text = f"stopped after {done} of {total}"
+            left = self.panel.model.mark_unprocessed("the batch stopped")
+            text = f"stopped after {done} of {total}; {left} not classified"
         else:
             self.state = "done"
             text = f"{done} done" + (f", {bad} not classified" if bad else "")
-        self.panel.finish(text)
+        self.panel.finish(text, done)
         self.notifier.info(f"Batch {text}.")
         self.finished.emit(self.state)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
                             Signal)
-from PySide6.QtGui import QBrush, QColor, QImage
+from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QTreeView, QVBoxLayout, QWidget)
 
@@ -26,7 +26,8 @@ from training.audit import AUDIT_COLUMNS, audit_cells
 from training.csv_out import csv_cell
 from training.formatting import sentence_join
 
-from .images import THUMB_SIZE
+from .elided import ElidedLabel
+
 
 COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status", "Study date", "Accession", "Series",
            "View", "Path", "Patient")
@@ -40,6 +41,8 @@ BAD_TEXT = QBrush(QColor(255, 225, 220))
 SKIPPED_TEXT = QBrush(QColor(140, 140, 140))
 CAUTION_TEXT = QBrush(QColor(230, 150, 40))  # heatmap mostly outside the lungs
 LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it pulls in torch)
+NOT_CLASSIFIED = "not classified"  # a file the batch never reached (cancelled or stopped)
+ROW_ICON = 30  # thumbnails drawn at 30 px in the table: compact rows (made at THUMB_SIZE)
 FILTERS = ("All", "COVID", "Normal", "Indeterminate", "Problems (refused, error, skipped)", "Warnings")
 
 
@@ -53,6 +56,8 @@ class Row:
     rel: str = ""  # path relative to the batch's common folder: tells same-named files apart
     stamp: object | None = None  # training.audit.ModelStamp of the model that made ``pred``
     when: object | None = None  # datetime the result arrived
+    icon: QIcon | None = None  # ``thumb`` as drawn in the table (made on first paint)
+    unprocessed: str = ""  # why a file got no result: the batch was cancelled / stopped before it
 
     @property
     def reading_key(self) -> str:
@@ -63,11 +68,13 @@ class Row:
     def status(self) -> str:
         if self.skipped_reason:
             return "skipped"
-        return "pending" if self.pred is None else self.pred.status
+        if self.pred is None:
+            return NOT_CLASSIFIED if self.unprocessed else "pending"
+        return self.pred.status
 
     @property
     def reason(self) -> str:
-        return self.skipped_reason or (self.pred.reason if self.pred is not None else "")
+        return self.skipped_reason or (self.pred.reason if self.pred is not None else self.unprocessed)
 
     @property
     def bad(self) -> bool:
@@ -76,7 +83,7 @@ class Row:
 
     @property
     def problem(self) -> bool:
-        return self.bad or self.status == "skipped"
+        return self.bad or self.status in ("skipped", NOT_CLASSIFIED)
 
 
 class BatchTableModel(QAbstractTableModel):
@@ -111,7 +118,7 @@ class BatchTableModel(QAbstractTableModel):
         from training.audit import now_utc
 
         row = self.rows[i]
-        row.pred, row.thumb = pred, thumb
+        row.pred, row.thumb, row.icon = pred, thumb, None
         row.stamp, row.when = self.batch_stamp, now_utc()
         self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
 
@@ -136,6 +143,18 @@ class BatchTableModel(QAbstractTableModel):
 
     def done_count(self) -> int:
         return sum(r.pred is not None for r in self.rows)
+
+    def mark_unprocessed(self, why: str) -> int:
+        """The batch ended early: the files it never reached read
+        "not classified — <why>" (table and CSV).  Returns how many."""
+        n = 0
+        for r in self.rows:
+            if r.pred is None and not r.skipped_reason:
+                r.unprocessed = why
+                n += 1
+        if n:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+        return n
 
     # -- Qt model --------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()):  # noqa: N802
@@ -193,6 +212,8 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_STATUS:
                 if r.status == "pending":
                     return "waiting…"
+                if r.status == NOT_CLASSIFIED:
+                    return f"{NOT_CLASSIFIED} — {r.unprocessed}"
                 if r.problem:
                     return f"{r.status}: {r.reason}"
                 if stale:
@@ -213,7 +234,11 @@ class BatchTableModel(QAbstractTableModel):
                 return r.reading_key  # chronological / by series number, not alphabetical
             return str(self.data(index) or "").lower()
         if role == Qt.ItemDataRole.DecorationRole and c == COL_THUMB:
-            return r.thumb
+            if r.thumb is None or r.thumb.isNull():
+                return None
+            if r.icon is None:  # an icon is drawn at the view's icon size (an image at its own)
+                r.icon = QIcon(QPixmap.fromImage(r.thumb))
+            return r.icon
         if role == Qt.ItemDataRole.ToolTipRole:
             tips = [str(r.path)]
             if r.reason:
@@ -228,7 +253,7 @@ class BatchTableModel(QAbstractTableModel):
             return BAD_BRUSH
         if role == Qt.ItemDataRole.ForegroundRole and r.bad:
             return BAD_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and r.status == "skipped":
+        if role == Qt.ItemDataRole.ForegroundRole and r.status in ("skipped", NOT_CLASSIFIED):
             return SKIPPED_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and (stale or (p is not None and p.ok and not p.valid)):
             return STALE_TEXT  # grey: another model's result, or a forced one that is not valid
@@ -312,6 +337,7 @@ class BatchPanel(QWidget):
     """The table and its controls; the window drives it."""
 
     rowActivated = Signal(int)  # source row
+    selectionCleared = Signal()  # the selected row went away (filtered out, a new batch)
     cancelRequested = Signal()
     exportRequested = Signal()
 
@@ -330,13 +356,16 @@ class BatchPanel(QWidget):
         self.progress.setFormat("%v / %m")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.eta = QLabel("")
+        self.eta = ElidedLabel("")  # cut to fit: the panel must fit a 1024 px window
         self.eta.setObjectName("batchEta")
+        self.eta.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.cancel = QPushButton("Cancel")
         self.cancel.setEnabled(False)
         self.cancel.clicked.connect(self.cancelRequested)
         self.filter = QComboBox()
         self.filter.addItems(FILTERS)
+        self.filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.filter.setMinimumContentsLength(12)
         self.filter.currentTextChanged.connect(self.proxy.set_mode)
         self.export = QPushButton("Export CSV…")
         self.export.clicked.connect(self.exportRequested)
@@ -354,14 +383,14 @@ class BatchPanel(QWidget):
         self.view.setSelectionBehavior(QTreeView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
         self.view.setEditTriggers(QTreeView.EditTrigger.NoEditTriggers)
-        self.view.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        self.view.setIconSize(QSize(ROW_ICON, ROW_ICON))
         self.view.setUniformRowHeights(False)
         self.view.setIndentation(14)
         self.view.setAllColumnsShowFocus(True)
         hh = self.view.header()
         hh.setStretchLastSection(False)
         hh.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Interactive)
-        widths = {COL_THUMB: THUMB_SIZE + 50, COL_FILE: 170, COL_PRED: 170, COL_P: 75, COL_LUNGS: 65,
+        widths = {COL_THUMB: ROW_ICON + 50, COL_FILE: 170, COL_PRED: 170, COL_P: 75, COL_LUNGS: 65,
                   COL_STATUS: 220, COL_STUDY_DATE: 90, COL_ACCESSION: 90, COL_SERIES: 130, COL_VIEW: 45,
                   COL_PATH: 200, COL_PATIENT: 200}
         for col, width in widths.items():
@@ -376,7 +405,16 @@ class BatchPanel(QWidget):
 
     # -- driving ------------------------------------------------------------------
     def start(self, files, skipped, infos=None) -> None:
+        """New rows.  The selected file stays selected if it is among them (a
+        worklist that grew); otherwise nothing is selected (``selectionCleared``)."""
+        current = self.selected_source_row()
+        keep = self.model.rows[current].path if current is not None and current < len(self.model.rows) else None
+        self.clear_selection()  # a row number of the old table means nothing in the new one
         self.model.reset(files, skipped, infos)
+        if keep is not None:
+            row = self.find_source_row(keep)
+            if row is None or not self.select_source_row(row, quiet=True):
+                self.selectionCleared.emit()
         self.progress.setRange(0, max(1, len(files)))
         self.progress.setValue(0)
         self.eta.setText("starting…" if files else "no images found")
@@ -388,8 +426,11 @@ class BatchPanel(QWidget):
         self.eta.setText(f"{done}/{total} · about {_fmt_secs(seconds_left)} left" if done < total
                          else f"{done}/{total} done")
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, done: int | None = None) -> None:
+        """The batch ended; ``done``: the files classified (the bar agrees with ``text``)."""
         self.cancel.setEnabled(False)
+        if done is not None:
+            self.progress.setValue(done)
         self.eta.setText(text)
 
     def set_show_identifiers(self, on: bool) -> None:
@@ -404,10 +445,40 @@ class BatchPanel(QWidget):
         """The source rows of the images shown, in display (reading) order."""
         return [self._source_row(i) for i in self.grouped.image_indexes()]
 
-    def select_source_row(self, row: int) -> None:
+    def select_source_row(self, row: int, *, quiet: bool = False) -> bool:
+        """Select source row ``row`` (False: it is filtered out).  ``quiet``: no
+        ``rowActivated`` (the caller shows the image itself)."""
         flat = self.proxy.mapFromSource(self.model.index(row, 0))
-        if flat.isValid():
+        if not flat.isValid():
+            return False
+        if quiet:
+            sm = self.view.selectionModel()
+            sm.blockSignals(True)
             self.view.selectRow(flat.row())
+            sm.blockSignals(False)
+            self.view.viewport().update()
+        else:
+            self.view.selectRow(flat.row())
+        return True
+
+    def clear_selection(self) -> None:
+        """No row selected (without ``rowActivated``): the viewer shows something else."""
+        sm = self.view.selectionModel()
+        sm.blockSignals(True)
+        sm.clear()
+        sm.blockSignals(False)
+        self.view.viewport().update()
+
+    def selected_source_row(self) -> int | None:
+        return self._source_row(self.view.currentIndex())
+
+    def find_source_row(self, path) -> int | None:
+        """The row of the file ``path`` (same file, however it is spelled), or None."""
+        import os
+
+        want = os.path.normcase(os.path.abspath(str(path)))
+        return next((i for i, r in enumerate(self.model.rows)
+                     if os.path.normcase(os.path.abspath(str(r.path))) == want), None)
 
     def step(self, delta: int) -> None:
         """Select the next (+1) / previous (-1) image in display (reading) order, across groups."""
@@ -429,8 +500,10 @@ class BatchPanel(QWidget):
             self.view.setFirstColumnSpanned(idx.row(), idx.parent(), True)
         keep, self._keep_source_row = self._keep_source_row, None
         if keep is not None:
-            flat = self.proxy.mapFromSource(self.model.index(keep, 0))
-            if flat.isValid():
+            flat = self.proxy.mapFromSource(self.model.index(keep, 0)) if keep < len(self.model.rows) else None
+            if flat is None or not flat.isValid():
+                self.selectionCleared.emit()  # filtered out: its image leaves the screen too
+            else:
                 idx = self.grouped.index_for_flat(flat.row(), COL_FILE)
                 sm = self.view.selectionModel()
                 sm.blockSignals(True)  # the same image stays current: no reload

@@ -104,6 +104,20 @@ class ImageController(QObject):
                         on_yield=lambda item, b=pred: self._on_image_item(item, b),
                         on_error=self._on_open_error, context=f"Opening {self.path.name}")
 
+    def clear(self, placeholder: str, state: str = "") -> None:
+        """Nothing on screen (``placeholder`` in the viewer, ``state`` in the
+        side panel): e.g. a new batch before a row is selected.  The jobs of
+        the previous image are dropped."""
+        for job in ("image", "predict", "heatmap", "lungs"):
+            self.jobs.cancel(job)
+        self.path = self.image = self.display = self.pred = self.refusal = None
+        self.overridden = self.gate_overridden = False
+        self.viewer.set_image(None)
+        self.viewer.set_placeholder(placeholder)
+        self.meta_panel.set_meta(None)
+        self.panel.clear(state or placeholder)
+        self.window.setWindowTitle(self.window.base_title)
+
     def classify_anyway(self) -> None:
         """The shown refusal overridden: classify the already decoded image.
         After a header refusal the gate still applies (it may refuse in its

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QFrame, QLabel, QMainWindow, QScrollArea, QSizePolicy, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from . import APP_NAME, RESEARCH_NOTICE
 from .actions import build_menus
 from .batch_controller import BatchController
 from .batch_table import BatchPanel
+from .elided import ElidedLabel, StatusLine
 from .image_controller import ImageController, report_content
 from .metadata_panel import MetadataPanel
 from .model_controller import ModelController
@@ -26,7 +28,21 @@ IMAGE_FILTER = ("Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.D
                 "DICOM without extension (*);;All files (*)")
 
 
+SIDE_WIDTH = 360          # the side panel's default width (px)
+SIDE_MIN, SIDE_MAX = 300, 560
+TABLE_SHARE = 0.45        # the batch table's share of the height when it first shows
+MODEL_STATUS_MAX = 300    # the model name in the status bar is cut to this width
+SELECT_A_ROW = "Select a row in the batch table to see its image (N / PgDown: next, P / PgUp: previous)."
+
+
 class MainWindow(QMainWindow):
+    """Layout: a horizontal splitter [viewer over batch table | side panel].
+
+    The side panel pins the verdict box (``pred_panel.summary``) on top and
+    scrolls the rest.  The viewer always shows the selected batch row's image,
+    or a single file opened on its own (then no row is selected), or nothing
+    with a placeholder; the side panel describes what the viewer shows."""
+
     reportWritten = Signal(str)
     dicomExported = Signal(object)  # list of (prediction, Written | None, reason)
 
@@ -40,54 +56,241 @@ class MainWindow(QMainWindow):
         self.jobs = Jobs(self.notifier, self)
         self._pending_report: Path | None = None
         self._queued_batch: list[Path] | None = None  # dropped before the model was ready
+        self._showing_batch_row = False  # the viewer shows the selected batch row (not a lone file)
 
         self.viewer = ImageViewer()
-        self.setCentralWidget(self.viewer)
+        self.viewer.setMinimumSize(240, 200)  # the table may take more than half the height
         self.pred_panel = PredictionPanel()
         self.meta_panel = MetadataPanel()
-        side = QWidget()
-        sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(self.pred_panel)
-        sl.addWidget(self.meta_panel)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(side)
-        scroll.setMinimumWidth(340)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.side_dock = QDockWidget("Result and image", self)
-        self.side_dock.setObjectName("sideDock")
-        self.side_dock.setWidget(scroll)
-        self.side_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.side_dock)
         self.batch_panel = BatchPanel()
-        self.batch_dock = QDockWidget("Batch results", self)
-        self.batch_dock.setObjectName("batchDock")
-        self.batch_dock.setWidget(self.batch_panel)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.batch_dock)
-        self.batch_dock.hide()
-
-        sb = self.statusBar()
-        self.model_status = QLabel("loading model…")
-        self.model_status.setObjectName("modelStatus")
-        notice = QLabel(RESEARCH_NOTICE)
-        notice.setObjectName("researchNotice")
-        notice.setStyleSheet("color: #c9a227; padding: 0 6px;")
-        notice.setToolTip("This program is a research tool. Its output is not a medical diagnosis.")
-        sb.addPermanentWidget(self.model_status)
-        sb.addPermanentWidget(notice)
-        self.notifier.attach(sb, self)
+        self._build_layout()
+        self._build_status_bar()
 
         self.models = ModelController(self.settings, self.jobs, self.notifier, self)
         self.images = ImageController(self, self.viewer, self.pred_panel, self.meta_panel, self.jobs, self.notifier)
         self.batch = BatchController(self.batch_panel, self.jobs, self.notifier, self)
         self.actions_by_name = build_menus(self)
+        self.actions_by_name.update(self.layout_actions)
         self._add_training_menu()
         from .node_menu import install_dicom_network
 
         self.dicom_network = install_dicom_network(self)  # DICOM menu: receive, query/retrieve, send back
         self._wire()
         self._restore()
+
+    # -- layout -------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        self.image_split = QSplitter(Qt.Orientation.Vertical)
+        self.image_split.setObjectName("imageTableSplitter")
+        self.image_split.addWidget(self.viewer)
+        self.image_split.addWidget(self.batch_panel)
+        self.image_split.setStretchFactor(0, 1)
+        self.image_split.setStretchFactor(1, 0)
+        self.image_split.setChildrenCollapsible(False)
+        self.batch_panel.setMinimumHeight(140)
+        self.batch_panel.hide()  # shown when a batch starts
+        self.batch_dock = self.batch_panel  # the name it had as a dock widget
+        self._table_shown_here = False
+        self.batch_panel.installEventFilter(self)  # shown by others (received DICOM images) too
+
+        side = QWidget()
+        side.setObjectName("sidePanel")
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.setSpacing(0)
+        sl.addWidget(self.pred_panel.summary)  # pinned: never scrolled away
+        inner = QWidget()
+        il = QVBoxLayout(inner)
+        il.setContentsMargins(0, 0, 0, 0)
+        il.addWidget(self.pred_panel)
+        il.addWidget(self.meta_panel)
+        self.side_scroll = QScrollArea()
+        self.side_scroll.setObjectName("sideScroll")
+        self.side_scroll.setWidgetResizable(True)
+        self.side_scroll.setWidget(inner)
+        self.side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        sl.addWidget(self.side_scroll, 1)
+        side.setMinimumWidth(SIDE_MIN)
+        side.setMaximumWidth(SIDE_MAX)
+        self.side_panel = side
+        self.side_dock = side  # the name it had as a dock widget
+
+        self.main_split = QSplitter(Qt.Orientation.Horizontal)
+        self.main_split.setObjectName("mainSplitter")
+        self.main_split.addWidget(self.image_split)
+        self.main_split.addWidget(side)
+        self.main_split.setStretchFactor(0, 1)
+        self.main_split.setStretchFactor(1, 0)
+        self.main_split.setChildrenCollapsible(False)
+        self.setCentralWidget(self.main_split)
+        self._splits_restored = False
+        self._full_screen_state: dict | None = None
+        self.image_split.splitterMoved.connect(lambda *_: self._remember_splits())
+        self.main_split.splitterMoved.connect(lambda *_: self._remember_splits())
+
+        def action(name, text, slot, keys=(), tip="", checkable=False, checked=False):
+            a = QAction(text, self)
+            a.setObjectName(name)
+            a.setShortcuts([QKeySequence(k) for k in keys])
+            if tip:
+                a.setStatusTip(tip)
+            a.setCheckable(checkable)
+            if checkable:
+                a.setChecked(checked)
+                a.toggled.connect(slot)
+            else:
+                a.triggered.connect(slot)
+            self.addAction(a)  # works while the menu bar is hidden (full screen)
+            return a
+
+        self.layout_actions = {
+            "side_panel": action("actSidePanel", "Show &Side Panel", self.set_side_panel_visible,
+                                 ["Ctrl+B", "F9"], "Show or hide the result and image panel on the right",
+                                 checkable=True, checked=True),
+            "batch_table": action("actBatchTable", "Show &Batch Table", self.set_batch_table_visible, [],
+                                  "Show or hide the batch results under the image", checkable=True),
+            "full_screen": action("actFullScreen", "&Full Screen Image", self.set_full_screen, ["F11"],
+                                  "Only the image: hides the side panel, the batch table and the menus "
+                                  "(F11 or Esc leaves)", checkable=True),
+            "leave_full_screen": action("actLeaveFullScreen", "Leave Full Screen",
+                                        lambda: self.set_full_screen(False), ["Esc"]),
+        }
+        self.layout_actions["leave_full_screen"].setEnabled(False)
+
+    def _build_status_bar(self) -> None:
+        """One message line (``StatusLine``, fed only by the notifier) that takes
+        the free width, then the model and the research notice, which never
+        squeeze it below its minimum: the model name is cut to fit; full texts
+        are in the tooltips."""
+        sb = self.statusBar()
+        self.status_line = StatusLine()
+        self.model_status = ElidedLabel("loading model…")
+        self.model_status.setObjectName("modelStatus")
+        self.model_status.setMaximumWidth(MODEL_STATUS_MAX)
+        self.model_status.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.model_status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        notice = QLabel(RESEARCH_NOTICE)
+        notice.setObjectName("researchNotice")
+        notice.setStyleSheet("color: #c9a227; padding: 0 6px;")
+        notice.setToolTip("This program is a research tool. Its output is not a medical diagnosis.")
+        notice.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        sb.addWidget(self.status_line, 1)
+        sb.addPermanentWidget(self.model_status)
+        sb.addPermanentWidget(notice)
+        self.notifier.attach(self.status_line, self)
+
+    def showEvent(self, event):  # noqa: N802
+        super().showEvent(event)
+        if not self._splits_restored:  # at the window's real size: the saved sizes are pixels
+            self._splits_restored = True
+            state = self.settings.splitter_state("main")
+            if not (state and self.main_split.restoreState(state)):
+                self.main_split.setSizes([max(1, self.main_split.width() - SIDE_WIDTH), SIDE_WIDTH])
+            if not self.batch_panel.isHidden():
+                self._apply_table_share()
+
+    def eventFilter(self, obj, event):  # noqa: N802
+        if obj is self.batch_panel and event.type() in (QEvent.Type.ShowToParent, QEvent.Type.HideToParent):
+            shown = event.type() == QEvent.Type.ShowToParent
+            if hasattr(self, "layout_actions") and self._full_screen_state is None:
+                act = self.layout_actions["batch_table"]
+                act.blockSignals(True)  # only the tick follows; nothing else to do
+                act.setChecked(shown)
+                act.blockSignals(False)
+            if shown and not self._table_shown_here and self._splits_restored:
+                QTimer.singleShot(0, self._apply_table_share)  # shown by e.g. the DICOM node
+        return super().eventFilter(obj, event)
+
+    def _remember_splits(self) -> None:
+        """Keep the splitters' states in the settings, only while both parts
+        show (a hidden part's size means nothing)."""
+        if self._full_screen_state is not None or not self._splits_restored:
+            return
+        if not self.side_panel.isHidden():
+            self.settings.set_splitter_state("main", self.main_split.saveState())
+        if not self.batch_panel.isHidden():
+            self.settings.set_splitter_state("image_table", self.image_split.saveState())
+
+    def _apply_table_share(self) -> None:
+        """The remembered image/table split, else the table gets TABLE_SHARE of the height."""
+        state = self.settings.splitter_state("image_table")
+        if state and self.image_split.restoreState(state) and min(self.image_split.sizes()) > 0:
+            return
+        total = sum(self.image_split.sizes()) or self.image_split.height()
+        table = int(total * TABLE_SHARE)
+        self.image_split.setSizes([total - table, table])
+
+    def show_batch_table(self) -> None:
+        """Show the table (a batch started); in full screen it shows when full screen ends."""
+        if self._full_screen_state is not None:
+            self._full_screen_state["batch"] = True
+            return
+        self.set_batch_table_visible(True)
+
+    def set_batch_table_visible(self, on: bool) -> None:
+        on = bool(on)
+        if self._full_screen_state is not None:  # applies when full screen ends
+            self._full_screen_state["batch"] = on
+            return
+        if on != (not self.batch_panel.isHidden()):
+            if not on:
+                self._remember_splits()
+            self._table_shown_here = True
+            self.batch_panel.setVisible(on)
+            self._table_shown_here = False
+            if on:
+                self._apply_table_share()
+        self.layout_actions["batch_table"].setChecked(on)
+
+    def set_side_panel_visible(self, on: bool) -> None:
+        on = bool(on)
+        if self._full_screen_state is not None:  # applies when full screen ends
+            self._full_screen_state["side"] = on
+            return
+        if not on:
+            self._remember_splits()
+        self.side_panel.setVisible(on)
+        self.settings.side_panel_visible = on
+        self.layout_actions["side_panel"].setChecked(on)
+
+    def is_full_screen_image(self) -> bool:
+        return self._full_screen_state is not None
+
+    def set_full_screen(self, on: bool) -> None:
+        """Full screen image: the side panel, the batch table and the menu bar
+        are hidden; the status bar stays (it carries the research-use notice).
+        F11 or Esc leaves and brings back what was shown."""
+        on = bool(on)
+        if on != self.is_full_screen_image():
+            if on:
+                self._remember_splits()
+                self._full_screen_state = {"side": not self.side_panel.isHidden(),
+                                           "batch": not self.batch_panel.isHidden(),
+                                           "maximized": self.isMaximized()}
+                self.side_panel.hide()
+                self.batch_panel.hide()
+                self.menuBar().hide()
+                self.showFullScreen()
+                self.notifier.info("Full screen: F11 or Esc leaves; N / P step through the batch.")
+            else:
+                before, self._full_screen_state = self._full_screen_state, None
+                self.menuBar().show()
+                if before["maximized"]:
+                    self.showMaximized()
+                else:
+                    self.showNormal()
+                self.side_panel.setVisible(before["side"])
+                self.settings.side_panel_visible = before["side"]
+                self.layout_actions["side_panel"].setChecked(before["side"])
+                self._table_shown_here = True
+                self.batch_panel.setVisible(before["batch"])
+                self._table_shown_here = False
+                if before["batch"]:
+                    self._apply_table_share()
+                self.layout_actions["batch_table"].setChecked(before["batch"])
+        self.layout_actions["full_screen"].setChecked(on)
+        self.layout_actions["leave_full_screen"].setEnabled(on)
 
     # -- set-up -----------------------------------------------------------------
     def _wire(self) -> None:
@@ -107,7 +310,8 @@ class MainWindow(QMainWindow):
         im.heatmapFailed.connect(lambda _m: self._maybe_write_report(None))
         self.batch_panel.rowActivated.connect(self._row_activated)
         self.batch_panel.exportRequested.connect(self.choose_csv)
-        self.batch.started.connect(lambda _n: self.batch_dock.show())
+        self.batch.started.connect(lambda _n: self.show_batch_table())
+        self.batch_panel.selectionCleared.connect(self._batch_selection_cleared)
         self.meta_panel.showPatientToggled.connect(self.batch_panel.set_show_identifiers)
 
     def _restore(self) -> None:
@@ -118,7 +322,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state:
             self.restoreState(state)
-        self.batch_dock.hide()
+        self.batch_panel.hide()
+        if not s.side_panel_visible:
+            self.set_side_panel_visible(False)
         self.pred_panel.opacity.setValue(s.overlay_opacity)
         self.images.set_opacity(s.overlay_opacity)
         self.pred_panel.heatmap.setChecked(s.show_heatmap)
@@ -238,9 +444,17 @@ class MainWindow(QMainWindow):
             self.open_batch(paths)
 
     def open_image(self, path, *, check_header: bool = True) -> None:
+        """One file in the viewer.  If the batch table holds it, its row is
+        selected (and its result shown); otherwise no row stays selected."""
         p = Path(path)
         self.settings.add_recent(str(p))
         self.settings.last_folder = str(p.parent)
+        row = self.batch_panel.find_source_row(p) if check_header else None
+        if row is not None and self.batch_panel.select_source_row(row, quiet=True):
+            self._row_activated(row)
+            return
+        self.batch_panel.clear_selection()
+        self._showing_batch_row = False
         self.images.open(p, check_header=check_header)
 
     def open_batch(self, paths) -> bool:
@@ -253,14 +467,21 @@ class MainWindow(QMainWindow):
             return True
         if self.batch.running:
             self.batch.cancel()
-        return self.batch.start(paths, self.models.classifier)
+        started = self.batch.start(paths, self.models.classifier)
+        if started:  # the previous image belongs to no row of the new table
+            self._showing_batch_row = False
+            self.images.clear(SELECT_A_ROW, "No image selected: " + SELECT_A_ROW[0].lower() + SELECT_A_ROW[1:])
+        return started
 
     def open_model(self, path) -> None:
         self.models.load(path)
 
     def _row_activated(self, row: int) -> None:
+        """The selected row's image goes on screen (a skipped file: nothing)."""
         r = self.batch_panel.model.rows[row]
+        self._showing_batch_row = True
         if r.status == "skipped":
+            self.images.clear(f"{r.path.name} was skipped: {r.reason}", f"Skipped: {r.reason}")
             self.notifier.info(f"{r.path.name}: {r.reason}")
             return
         current = r.pred is not None and r.pred.status == "ok" and not self.batch_panel.model.is_stale(r)
@@ -268,6 +489,12 @@ class MainWindow(QMainWindow):
             self.notifier.info(f"{r.path.name}: the table's result is from {r.stamp.label}; "
                                "showing the current model's result.")
         self.images.open(r.path, pred=r.pred if current else None)
+
+    def _batch_selection_cleared(self) -> None:
+        """The selected row went away (filtered out, a new batch): its image goes too."""
+        if self._showing_batch_row:
+            self._showing_batch_row = False
+            self.images.clear(SELECT_A_ROW, "No image selected: " + SELECT_A_ROW[0].lower() + SELECT_A_ROW[1:])
 
     # -- file dialogs -----------------------------------------------------------------------
     def _start_dir(self) -> str:
@@ -486,7 +713,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event):  # noqa: N802
         """Stop every worker (a batch stops at its next file) and wait for them."""
-        self.statusBar().showMessage("Stopping…")
+        self.status_line.showMessage("Stopping…")
+        if self.is_full_screen_image():
+            self.set_full_screen(False)  # the geometry and splitters saved are the normal ones
+        self._remember_splits()
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.dicom_network.shutdown()  # stop listening; received images stay in the node's store

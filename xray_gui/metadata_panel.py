@@ -1,6 +1,8 @@
 """Image metadata (from ``LoadedImage.meta``) and the display controls:
 window/level presets and invert.  Patient identifiers stay hidden unless the
-user ticks "Show patient identifiers"."""
+user ticks "Show patient identifiers"; then each is one line, cut with "…" to
+the panel's width (full text in the tooltip), so a long UID never widens the
+side panel."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
                                QSizePolicy, QVBoxLayout, QWidget)
 
 from .display_state import CUSTOM_PRESET, OTHER_PRESETS, PRESET_TIPS, WINDOW_PRESETS
+from .elided import ElidedLabel
 
 PRESETS = WINDOW_PRESETS + OTHER_PRESETS
 
@@ -104,11 +107,10 @@ class MetadataPanel(QWidget):
         self.show_patient = QCheckBox("Show patient identifiers")
         self.show_patient.setToolTip("Off by default. When on, identifiers also go into exported reports.")
         self.show_patient.toggled.connect(self._patient_toggled)
-        self.patient = QLabel("hidden")
-        self.patient.setTextFormat(Qt.TextFormat.PlainText)
+        # one line per identifier, cut with "..." to the panel's width (a long UID
+        # must not widen the panel); the full text is in the tooltip and Copy
+        self.patient = ElidedLabel("hidden")
         self.patient.setObjectName("patientText")
-        self.patient.setWordWrap(True)
-        self.patient.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         p.addWidget(self.show_patient)
         p.addWidget(self.patient)
         lay.addWidget(pbox)
@@ -158,11 +160,13 @@ class MetadataPanel(QWidget):
         self.preset.setEnabled(enabled)
         if not enabled:
             self.window_now.setText("")
+            self.window_now.setVisible(False)  # no empty line in the Display box
 
     def set_window_text(self, center: float | None, width: float | None) -> None:
         self.window_now.setText("" if center is None else
                                 f"Level {_num(center)}, width {_num(width)} (display only; the model sees "
                                 "the file's default window)")
+        self.window_now.setVisible(center is not None)
 
     def patient_visible(self) -> bool:
         return self.show_patient.isChecked()

@@ -1,7 +1,11 @@
 """Right-hand panel: the prediction, P(COVID) bar, threshold, model, heatmap
 and lung-outline controls, warnings and refusals.  It only shows what it is
 given.  A result that is not valid (a gate refusal classified anyway) is shown
-without a verdict: "Not valid" in grey, P(COVID) greyed and marked."""
+without a verdict: "Not valid" in grey, P(COVID) greyed and marked.
+
+``summary`` (the verdict box and the refusal box) is a separate widget: the
+main window pins it at the top of the side panel, outside its scroll area, so
+moving through a batch never scrolls the verdict out of view."""
 
 from __future__ import annotations
 
@@ -81,9 +85,16 @@ class PredictionPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay.setContentsMargins(6, 0, 6, 6)
+        # the verdict and a refusal: the window pins this part above the side
+        # panel's scroll area, so moving through a batch never scrolls it away
+        self.summary = QWidget()
+        self.summary.setObjectName("predictionSummary")
+        top = QVBoxLayout(self.summary)
+        top.setContentsMargins(6, 6, 6, 0)
 
         box = QGroupBox("Prediction")
+        self.verdict_box = box
         b = QVBoxLayout(box)
         self.label = QLabel("—")
         f = self.label.font()
@@ -117,7 +128,7 @@ class PredictionPanel(QWidget):
         row.addWidget(self.threshold)
         row.addWidget(self.reset_threshold)
         b.addLayout(row)
-        lay.addWidget(box)
+        top.addWidget(box)
 
         # refusal / warnings
         self.refusal = QFrame()
@@ -127,15 +138,18 @@ class PredictionPanel(QWidget):
         r = QVBoxLayout(self.refusal)
         self.refusal_text = QLabel()
         self.refusal_text.setWordWrap(True)
+        # a reason may hold a long path or UID: wrap within the panel, never widen it
+        self.refusal_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.refusal_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.classify_anyway = QPushButton("Classify anyway")
         self.classify_anyway.clicked.connect(self.classifyAnywayRequested)
         r.addWidget(self.refusal_text)
         r.addWidget(self.classify_anyway, 0, Qt.AlignmentFlag.AlignLeft)
-        lay.addWidget(self.refusal)
+        top.addWidget(self.refusal)
         self.warnings = QLabel()
         self.warnings.setTextFormat(Qt.TextFormat.PlainText)
         self.warnings.setWordWrap(True)
+        self.warnings.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.warnings.setObjectName("warningsLabel")
         self.warnings.setStyleSheet("#warningsLabel { background: #5b4a14; color: #fff4d6; "
                                     "border-radius: 4px; padding: 6px; }")

@@ -43,8 +43,7 @@ class Screenshot(QObject):
             return
         if self.batch_dir:
             w = self.win
-            w.batch_dock.show()
-            w.resizeDocks([w.batch_dock], [int(w.height() * 0.42)], Qt.Orientation.Vertical)
+            w.show_batch_table()
             w.open_batch([self.batch_dir])
         elif self.file:
             self.win.open_paths([self.file])

@@ -179,6 +179,22 @@ class AppSettings:
         self._set("window/geometry", geometry)
         self._set("window/state", state)
 
+    def splitter_state(self, name: str) -> bytes | None:
+        """A QSplitter.saveState() kept under ``window/split_<name>`` (None: never saved)."""
+        v = self.store.value(f"window/split_{name}", None)
+        return v if v else None
+
+    def set_splitter_state(self, name: str, state) -> None:
+        self._set(f"window/split_{name}", state)
+
+    @property
+    def side_panel_visible(self) -> bool:
+        return self._get("window/side_panel", True, bool)
+
+    @side_panel_visible.setter
+    def side_panel_visible(self, value: bool) -> None:
+        self._set("window/side_panel", bool(value))
+
 
 def _key(model_key: str) -> str:
     """A QSettings-safe key for a model file path."""
