@@ -135,3 +135,21 @@ def test_cli_heatmaps_reuse_the_gates_lung_mask(lung_model_file, films, tmp_path
     assert len(rows) == len(films) and all(r["status"] == "ok" and r["heatmap"] for r in rows)
     assert len(list(heat.glob("*.png"))) == len(films)
     assert len(segmented) == len(films)  # the gate's pass only; no second segmentation for the heatmaps
+
+
+def test_warm_up_builds_the_engine_before_the_first_image(tmp_path, monkeypatch):
+    """The loading worker warms the classifier up (xray_gui.tasks.load_model_task):
+    the fast engine is tried and the gate has run before any real image."""
+    from training.predict import Classifier
+    from training.resources import default_model_path
+
+    monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
+    clf = Classifier.from_file(default_model_path(), device="cpu")
+    calls = []
+    if clf.gate is not None:
+        real = clf.gate.check
+        monkeypatch.setattr(clf.gate, "check", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert not clf._fast_tried
+    clf.warm_up()
+    assert clf._fast_tried and clf.engine_note
+    assert calls == ([1] if clf.gate is not None else [])

@@ -314,6 +314,24 @@ class Classifier:
                                  "very different test images, so it cannot tell images apart; the file is damaged "
                                  "or the model untrained.", code="self_test")
 
+    def warm_up(self, explain: bool = True) -> None:
+        """Run the gate, the classification engine (building the ONNX Runtime
+        session, see :meth:`fast_engine`) and, with ``explain``, Grad-CAM once on
+        a synthetic film, so the first image a user opens is not the slow one.
+        Meant for the loading worker; results are thrown away.  Measured by
+        bench/bench_gui_latency.py."""
+        s = max(64, self.input_size)
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+        film = np.clip(0.6 + 0.3 * yy - 0.4 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.02)
+                       - 0.4 * np.exp(-((xx - 0.7) ** 2 + (yy - 0.5) ** 2) / 0.02), 0.0, 1.0).astype(np.float32)
+        if self.gate is not None:
+            self.gate.check(film, 0.0)
+        self.predict_arrays([film])
+        if explain:
+            from .explain import gradcam
+
+            gradcam(self, film)
+
     def _test_batch(self) -> torch.Tensor:
         """Two very different synthetic inputs at the model's size (self-test, engine check)."""
         s = self.input_size

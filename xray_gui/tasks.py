@@ -41,6 +41,8 @@ def load_model_task(path: str, device: str):
     from training.audit import model_stamp
 
     model_stamp(clf.loaded)  # the model file's SHA-256, once, here rather than on the GUI thread
+    yield ("status", "preparing the inference engine…")
+    clf.warm_up()  # the fast engine's session and the gate, here rather than on the first image opened
     yield ("loaded", clf, bool(torch.cuda.is_available()))
 
 
