@@ -94,8 +94,12 @@ def test_cli_threshold_and_allow_any_header(model_file, dicom_dir, tmp_path, cap
     assert main([str(ct), "--model", str(model_file), "--csv", str(out_csv), "--allow-any-header",
                  "--threshold", "0.01", "--no-progress"]) == 0
     row = _rows(out_csv)[0]
-    assert row["status"] == "ok" and row["warnings"] and float(row["threshold"]) == 0.01
-    assert row["label"] == ("COVID" if float(row["p_covid"]) >= 0.01 else "Normal")
+    assert row["status"] == "ok" and float(row["threshold"]) == 0.01
+    # a header refusal overridden gives a score but never a valid verdict (issue 13: forced results)
+    verdict = "COVID" if float(row["p_covid"]) >= 0.01 else "Normal"
+    assert row["label"] == f"not valid ({verdict})" and row["result"] == f"not valid ({verdict})"
+    assert "header says this is not a frontal chest radiograph" in row["reason"] and "CT" in row["reason"]
+    assert row["warnings"].count("header check overridden") == 0  # said once, in the reason
     capsys.readouterr()
 
 

@@ -191,6 +191,12 @@ def test_header_refusal_offers_classify_anyway(window, qtbot, dicom_dir):
         panel.classify_anyway.click()
     assert pred.args[0].status == "ok" and pred.args[0].warnings
     assert panel.warnings.isVisible() and not panel.refusal.isVisible()
+    # forced past the header check: a score, but visibly no verdict (grey "Not valid", the reason beside it)
+    from xray_gui.prediction_panel import HEADER_NOT_VALID_NOTE, NOT_VALID_LABEL
+
+    assert not pred.args[0].valid and "CT" in pred.args[0].forced_reason()
+    assert panel.label.text() == NOT_VALID_LABEL and HEADER_NOT_VALID_NOTE in panel.p_text.text()
+    assert "header" in panel.state.text() and "CT" in panel.state.text()
 
 
 def test_broken_file_shows_reason_without_override(window, qtbot, tmp_path, png):

@@ -89,6 +89,8 @@ class ImageMeta:
     patient: dict[str, str] = field(default_factory=dict)  # identifiers; hidden by default
     extra: dict[str, str] = field(default_factory=dict)  # descriptions, manufacturer, ...
     colour: float = 0.0  # mean chroma (max - min of R, G, B, in [0, 1]) before conversion to grey; 0 for grey
+    # header refusals the user overrode ("Classify anyway" / --allow-any-header): a result is then not valid
+    header_overridden: tuple[str, ...] = ()
 
 
 @dataclass
@@ -685,10 +687,11 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     if ds is None:
         ds = _read_dataset(p)
     warnings: list[str] = []
+    overridden: list[str] = []
     tsuid, ts_text = _transfer_syntax(ds)
     hdr = _header_facts(ds, ts_text)
     _check_has_image(p, ds, hdr.sop_name)
-    _header_gates(ds, hdr, check_header, warnings)
+    _header_gates(ds, hdr, check_header, warnings, overridden)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
@@ -703,6 +706,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         photometric=hdr.photometric, bits=int(bits), original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
         window=None if window is None else (float(window[0]), float(window[1])), window_source=source,
         transfer_syntax=ts_text, patient=hdr.patient, extra=hdr.extra, colour=chroma,
+        header_overridden=tuple(overridden),
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
 
@@ -790,13 +794,17 @@ def _check_has_image(p: Path, ds, sop_name: str) -> None:
                       "only single chest radiographs can be classified.", "multiframe")
 
 
-def _header_gates(ds, hdr: _DicomHeader, check_header: bool, warnings: list[str]) -> None:
-    """Modality, body part and view: refuse (or, overridden, warn about) what is not a frontal chest film."""
+def _header_gates(ds, hdr: _DicomHeader, check_header: bool, warnings: list[str],
+                  overridden: list[str] | None = None) -> None:
+    """Modality, body part and view: refuse (or, overridden, warn about and
+    record in ``overridden``) what is not a frontal chest film."""
 
     def gate(reason: str, code: str) -> None:
         if check_header:
             raise _refuse(reason, code)
         warnings.append(f"{clause(reason)} (header check overridden).")
+        if overridden is not None:
+            overridden.append(clause(reason))
 
     _modality_gate(hdr, gate, warnings)
     descriptions = " / ".join(

@@ -62,6 +62,8 @@ INDETERMINATE = "Indeterminate \u2014 review"  # calibrated P inside the model's
 GATE_CODE = "not_chest_xray"  # ImageRefused-like code of a gate refusal
 FORCED_NOTE = ("Classified anyway although the image does not look like a frontal chest radiograph: "
                "this result is not valid.")
+HEADER_FORCED_NOTE = ("Classified anyway although the DICOM header says this is not a frontal chest radiograph: "
+                      "this result is not valid.")
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
@@ -126,8 +128,8 @@ class Prediction:
 
     def forced_reason(self) -> str:
         """Why a result classified anyway is not valid (the note with the gate's reason)."""
-        head = clause(FORCED_NOTE)[:30]
-        return next((w for w in self.warnings if w.startswith(head)), FORCED_NOTE)
+        heads = (clause(FORCED_NOTE), clause(HEADER_FORCED_NOTE))
+        return next((w for w in self.warnings if w.startswith(heads)), FORCED_NOTE)
 
     def set_heat_share(self, share: float | None) -> None:
         """Record the heatmap's share inside the lungs, with the caution note when low."""
@@ -501,9 +503,16 @@ class Classifier:
             return Prediction(path=None if path is None else Path(path), status="error", threshold=self._threshold,
                               reason="The model produced an invalid output (not a number); the model file may be "
                                      "damaged.", warnings=list(warnings or []), meta=meta, code="error")
-        return Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
+        pred = Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
                           p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta,
                           band=self.band, model_version=self.version_text)
+        overridden = getattr(meta, "header_overridden", ())
+        if overridden:  # a header refusal overridden: classified, but never a valid verdict
+            pred.valid = False
+            repeats = {f"{r} (header check overridden)." for r in overridden}  # the loader's notes, said once
+            pred.warnings = [w for w in pred.warnings if w not in repeats]
+            pred.warnings.insert(0, f"{clause(HEADER_FORCED_NOTE)} ({'; '.join(overridden)}).")
+        return pred
 
     def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True) -> Prediction:
         """Classify one already-loaded image, through the gate when there is one.

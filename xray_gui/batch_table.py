@@ -219,6 +219,8 @@ class BatchTableModel(QAbstractTableModel):
                 if stale:
                     return f"stale: computed by {r.stamp.label}, not the current model; classify again"
                 if not p.valid:
+                    if getattr(p.meta, "header_overridden", ()):
+                        return "not valid: classified anyway, the header says not a frontal chest film"
                     return "not valid: classified anyway, not a frontal chest radiograph"
                 return "ok" + (" (warnings)" if p.warnings else "")
             return None

@@ -243,8 +243,9 @@ class ImageController(QObject):
     def _label_prediction(self) -> None:
         p = self.pred
         positive = self.classifier.positive_class if self.classifier is not None else "COVID"
+        header = "; ".join(getattr(p.meta, "header_overridden", ()) or ())
         self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid, band=p.band,
-                                   model=p.model_version)
+                                   model=p.model_version, header_forced=header)
 
     def _set_gate_invert(self, on: bool) -> None:
         """The gate found the image inverted: show it inverted back, as classified."""
@@ -549,5 +550,6 @@ def report_content(ctl: ImageController, *, patient: dict | None):
         p_covid=float(p.p_covid), threshold=float(p.threshold),
         model_name=info.label if info else "unknown", model_version=info.version if info else "?",
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
+        forced_reason="" if p.valid else p.forced_reason(),
         suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band,
         calibrated=bool(info.calibration) if info else False, model_sha256=stamp.sha256 if stamp else "", app_version=stamp.app_version if stamp else "")

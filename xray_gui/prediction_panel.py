@@ -22,6 +22,7 @@ MUTED_COLOUR = QColor(140, 140, 140)
 CAUTION_COLOUR = QColor(230, 150, 40)
 NOT_VALID_LABEL = "Not valid"
 NOT_VALID_NOTE = "not valid: not a frontal chest radiograph"
+HEADER_NOT_VALID_NOTE = "not valid: the header says not a frontal chest film"
 
 
 class ProbabilityBar(QWidget):
@@ -214,19 +215,26 @@ class PredictionPanel(QWidget):
         self.state.setText(text)
 
     def show_prediction(self, label: str, p: float, threshold: float, positive: str, *,
-                        valid: bool = True, band: tuple[float, float] | None = None, model: str = "") -> None:
+                        valid: bool = True, band: tuple[float, float] | None = None, model: str = "",
+                        header_forced: str = "") -> None:
         """A verdict, "Indeterminate — review" (``p`` inside the model's
         borderline ``band``), or (``valid=False``) a result shown without one.
-        ``model``: the name and version of the model that computed it."""
+        ``model``: the name and version of the model that computed it.
+        ``header_forced``: a DICOM header refusal was overridden (its reasons)."""
         source = f"Model: {model}. " if model else ""
         if not valid:
             self.label.setText(NOT_VALID_LABEL)
             self.label.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
-            self.p_text.setText(f"P(COVID): {p:.3f}   ({NOT_VALID_NOTE})")
+            self.p_text.setText(f"P(COVID): {p:.3f}   ({HEADER_NOT_VALID_NOTE if header_forced else NOT_VALID_NOTE})")
             self.p_text.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
             self.bar.set_values(p, threshold, muted=True)
-            self.state.setText(source + "Classified only because you chose “Classify anyway”: the image does not "
-                               "look like a frontal chest radiograph, so this output means nothing.")
+            if header_forced:
+                self.state.setText(source + "Classified only because you chose “Classify anyway”: the DICOM header "
+                                   f"says this is not a frontal chest radiograph ({header_forced}), so this output "
+                                   "is not a valid result.")
+            else:
+                self.state.setText(source + "Classified only because you chose “Classify anyway”: the image does not "
+                                   "look like a frontal chest radiograph, so this output means nothing.")
             return
         indeterminate = band is not None and band[0] <= p <= band[1]
         if indeterminate:

@@ -33,7 +33,8 @@ class ReportContent:
     metadata: list[tuple[str, str]] = field(default_factory=list)
     patient: dict[str, str] | None = None  # only when the user chose to show identifiers
     created: str = ""
-    valid: bool = True                # False: refused by the gate, classified anyway: no verdict
+    valid: bool = True                # False: refused, classified anyway: no verdict
+    forced_reason: str = ""           # why not valid (Prediction.forced_reason); '' = the gate's usual text
     suitability: str = ""             # the gate's decision: suitable | warning | refused | ''
     heat_in_lungs: float | None = None  # share of the heatmap inside the lungs
     band: tuple[float, float] | None = None  # the model's borderline band ("Indeterminate — review" inside)
@@ -71,7 +72,8 @@ def build_document(c: ReportContent) -> QTextDocument:
         if c.band:
             result.append(("Borderline band", f"{c.band[0]:.3f}–{c.band[1]:.3f} (inside: indeterminate, review)"))
     else:
-        result = [("Prediction", NOT_VALID_TEXT), ("P(COVID)", f"{c.p_covid:.3f} (not valid)")]
+        result = [("Prediction", f"Not valid — {c.forced_reason}" if c.forced_reason else NOT_VALID_TEXT),
+                  ("P(COVID)", f"{c.p_covid:.3f} (not valid)")]
     result.append(("Decision threshold", f"{c.threshold:.3f}"))
     if c.suitability:
         result.append(("Image check", SUITABILITY_TEXT.get(c.suitability, c.suitability)
