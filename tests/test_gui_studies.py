@@ -146,6 +146,12 @@ def test_batch_is_grouped_by_patient_study_series(window, qtbot, studies):
     assert all(panel.model.rows[panel._source_row(i)].problem for i in g.image_indexes())
     panel.filter.setCurrentText("All")
     assert len(g.image_indexes()) == 5
+    # a group row (patient / study / series) is no one image: the viewer shows nothing then
+    with qtbot.waitSignal(window.images.imageShown, timeout=60_000):
+        window.actions_by_name["next"].trigger()
+    assert window.viewer.has_image()
+    panel.view.setCurrentIndex(g.index(0, 0))  # "Patient 1 ..."
+    assert not window.viewer.has_image() and window.images.path is None
 
 
 def _patient(g, prefix):

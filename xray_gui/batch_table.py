@@ -531,6 +531,8 @@ class BatchPanel(QWidget):
         row = self._source_row(current)
         if row is not None:
             self.rowActivated.emit(row)
+        elif current.isValid():  # a patient / study / series group row: no one image, so none on screen
+            self.selectionCleared.emit()
 
 
 def _share(pred) -> float | None:
