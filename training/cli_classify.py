@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .device import DEVICE_CHOICES
 from .errors import XrayError
+from .formatting import exception_text
 
 PROG = "xray-classify"
 
@@ -222,7 +223,7 @@ def _heatmap_cell(args, clf, pred, heat_dir: Path, model_digest: str, tally: _Ta
         return csv_cell(heat_png), explained
     except Exception as exc:  # a heatmap failure never stops the batch
         tally.heat_failures += 1
-        _err(f"heatmap failed for {pred.path}: {type(exc).__name__}: {exc}")
+        _err(f"heatmap failed for {pred.path}: {exception_text(exc)}")
         return "", None
 
 
@@ -337,7 +338,7 @@ def _write_dicom(dicom, clf, pred, explained, check_header: bool, notes: dict[st
         _err(f"no DICOM result for {pred.path}: {exc.reason}")
         notes["source not usable"] = notes.get("source not usable", 0) + 1
     except Exception as exc:  # a failure on one file never stops the batch
-        _err(f"DICOM export failed for {pred.path}: {type(exc).__name__}: {exc}")
+        _err(f"DICOM export failed for {pred.path}: {exception_text(exc)}")
         notes["errors"] = notes.get("errors", 0) + 1
     return ""
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import atomic
 from .errors import DataError, ImageRefused
+from .formatting import exception_text
 from .loading import SUPPORTED_SUFFIXES, load_image
 from .preprocess import resize_grey
 from .split_rule import split_counts
@@ -166,7 +167,7 @@ def decode_all(items: Sequence[Item], size: int, *, threads: int = 4,
         except ImageRefused as exc:
             return None, exc.reason, True
         except Exception as exc:  # the loader promises not to, but never crash a run on one file
-            return None, f"{type(exc).__name__}: {exc}", True
+            return None, exception_text(exc), True
         # the model's resize, stored as uint8 (4x less memory than float32; ``uint8 / 255`` is the paper's scaling)
         return resize_grey(pixels, size).mul(255.0).round().byte().numpy(), None, found
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torchvision
 
 from .errors import XrayError
+from .formatting import exception_text
 
 from .names import ARCH_LABELS, ARCHITECTURES  # noqa: E402,F401  (torch-free home of the names)
 LSTM_UNITS = (32, 16, 8)
@@ -159,7 +160,7 @@ def imagenet_state_dict() -> dict:
         raise XrayError(
             "ImageNet weights could not be obtained (this computer seems to be offline and they "
             "are not in the torch cache). Choose 'scratch' or a local weights file "
-            f"(torchvision resnet50 .pth or .safetensors). Detail: {type(exc).__name__}: {exc}",
+            f"(torchvision resnet50 .pth or .safetensors). Detail: {exception_text(exc)}",
             code="weights",
         ) from exc
 
@@ -177,7 +178,7 @@ def read_weights_file(path: str | os.PathLike) -> dict:
             return load_file(str(p))
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise XrayError(f"Cannot read weights file {p.name}: {type(exc).__name__}: {exc}", code="weights") from exc
+        raise XrayError(f"Cannot read weights file {p.name}: {exception_text(exc)}", code="weights") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

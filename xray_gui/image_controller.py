@@ -184,7 +184,9 @@ class ImageController(QObject):
             self.notifier.warning(f"{self.path.name} was not classified: {exc.reason}")
             return True
         self.panel.clear("")
-        self.panel.show_refusal(f"the file could not be opened ({type(exc).__name__}: {exc})")
+        from training.formatting import exception_text
+
+        self.panel.show_refusal(f"the file could not be opened ({exception_text(exc)})")
         return False  # unexpected: the notifier shows it as an error too
 
     def _show_refusal(self, exc) -> None:

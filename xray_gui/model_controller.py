@@ -64,7 +64,9 @@ class ModelController(QObject):
 
         def on_error(exc) -> bool:
             self._loading = False
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            from training.formatting import exception_text
+
+            reason = exception_text(exc)
             self.last_error = reason
             kept = (f" The previous model ({self.classifier.loaded.display_name}) is still in use."
                     if self.classifier is not None else "")

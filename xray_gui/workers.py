@@ -133,8 +133,9 @@ class Notifier(QObject):
             text = f"{context}: {reason}" if context else reason
             return self.error(text)
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        text = f"{context} failed unexpectedly: {type(exc).__name__}: {exc}" if context else \
-            f"Unexpected error: {type(exc).__name__}: {exc}"
+        from training.formatting import exception_text
+
+        text = (f"{context} failed unexpectedly: " if context else "Unexpected error: ") + exception_text(exc)
         return self.error(text, detail)
 
 
