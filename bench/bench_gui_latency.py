@@ -34,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from training.names import APP_DEVICES  # noqa: E402
 SHARED = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared")) / "data" / "external-dev"
 SIZE = 2048
 GOAL_PREDICTION_S = 0.3
@@ -111,7 +112,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model file (default: the shipped model)")
     ap.add_argument("-n", type=int, default=6, help="number of 2k DICOMs to open (default 6)")
-    ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--device", default="cpu", choices=APP_DEVICES)
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from training.names import APP_DEVICES  # noqa: E402
 DATA = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared")) / "data" / "covid-cxr-1000"
 
 
@@ -43,7 +44,7 @@ def main() -> int:
     ap.add_argument("--model", help="model file (default: a random 224 px ResNet50-LSTM)")
     ap.add_argument("-n", type=int, default=100, help="number of images (default 100)")
     ap.add_argument("--interval", type=int, default=10, help="probe interval in ms (default 10)")
-    ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--device", default="cpu", choices=APP_DEVICES)
     args = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="bench-gui-"))
