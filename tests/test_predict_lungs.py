@@ -153,3 +153,23 @@ def test_warm_up_builds_the_engine_before_the_first_image(tmp_path, monkeypatch)
     clf.warm_up()
     assert clf._fast_tried and clf.engine_note
     assert calls == ([1] if clf.gate is not None else [])
+
+
+def test_prediction_keeps_the_lung_mask_bit_packed():
+    """A batch keeps one Prediction per row: the mask is stored packed (8 KB
+    for 256 x 256, not 64 KB) and reads back exactly."""
+    from training.predict import Prediction
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((256, 256)) > 0.6
+    p = Prediction(path=None, status="ok")
+    assert p.lung_mask is None
+    p.lung_mask = mask
+    assert p._lung_bits[0].nbytes == 256 * 256 // 8
+    back = p.lung_mask
+    assert back.dtype == bool and back.shape == (256, 256) and np.array_equal(back, mask)
+    odd = rng.random((5, 7)) > 0.5  # not a multiple of 8
+    p.lung_mask = odd
+    assert np.array_equal(p.lung_mask, odd)
+    p.lung_mask = None
+    assert p.lung_mask is None

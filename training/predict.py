@@ -96,11 +96,28 @@ class Prediction:
     valid: bool = True  # False when a gate-refused image was classified anyway: no verdict to show
     inverted: bool = False  # the gate found the image inverted and classified it inverted back
     heat_in_lungs: float | None = None  # share of the Grad-CAM heatmap inside the lung mask
-    lung_mask: np.ndarray | None = None  # the gate's lung mask: bool (256, 256), image stretched to a square
+    # the gate's lung mask, bit-packed (8 KB, not 64 KB: a batch keeps one per row); read it as ``lung_mask``
+    _lung_bits: "tuple[np.ndarray, tuple[int, int]] | None" = field(default=None, repr=False, compare=False)
     gate_scores: dict = field(default_factory=dict)
     band: tuple[float, float] | None = None  # the model's borderline band of calibrated P (None: no band)
     input_box: Box | None = None  # the region the model saw (fractions of the image)
     model_version: str = ""  # "<name> v<version>" of the model that computed this result
+
+    @property
+    def lung_mask(self) -> np.ndarray | None:
+        """The gate's lung mask: bool (256, 256), the image stretched to a square (None: no gate ran)."""
+        if self._lung_bits is None:
+            return None
+        bits, shape = self._lung_bits
+        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    @lung_mask.setter
+    def lung_mask(self, mask: np.ndarray | None) -> None:
+        if mask is None:
+            self._lung_bits = None
+        else:
+            m = np.asarray(mask, dtype=bool)
+            self._lung_bits = (np.packbits(m, axis=None), (int(m.shape[0]), int(m.shape[1])))
 
     @property
     def ok(self) -> bool:
@@ -543,10 +560,12 @@ class Classifier:
         """The refused Prediction for a gate refusal, or None to go on classifying."""
         if not gres.refused or not enforce:
             return None
-        return Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
+        pred = Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
                           reason=gres.refusal_text(), warnings=warnings + gres.warning_texts(), meta=meta,
                           code=GATE_CODE, suitability=gres.decision, inverted=gres.inverted,
-                          gate_scores=dict(gres.scores), lung_mask=_mask_of(gres))
+                          gate_scores=dict(gres.scores))
+        pred.lung_mask = _mask_of(gres)
+        return pred
 
     @staticmethod
     def _apply_gate(pred: Prediction, gres) -> None:
@@ -696,9 +715,10 @@ def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
     """Share of an image-sized heatmap inside ``pred``'s lung mask."""
     from .gate import heatmap_in_lungs
 
-    if pred.lung_mask is None:
+    mask = pred.lung_mask
+    if mask is None:
         return None
-    t = torch.from_numpy(pred.lung_mask.astype(np.float32))[None, None]
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
     m = torch.nn.functional.interpolate(t, size=tuple(heat.shape), mode="bilinear", align_corners=False)[0, 0] >= 0.5
     return heatmap_in_lungs(heat, m.numpy())
 

@@ -233,7 +233,8 @@ class ImageController(QObject):
         self.pred = pred
         self._set_gate_invert(pred.inverted)
         self.viewer.set_outline(outline)
-        if outline is None and pred.suitability and (pred.lung_mask is None or pred.lung_mask.any()):
+        mask = pred.lung_mask
+        if outline is None and pred.suitability and (mask is None or mask.any()):
             self._find_lungs()  # a batch result: its outline is drawn from the gate's mask in a worker
         self.panel.show_warnings(list(pred.warnings))
         self._label_prediction()
