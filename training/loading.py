@@ -1002,29 +1002,31 @@ def _pixel_array(p: Path, ds, tsuid, rows: int, cols: int):
         ) from None
 
 
+# pydicom's messages about unreadable pixel data -> plain words: (pattern, sentence from the match)
+_PIXEL_ERRORS = (
+    (r"pixel data is less than expected \((\d+) vs (\d+) bytes\)",
+     lambda m: (f"The image data in this DICOM is incomplete: the file holds {int(m.group(1)):,} of the "
+                f"{int(m.group(2)):,} bytes its header announces (the file was cut short, or its image size is "
+                "recorded wrongly).")),
+    (r"invalid literal for int\(\) with base 10: '([^']*)'",
+     lambda m: f"The DICOM header holds {shown(m.group(1), 20)} where a number is needed, so the image cannot be read."),
+    (r"\) '([^']+)' value of '([^']*)' is invalid",
+     lambda m: (f"The DICOM header is damaged: its {shown(m.group(1), 40)} value {shown(m.group(2), 20)} is "
+                "impossible, so the image cannot be read.")),
+    (r"Missing required element: \([0-9A-Fa-f,]+\) '([^']+)'",
+     lambda m: f"The DICOM header lacks a required field ({shown(m.group(1), 40)}), so the image cannot be read."),
+    (r"Unknown \([0-9A-Fa-f,]+\) '([^']+)' value '([^']*)'",
+     lambda m: (f"The DICOM header gives an unknown {shown(m.group(1), 40)} ({shown(m.group(2), 20)}), so the "
+                "image cannot be read.")),
+)
+
+
 def _plain_pixel_error(message: str) -> str:
     """pydicom's message about unreadable pixel data, in plain words ('' when not recognised)."""
-    m = re.search(r"pixel data is less than expected \((\d+) vs (\d+) bytes\)", message)
-    if m:
-        have, need = int(m.group(1)), int(m.group(2))
-        return (f"The image data in this DICOM is incomplete: the file holds {have:,} of the {need:,} bytes its "
-                "header announces (the file was cut short, or its image size is recorded wrongly).")
-    m = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'", message)
-    if m:
-        return (f"The DICOM header holds {shown(m.group(1), 20)} where a number is needed, so the image cannot "
-                "be read.")
-    m = re.search(r"\) '([^']+)' value of '([^']*)' is invalid", message)
-    if m:
-        return (f"The DICOM header is damaged: its {shown(m.group(1), 40)} value {shown(m.group(2), 20)} is "
-                "impossible, so the image cannot be read.")
-    m = re.search(r"Missing required element: \([0-9A-Fa-f,]+\) '([^']+)'", message)
-    if m:
-        return (f"The DICOM header lacks a required field ({shown(m.group(1), 40)}), so the image cannot be "
-                "read.")
-    m = re.search(r"Unknown \([0-9A-Fa-f,]+\) '([^']+)' value '([^']*)'", message)
-    if m:
-        return (f"The DICOM header gives an unknown {shown(m.group(1), 40)} ({shown(m.group(2), 20)}), so the "
-                "image cannot be read.")
+    for pattern, sentence in _PIXEL_ERRORS:
+        m = re.search(pattern, message)
+        if m:
+            return sentence(m)
     return ""
 
 
