@@ -122,30 +122,19 @@ def main() -> int:
 
     from PySide6.QtCore import QEventLoop, QTimer
 
+    from bench_window import window_with_model
     from training.resources import default_model_path
-    from xray_gui.app import _make_app
-    from xray_gui.main_window import MainWindow
-    from xray_gui.settings import AppSettings
 
     model = Path(args.model) if args.model else default_model_path()
     if model is None:
         print("no shipped model found; pass --model", file=sys.stderr)
         return 2
-    app = _make_app("bench")
-    settings = AppSettings()
-    settings.device = args.device
-    win = MainWindow(settings, dialogs=False)
-    win.resize(1360, 860)
-    win.show()
-    win.images.set_heatmap_visible(True)
-    loop = QEventLoop()
-    win.models.settled.connect(loop.quit)
-    win.open_model(model)
-    loop.exec()
-    clf = win.models.classifier
-    if clf is None:
-        print("model failed:", win.models.last_error, file=sys.stderr)
+    app, win = window_with_model(model, args.device)
+    if win is None:
         return 1
+    win.images.set_heatmap_visible(True)
+    clf = win.models.classifier
+    loop = QEventLoop()
 
     rows = []
     marks: dict[str, float] = {}

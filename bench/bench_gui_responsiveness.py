@@ -57,24 +57,14 @@ def main() -> int:
     model = Path(args.model) if args.model else _model(tmp)
 
     from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
-    from xray_gui.app import _make_app
-    from xray_gui.main_window import MainWindow
-    from xray_gui.settings import AppSettings
 
-    app = _make_app("bench")
-    settings = AppSettings()
-    settings.device = args.device
-    win = MainWindow(settings, dialogs=False)
-    win.resize(1360, 860)
-    win.show()
+    from bench_window import window_with_model
+
+    app, win = window_with_model(model, args.device)
+    if win is None:
+        return 1
     loop = QEventLoop()
     result = {"batch": None}
-    win.models.settled.connect(loop.quit)
-    win.open_model(model)
-    loop.exec()
-    if win.models.classifier is None:
-        print("model failed:", win.models.last_error, file=sys.stderr)
-        return 1
 
     gaps: list[float] = []
     clock = QElapsedTimer()

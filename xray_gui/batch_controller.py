@@ -3,12 +3,21 @@ worker (results and thumbnails arrive one by one), cancel, export CSV."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from .batch_table import BatchPanel
 from .tasks import batch_task
+
+
+# The worker's results arrive in bursts (a batch of 16 is classified at once).
+# They are queued and put in the table a few milliseconds' worth at a time, so
+# the event loop runs in between: handled in one go, a burst held the GUI thread
+# for 45-90 ms (bench/bench_gui_responsiveness.py).
+DRAIN_SLICE_S = 0.008
 
 
 class BatchController(QObject):
@@ -22,6 +31,9 @@ class BatchController(QObject):
         self.classifier = None  # the model that made the rows
         self.cancelled = False
         self.state = "idle"
+        self._pending: deque = deque()  # worker items not yet shown
+        self._drain = QTimer(self, singleShot=True, interval=0)
+        self._drain.timeout.connect(self._drain_some)
         panel.cancelRequested.connect(self.cancel)
 
     @property
@@ -41,8 +53,9 @@ class BatchController(QObject):
         self.panel.model.set_current_model(self.panel.model.batch_stamp)
         self.panel.start([], [])
         self.panel.eta.setText("looking for images…")
+        self._pending.clear()  # whatever an earlier batch left belongs to its table
         self.jobs.start("batch", batch_task, classifier, [str(p) for p in paths],
-                        on_yield=self._on_item, on_done=self._on_done, context="Batch")
+                        on_yield=self._queue, on_done=self._on_done, context="Batch")
         return True
 
     def cancel(self) -> None:
@@ -50,6 +63,24 @@ class BatchController(QObject):
             self.cancelled = True
             self.panel.cancel.setEnabled(False)
             self.panel.eta.setText("cancelling…")
+
+    def _queue(self, item) -> None:
+        self._pending.append(item)
+        if not self._drain.isActive():
+            self._drain.start()
+
+    def _drain_some(self) -> None:
+        """Show queued items for at most ``DRAIN_SLICE_S``, then let the event loop run."""
+        end = time.perf_counter() + DRAIN_SLICE_S
+        while self._pending and time.perf_counter() < end:
+            self._on_item(self._pending.popleft())
+        if self._pending:
+            self._drain.start()
+
+    def _flush(self) -> None:
+        self._drain.stop()
+        while self._pending:
+            self._on_item(self._pending.popleft())
 
     def _on_item(self, item) -> None:
         kind = item[0]
@@ -62,13 +93,14 @@ class BatchController(QObject):
         elif kind == "result":
             _, i, pred, thumb = item
             self.panel.model.set_result(i, pred, thumb)
-            self.panel.progress.setValue(self.panel.model.done_count())  # a Cancel may come before "progress"
+            self.panel.show_done(self.panel.model.done_count())  # a Cancel may come before "progress"
             self.resultAdded.emit(i)
         elif kind == "progress":
             _, done, total, left = item
             self.panel.set_progress(done, total, left)
 
     def _on_done(self) -> None:
+        self._flush()  # every result is in the table before the batch is called finished
         rows = self.panel.model.rows
         done = self.panel.model.done_count()
         bad = sum(r.status in ("refused", "error") for r in rows)

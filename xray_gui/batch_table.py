@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
-                            Signal)
+                            QTimer, Signal)
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QTreeView, QVBoxLayout, QWidget)
@@ -44,6 +44,7 @@ LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it
 NOT_CLASSIFIED = "not classified"  # a file the batch never reached (cancelled or stopped)
 ROW_ICON = 30  # thumbnails drawn at 30 px in the table: compact rows (made at THUMB_SIZE)
 FILTERS = ("All", "COVID", "Normal", "Indeterminate", "Problems (refused, error, skipped)", "Warnings")
+BAR_INTERVAL_MS = 100  # the batch progress bar follows at most this often (one repaint)
 
 
 @dataclass
@@ -358,6 +359,13 @@ class BatchPanel(QWidget):
         self.progress.setFormat("%v / %m")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        # QProgressBar.setValue repaints at once, which flushes the whole window's pending
+        # paints (the table's too): once per result that froze the GUI thread for
+        # ~17 ms a row, 0.2-0.4 s per batch of 16 (bench/bench_gui_responsiveness.py).
+        # During a batch the bar follows at most every BAR_INTERVAL_MS instead.
+        self._bar_value = 0
+        self._bar_timer = QTimer(self, singleShot=True, interval=BAR_INTERVAL_MS)
+        self._bar_timer.timeout.connect(lambda: self.progress.setValue(self._bar_value))
         self.eta = ElidedLabel("")  # cut to fit: the panel must fit a 1024 px window
         self.eta.setObjectName("batchEta")
         self.eta.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
@@ -417,22 +425,32 @@ class BatchPanel(QWidget):
             row = self.find_source_row(keep)
             if row is None or not self.select_source_row(row, quiet=True):
                 self.selectionCleared.emit()
+        self._bar_timer.stop()
         self.progress.setRange(0, max(1, len(files)))
         self.progress.setValue(0)
         self.eta.setText("starting…" if files else "no images found")
         self.cancel.setEnabled(bool(files))
 
+    def show_done(self, done: int) -> None:
+        """The bar shows ``done`` files within ``BAR_INTERVAL_MS`` (coalesced, see __init__)."""
+        self._bar_value = int(done)
+        if not self._bar_timer.isActive():
+            self._bar_timer.start()
+
     def set_progress(self, done: int, total: int, seconds_left: float) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
+        if self.progress.maximum() != max(1, total):
+            self.progress.setRange(0, max(1, total))
+        self.show_done(done)
         self.eta.setText(f"{done}/{total} · about {_fmt_secs(seconds_left)} left" if done < total
                          else f"{done}/{total} done")
 
     def finish(self, text: str, done: int | None = None) -> None:
         """The batch ended; ``done``: the files classified (the bar agrees with ``text``)."""
         self.cancel.setEnabled(False)
+        self._bar_timer.stop()
         if done is not None:
-            self.progress.setValue(done)
+            self._bar_value = int(done)
+        self.progress.setValue(self._bar_value)  # the final figure, at once
         self.eta.setText(text)
 
     def set_show_identifiers(self, on: bool) -> None:
@@ -497,8 +515,10 @@ class BatchPanel(QWidget):
         self._keep_source_row = self._source_row(self.view.currentIndex())
 
     def _after_rebuild(self) -> None:
-        self.view.expandAll()
-        for idx in self._group_indexes():
+        groups = self._group_indexes()
+        if groups:  # a flat list (PNGs, no DICOM studies) has nothing to expand: expandAll would still walk every row
+            self.view.expandAll()
+        for idx in groups:
             self.view.setFirstColumnSpanned(idx.row(), idx.parent(), True)
         keep, self._keep_source_row = self._keep_source_row, None
         if keep is not None:
