@@ -328,3 +328,31 @@ def test_new_rows_keep_the_selected_file_only_if_it_is_still_there(qtbot, tmp_pa
     with qtbot.waitSignal(panel.selectionCleared):
         panel.start([c], [])
     assert panel.selected_source_row() is None
+
+
+def test_panels_leave_no_parentless_widget_behind(qtbot):
+    """Every widget a panel builds has a parent: a parentless one is a window
+    nobody shows or deletes, and PySide deleted it while destroying the
+    application at exit, after Python's own teardown had begun - the suite
+    once passed and then died with a segmentation fault (exit 139). The
+    verdict box was such a widget whenever the prediction panel stood alone."""
+    from xray_gui.metadata_panel import MetadataPanel
+    from xray_gui.prediction_panel import PredictionPanel
+
+    for make in (PredictionPanel, MetadataPanel):
+        before = QApplication.topLevelWidgets()  # held, so no id is reused
+        panel = make()
+        qtbot.addWidget(panel)
+        new = [w for w in QApplication.topLevelWidgets()
+               if w.parent() is None and not any(w is b for b in before)]
+        assert new == [panel], [(type(w).__name__, w.objectName()) for w in new]
+    alone = PredictionPanel()
+    qtbot.addWidget(alone)
+    assert alone.layout().indexOf(alone.summary) == 0  # a panel on its own keeps its verdict box on top
+
+
+def test_the_window_pins_the_verdict_box_outside_the_scrolling_panel(window):
+    summary = window.pred_panel.summary
+    assert summary.parentWidget().objectName() == "sidePanel"
+    assert window.pred_panel.layout().indexOf(summary) == -1
+    assert not window.side_scroll.widget().isAncestorOf(summary)

@@ -98,7 +98,7 @@ class MainWindow(QMainWindow):
         sl = QVBoxLayout(side)
         sl.setContentsMargins(0, 0, 0, 0)
         sl.setSpacing(0)
-        sl.addWidget(self.pred_panel.summary)  # pinned: never scrolled away
+        sl.addWidget(self.pred_panel.detach_summary())  # pinned: never scrolled away
         inner = QWidget()
         il = QVBoxLayout(inner)
         il.setContentsMargins(0, 0, 0, 0)

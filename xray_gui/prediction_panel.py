@@ -89,8 +89,9 @@ class PredictionPanel(QWidget):
         lay.setContentsMargins(6, 0, 6, 6)
         # the verdict and a refusal: the window pins this part above the side
         # panel's scroll area, so moving through a batch never scrolls it away
-        self.summary = QWidget()
+        self.summary = QWidget(self)  # never a parentless window of its own
         self.summary.setObjectName("predictionSummary")
+        lay.addWidget(self.summary)
         top = QVBoxLayout(self.summary)
         top.setContentsMargins(6, 6, 6, 0)
 
@@ -197,6 +198,12 @@ class PredictionPanel(QWidget):
         m.addWidget(self.open_model, 0, Qt.AlignmentFlag.AlignTop)
         lay.addWidget(mbox)
         self.clear()
+
+    def detach_summary(self) -> QWidget:
+        """Take the verdict box out of this panel's layout, for a window to pin
+        it elsewhere (above its scroll area).  A panel on its own keeps it on top."""
+        self.layout().removeWidget(self.summary)
+        return self.summary
 
     # -- showing -----------------------------------------------------------------
     def clear(self, state: str = "Open an image to classify it.") -> None:
