@@ -356,3 +356,34 @@ def test_the_window_pins_the_verdict_box_outside_the_scrolling_panel(window):
     assert summary.parentWidget().objectName() == "sidePanel"
     assert window.pred_panel.layout().indexOf(summary) == -1
     assert not window.side_scroll.widget().isAncestorOf(summary)
+
+
+def test_rows_keep_their_height_when_thumbnails_arrive(qtbot):
+    """Every row is as tall as a row with its thumbnail from the start: rows do
+    not grow under the reader's eyes as results come in, and the view measures
+    one row instead of every row on each layout (uniform row heights)."""
+    from PySide6.QtGui import QImage
+
+    from training.predict import Prediction
+    from xray_gui.batch_table import ROW_ICON, BatchPanel
+
+    panel = BatchPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 400)
+    panel.show()
+    files = [Path(f"/nowhere/film{i}.png") for i in range(4)]
+    panel.start(files, [])
+    QApplication.processEvents()
+    view = panel.view
+
+    def heights():
+        return [view.rowHeight(view.model().index(i, 0)) for i in range(len(files))]
+
+    before = heights()
+    thumb = QImage(64, 64, QImage.Format.Format_Grayscale8)
+    thumb.fill(128)
+    panel.model.set_result(0, Prediction(path=files[0], status="ok", label="COVID", p_covid=0.8, threshold=0.5),
+                           thumb)
+    QApplication.processEvents()
+    assert before == heights() and min(before) >= ROW_ICON, (before, heights())
+    assert view.uniformRowHeights()
