@@ -321,12 +321,13 @@ class BatchFilterProxy(QSortFilterProxyModel):
 
 
 class ThumbnailRowDelegate(QStyledItemDelegate):
-    """Every row as tall as a row with its thumbnail, result or not.
+    """Every image row as tall as a row with its thumbnail, result or not, so
+    rows do not grow under the reader's eyes as thumbnails arrive.  Group rows
+    (patient, study, series: not selectable) keep their text height.
 
-    The view then uses uniform row heights: it measures one row instead of
-    asking every row's every column on each layout (a 100-row batch start froze
-    the window for ~0.1 s), and rows no longer grow under the reader's eyes as
-    thumbnails arrive."""
+    A flat table (no groups) then has uniform row heights: the view measures
+    one row instead of asking every row's every column on each layout (a
+    100-row batch start froze the window for ~0.1 s)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -334,6 +335,8 @@ class ThumbnailRowDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option, index):  # noqa: N802 - Qt's name
         hint = super().sizeHint(option, index)
+        if not index.flags() & Qt.ItemFlag.ItemIsSelectable:  # a group row
+            return hint
         style = option.widget.style() if option.widget is not None else QApplication.style()
         key = (id(style), option.font.key())
         if key not in self._heights:
@@ -422,7 +425,7 @@ class BatchPanel(QWidget):
         self.view.setEditTriggers(QTreeView.EditTrigger.NoEditTriggers)
         self.view.setIconSize(QSize(ROW_ICON, ROW_ICON))
         self.view.setItemDelegate(ThumbnailRowDelegate(self.view))
-        self.view.setUniformRowHeights(True)  # every row as tall as a thumbnail row: one measured, not each
+        self.view.setUniformRowHeights(True)  # flat: every row as tall as a thumbnail row (see _after_rebuild)
         self.view.setIndentation(14)
         self.view.setAllColumnsShowFocus(True)
         hh = self.view.header()
@@ -544,6 +547,7 @@ class BatchPanel(QWidget):
 
     def _after_rebuild(self) -> None:
         groups = self._group_indexes()
+        self.view.setUniformRowHeights(not groups)  # group rows are lower than image rows
         if groups:  # a flat list (PNGs, no DICOM studies) has nothing to expand: expandAll would still walk every row
             self.view.expandAll()
         for idx in groups:
