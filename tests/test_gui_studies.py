@@ -17,7 +17,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QModelIndex, Qt, QThreadPool  # noqa: E402
 
 from dicom_tools import dciodvfy, make_studies  # noqa: E402
-from xray_gui.batch_table import (COL_ACCESSION, COL_P, COL_PATH, COL_PATIENT, COL_PRED, COL_SERIES,  # noqa: E402
+from xray_gui.batch_table import (ROW_ICON, COL_ACCESSION, COL_P, COL_PATH, COL_PATIENT, COL_PRED, COL_SERIES,  # noqa: E402
                                   COL_STATUS, COL_STUDY_DATE, COL_VIEW)
 
 WAIT = 90_000
@@ -115,6 +115,9 @@ def test_batch_is_grouped_by_patient_study_series(window, qtbot, studies):
     first = g.index(0, 0, series1)
     assert [first.siblingAtColumn(c).data() for c in (COL_STUDY_DATE, COL_ACCESSION, COL_SERIES, COL_VIEW)] == [
         "2024-01-05", "ACC-A1", "1 Chest PA", "PA"]
+    # group rows keep their text height; image rows are as tall as a thumbnail row
+    assert not panel.view.uniformRowHeights()
+    assert panel.view.rowHeight(pa) < panel.view.rowHeight(first) >= ROW_ICON
     paths = sorted(t for t in (g.index(r, COL_PATH, p).data() for p in _image_parents(g) for r in range(g.rowCount(p)))
                    if t)
     assert "A/series1/IM0001.dcm" in paths and "B/series1/IM0001.dcm" in paths
