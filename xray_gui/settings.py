@@ -14,12 +14,48 @@ from PySide6.QtCore import QSettings
 MAX_RECENT = 10
 from training.names import APP_DEVICES as DEVICES  # noqa: E402  (the core's list)
 
+from .display_state import (DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR,  # noqa: E402
+                            HEATMAP_FLOORS)
+
 
 def _open_store() -> QSettings:
     env = os.environ.get("XRAY_SETTINGS")
     if env:
         return QSettings(env, QSettings.Format.IniFormat)
     return QSettings()  # organisation / application names are set by app.py
+
+
+class _Setting:
+    """One typed value under one key.  Reading gives ``default`` for a value
+    that is missing, unreadable or refused by ``clean``; writing stores the
+    value as ``kind``, cleaned the same way, so a bad value is never kept."""
+
+    def __init__(self, key: str, default, kind, clean=None, doc: str = ""):
+        self.key, self.default, self.kind, self.clean = key, default, kind, clean
+        self.__doc__ = doc
+
+    def _cleaned(self, value):
+        return self.clean(value, self.default) if self.clean else value
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return self._cleaned(obj._get(self.key, self.default, self.kind))
+
+    def __set__(self, obj, value) -> None:
+        obj._set(self.key, self._cleaned(self.default if value is None else self.kind(value)))
+
+
+def _one_of(choices):
+    return lambda value, default: value if value in choices else default
+
+
+def _percent(value, default):
+    return max(0, min(100, value))
+
+
+def _near_one_of(choices):
+    return lambda value, default: value if any(abs(value - c) < 1e-6 for c in choices) else default
 
 
 class AppSettings:
@@ -47,22 +83,8 @@ class AppSettings:
         self.store.sync()
 
     # -- model / device --------------------------------------------------
-    @property
-    def model_path(self) -> str:
-        return self._get("model/path", "", str)
-
-    @model_path.setter
-    def model_path(self, value: str) -> None:
-        self._set("model/path", str(value or ""))
-
-    @property
-    def device(self) -> str:
-        d = self._get("model/device", "auto", str)
-        return d if d in DEVICES else "auto"
-
-    @device.setter
-    def device(self, value: str) -> None:
-        self._set("model/device", value if value in DEVICES else "auto")
+    model_path = _Setting("model/path", "", str, doc="The model file opened at start-up (empty: the shipped one).")
+    device = _Setting("model/device", "auto", str, _one_of(DEVICES))
 
     def threshold_for(self, model_key: str) -> float | None:
         """The user's threshold for one model file (None: use the file's)."""
@@ -80,79 +102,19 @@ class AppSettings:
             self._set(k, float(value))
 
     # -- view --------------------------------------------------------------
-    @property
-    def overlay_opacity(self) -> int:
-        return max(0, min(100, self._get("view/overlay_opacity", 45, int)))
-
-    @overlay_opacity.setter
-    def overlay_opacity(self, value: int) -> None:
-        self._set("view/overlay_opacity", int(value))
-
-    @property
-    def heatmap_colours(self) -> str:
-        from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS
-
-        name = self._get("view/heatmap_colours", DEFAULT_HEATMAP_COLOURS, str)
-        return name if name in HEATMAP_COLOURS else DEFAULT_HEATMAP_COLOURS
-
-    @heatmap_colours.setter
-    def heatmap_colours(self, value: str) -> None:
-        self._set("view/heatmap_colours", str(value))
-
-    @property
-    def show_heatmap(self) -> bool:
-        return self._get("view/show_heatmap", True, bool)
-
-    @show_heatmap.setter
-    def show_heatmap(self, value: bool) -> None:
-        self._set("view/show_heatmap", bool(value))
-
-    @property
-    def heatmap_floor(self) -> float:
-        """The heatmap's lower level (fraction of its maximum; below it: transparent)."""
-        from .display_state import HEATMAP_FLOOR, HEATMAP_FLOORS
-
-        v = self._get("view/heatmap_floor", HEATMAP_FLOOR, float)
-        return v if any(abs(v - f) < 1e-6 for f in HEATMAP_FLOORS) else HEATMAP_FLOOR
-
-    @heatmap_floor.setter
-    def heatmap_floor(self, value: float) -> None:
-        self._set("view/heatmap_floor", float(value))
-
-    @property
-    def heatmap_for_normal(self) -> bool:
-        """Show the heatmap by default for Normal results too (off: H shows it per image)."""
-        return self._get("view/heatmap_for_normal", False, bool)
-
-    @heatmap_for_normal.setter
-    def heatmap_for_normal(self, value: bool) -> None:
-        self._set("view/heatmap_for_normal", bool(value))
-
-    @property
-    def show_overlays(self) -> bool:
-        """The viewer's corner texts (W/L, zoom, orientation, size, file)."""
-        return self._get("view/show_overlays", True, bool)
-
-    @show_overlays.setter
-    def show_overlays(self, value: bool) -> None:
-        self._set("view/show_overlays", bool(value))
-
-    @property
-    def show_lung_outline(self) -> bool:
-        return self._get("view/show_lung_outline", False, bool)
-
-    @show_lung_outline.setter
-    def show_lung_outline(self, value: bool) -> None:
-        self._set("view/show_lung_outline", bool(value))
+    overlay_opacity = _Setting("view/overlay_opacity", 45, int, _percent)
+    heatmap_colours = _Setting("view/heatmap_colours", DEFAULT_HEATMAP_COLOURS, str, _one_of(HEATMAP_COLOURS))
+    show_heatmap = _Setting("view/show_heatmap", True, bool)
+    heatmap_floor = _Setting("view/heatmap_floor", HEATMAP_FLOOR, float, _near_one_of(HEATMAP_FLOORS),
+                             doc="The heatmap's lower level (fraction of its maximum; below it: transparent).")
+    heatmap_for_normal = _Setting("view/heatmap_for_normal", False, bool,
+                                  doc="Show the heatmap by default for Normal results too (off: H shows it per image).")
+    show_overlays = _Setting("view/show_overlays", True, bool,
+                             doc="The viewer's corner texts (W/L, zoom, orientation, size, file).")
+    show_lung_outline = _Setting("view/show_lung_outline", False, bool)
 
     # -- files ---------------------------------------------------------------
-    @property
-    def last_folder(self) -> str:
-        return self._get("files/last_folder", "", str)
-
-    @last_folder.setter
-    def last_folder(self, value: str) -> None:
-        self._set("files/last_folder", str(value))
+    last_folder = _Setting("files/last_folder", "", str)
 
     @property
     def recent_files(self) -> list[str]:
@@ -187,13 +149,7 @@ class AppSettings:
     def set_splitter_state(self, name: str, state) -> None:
         self._set(f"window/split_{name}", state)
 
-    @property
-    def side_panel_visible(self) -> bool:
-        return self._get("window/side_panel", True, bool)
-
-    @side_panel_visible.setter
-    def side_panel_visible(self, value: bool) -> None:
-        self._set("window/side_panel", bool(value))
+    side_panel_visible = _Setting("window/side_panel", True, bool)
 
 
 def _key(model_key: str) -> str:
