@@ -42,8 +42,13 @@ NOISE_STD = (0.005, 0.03)
 JPEG_QUALITY = (30, 90)
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, level: str = "basic") -> torch.Tensor:
-    """``x``: (B, 1, S, S) float in [0, 1] -> same shape, augmented, in [0, 1]."""
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, level: str = "basic",
+                  masks: torch.Tensor | None = None):
+    """``x``: (B, 1, S, S) float in [0, 1] -> same shape, augmented, in [0, 1].
+
+    ``masks`` (B, 1, s, s) float in [0, 1], any square size: moved by the same
+    rotation, shift and scale as their images (bilinear, zero outside) and
+    returned with them, ``(x, masks)``; the grey-level changes leave them alone."""
     if level not in LEVELS:
         raise ValueError(f"unknown augmentation level {level!r}; choose from {', '.join(LEVELS)}")
     b = x.shape[0]
@@ -58,6 +63,11 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, lev
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    moved = None
+    if masks is not None:
+        mgrid = F.affine_grid(theta.to(masks.dtype), list(masks.shape), align_corners=False)
+        moved = F.grid_sample(masks, mgrid.to(masks.device), mode="bilinear", padding_mode="zeros",
+                              align_corners=False).clamp_(0.0, 1.0)
     bright = _uniform(b, -BRIGHTNESS, BRIGHTNESS, generator).to(x.device, x.dtype).view(b, 1, 1, 1)
     contrast = _uniform(b, 1 - CONTRAST, 1 + CONTRAST, generator).to(x.device, x.dtype).view(b, 1, 1, 1)
     mean = out.mean(dim=(2, 3), keepdim=True)
@@ -65,7 +75,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, lev
     out = out.clamp_(0.0, 1.0)
     if level == "source":
         out = _source_style(out, generator)
-    return out
+    return out if masks is None else (out, moved)
 
 
 def _chosen(b: int, p: float, g: torch.Generator | None) -> torch.Tensor:

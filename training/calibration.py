@@ -101,6 +101,81 @@ def fit(p_val, y_val, *, target_sensitivity: float = TARGET_SENSITIVITY, band_se
                        band_specificity)
 
 
+def softmax(z, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_softmax_temperature(logits, y) -> float:
+    """The one temperature of ``softmax(logits / T)`` that minimises the validation log-loss (0.05-20)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y).astype(int)
+
+    def nll(log_t: float) -> float:
+        q = np.clip(softmax(z, math.exp(log_t))[np.arange(len(y)), y], EPS, 1.0)
+        return float(-np.log(q).mean())
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(res.x))
+
+
+def pneumonia_share(probs) -> np.ndarray:
+    """P(Pneumonia) / (P(Pneumonia) + P(Normal)) for (N, 3) probabilities [Normal, COVID, Pneumonia]."""
+    p = np.asarray(probs, dtype=np.float64)
+    return p[:, 2] / np.maximum(p[:, 2] + p[:, 0], 1e-12)
+
+
+def fit_pneumonia_threshold(probs, y) -> float:
+    """The pneumonia-vs-Normal cut on :func:`pneumonia_share` with the highest balanced accuracy
+    (Youden's J) among the validation films that are Normal or pneumonia."""
+    y = np.asarray(y).astype(int)
+    keep = y != 1
+    r, t = pneumonia_share(np.asarray(probs)[keep]), (y[keep] == 2)
+    if t.all() or not t.any():
+        return 0.5
+    best, best_j = 0.5, -1.0
+    for c in np.unique(np.clip(r, EPS, 1 - EPS)):
+        j = float((r[t] >= c).mean() + (r[~t] < c).mean())
+        if j > best_j:
+            best, best_j = float(c), j
+    return float(min(max(best, EPS), 1 - EPS))
+
+
+@dataclass
+class ClassCalibration(Calibration):
+    """Calibration of a three-class model: temperature on the softmax; the
+    threshold and band on P(COVID) (COVID against the rest); the
+    pneumonia-vs-Normal cut for films below the COVID threshold."""
+
+    pneumonia_threshold: float = 0.5
+
+    def to_metadata(self) -> dict[str, Any]:
+        d = super().to_metadata()
+        d.update({"method": "temperature (softmax)", "classes": 3,
+                  "threshold_rule": d["threshold_rule"] + " (COVID against Normal and pneumonia)",
+                  "pneumonia_rule": "P(Pneumonia) / (P(Pneumonia) + P(Normal)) at or above the cut with the "
+                                    "highest balanced accuracy on validation Normal and pneumonia films"})
+        return d
+
+
+def fit_classes(logits, y, classes: int = 3) -> "Calibration":
+    """Calibration from validation logits: binary (``(N,)`` logits) or three classes (``(N, 3)``)."""
+    y = np.asarray(y).astype(int)
+    if classes <= 2:
+        return fit(sigmoid(logits), y)
+    t = fit_softmax_temperature(logits, y)
+    probs = softmax(logits, t)
+    q = probs[:, 1]
+    pos = (y == 1).astype(int)
+    thr = threshold_for_sensitivity(pos, q, TARGET_SENSITIVITY)
+    lo = min(threshold_for_sensitivity(pos, q, BAND_SENSITIVITY), thr)
+    hi = max(threshold_for_specificity(pos, q, BAND_SPECIFICITY), thr)
+    return ClassCalibration(t, float(thr), (float(lo), float(hi)), int(len(y)),
+                            pneumonia_threshold=fit_pneumonia_threshold(probs, y))
+
+
 def in_band(p, band) -> np.ndarray:
     """True where calibrated P lies in the borderline band (no band: all False)."""
     p = np.asarray(p, dtype=np.float64)
@@ -110,5 +185,5 @@ def in_band(p, band) -> np.ndarray:
     return (p >= lo) & (p <= hi)
 
 
-__all__ = ["Calibration", "fit", "fit_temperature", "apply_temperature", "threshold_for_specificity", "in_band",
+__all__ = ["Calibration", "ClassCalibration", "fit", "fit_classes", "softmax", "pneumonia_share", "fit_temperature", "apply_temperature", "threshold_for_specificity", "in_band",
            "logit", "sigmoid"]

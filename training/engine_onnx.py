@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnx")
 CACHE_ENV = "XRAY_ENGINE_CACHE"
 APP_CACHE = "xray-cxr"
-FORMAT = 1  # bump when the export changes: older cache entries are rebuilt
+FORMAT = 2  # 2: class logits (N,) or (N, C) and the lesion map as a second output; bump when the export changes: older cache entries are rebuilt
 OPSET = 17
 P_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3  # absolute, for |logit| <= 1; relative above
@@ -103,16 +103,35 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+class _WithLesion(nn.Module):
+    """``forward_with_lesion`` as the traced forward: (class logits, lesion logits)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_with_lesion(x)
+
+
+def _has_lesion(model: nn.Module) -> bool:
+    return getattr(model, "lesion", None) is not None
+
+
 def export_onnx(model: nn.Module, input_size: int) -> bytes:
-    """The fp32 ONNX graph of ``model`` (input ``x``: ``(N, 3, S, S)``, output ``logit``: ``(N,)``)."""
+    """The fp32 ONNX graph of ``model`` (input ``x``: ``(N, 3, S, S)``, output ``logit``: ``(N,)`` or
+    ``(N, C)``; a model with a lesion decoder also ``lesion``: ``(N, 1, h, w)``, from the same pass)."""
     work = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    names = ["logit"]
+    if _has_lesion(work):
+        work, names = _WithLesion(work), ["logit", "lesion"]
     example = torch.rand(2, 3, int(input_size), int(input_size), generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
     with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
         warnings.simplefilter("ignore")
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(work, (example,), buf, dynamo=False, input_names=["x"], output_names=["logit"],
-                              dynamic_axes={"x": {0: "n"}, "logit": {0: "n"}}, opset_version=OPSET,
+            torch.onnx.export(work, (example,), buf, dynamo=False, input_names=["x"], output_names=names,
+                              dynamic_axes={"x": {0: "n"}, **{o: {0: "n"} for o in names}}, opset_version=OPSET,
                               do_constant_folding=True)
     return buf.getvalue()
 
@@ -183,21 +202,37 @@ class OnnxEngine:
         self.threads = opts.intra_op_num_threads
         self.version = getattr(ort, "__version__", "?")
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, S, S)`` -> ``(N,)`` fp32 logits (CPU tensor)."""
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, 3, S, S)`` -> (fp32 logits ``(N,)`` or ``(N, C)``, lesion logits ``(N, 1, h, w)`` or None)."""
         x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).contiguous().numpy())
-        (out,) = self.session.run(["logit"], {"x": x})
-        return torch.from_numpy(np.asarray(out, dtype=np.float32).reshape(x.shape[0]))
+        outs = self.session.run(self.output_names, {"x": x})
+        logit = np.asarray(outs[0], dtype=np.float32).reshape(x.shape[0], -1)
+        logit_t = torch.from_numpy(logit[:, 0] if logit.shape[1] == 1 else logit)
+        lesion = torch.from_numpy(np.asarray(outs[1], dtype=np.float32)) if len(outs) > 1 else None
+        return logit_t, lesion
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` -> ``(N,)`` or ``(N, C)`` fp32 logits (CPU tensor)."""
+        return self.outputs(batch)[0]
 
 
 def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float) -> str:
     """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
     (batch of N, then its first image alone), else what differs."""
     with torch.inference_mode():
-        ref = model(check.to(next(model.parameters()).device, torch.float32)).float().cpu()
-    got = engine.logits(check)
+        x = check.to(next(model.parameters()).device, torch.float32)
+        ref, ref_lesion = model.forward_with_lesion(x) if _has_lesion(model) else (model(x), None)
+        ref = ref.float().cpu()
+    got, got_lesion = engine.outputs(check)
     single = engine.logits(check[:1])
-    for name, out, want in (("batch", got, ref), ("single image", single, ref[:1])):
+    checks = [("batch", got, ref), ("single image", single, ref[:1])]
+    if ref_lesion is not None:
+        if got_lesion is None:
+            return "the engine gives no lesion map"
+        checks.append(("lesion map", got_lesion, ref_lesion.float().cpu()))
+    for name, out, want in checks:
         if tuple(out.shape) != tuple(want.shape) or not bool(torch.isfinite(out).all()):
             return f"{name}: output shape {tuple(out.shape)} or values invalid"
         dlogit = (out - want).abs() / want.abs().clamp(min=1.0)

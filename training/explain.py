@@ -13,7 +13,8 @@ model input).
   ``(N, 1)``, and the target is explicit:
   ``BinaryClassifierOutputTarget(1)`` = the COVID logit itself (gradients of
   the positive-class score, whatever the prediction was; "Normal" evidence
-  would be its negative).  The CAM (ReLU of the weighted map, min-max scaled)
+  would be its negative).  A three-class model (v2) returns ``(N, 3)``; its
+  target is ``ClassifierOutputTarget(COVID index)``, the COVID logit.  The CAM (ReLU of the weighted map, min-max scaled)
   is bilinearly resized to the image's size.
 * LSTM (no convolutional map): SmoothGrad (Smilkov et al. 2017) - the mean
   gradient of the COVID logit w.r.t. the input over ``n`` noisy copies
@@ -121,8 +122,13 @@ def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
     if layer is None:
         return np.stack([smoothgrad_tensor(classifier, x) for x in batch])
     from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
+    info = getattr(classifier, "info", None)
+    if info is not None and getattr(info, "multiclass", False):  # three classes: the COVID logit, explicitly
+        target = ClassifierOutputTarget(info.class_names.index(info.positive_class))
+    else:
+        target = BinaryClassifierOutputTarget(1)
     device = classifier.device
     with _grad_pass(model, device):
         x = batch.detach().clone().to(device)  # created here: not an inference tensor
@@ -132,7 +138,7 @@ def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
             # compute_input_gradient: the input carries the gradient (weights are
             # frozen) so the hook on the cam layer's output sees a graph
             cam.compute_input_gradient = True
-            maps = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * x.shape[0])
+            maps = cam(input_tensor=x, targets=[target] * x.shape[0])
     return np.ascontiguousarray(maps, dtype=np.float32)
 
 

@@ -30,7 +30,7 @@ from .errors import ModelFileError, XrayError
 from .models import ARCHITECTURES, ARCH_LABELS, build_model
 
 FORMAT = "xray-cxr-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: three-class models and the lesion decoder (model v2); version-1 files still load
 META_KEY = "xray_model"
 
 
@@ -130,6 +130,9 @@ class ModelInfo(MetaRecord):
     description: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)  # {"method": "temperature", "temperature": T, ...}
     band: list[float] = field(default_factory=list)  # [lo, hi] borderline band of calibrated P; [] = none
+    lesion_head: bool = False  # the model also outputs a lesion probability map (model v2)
+    # three-class models: P(Pneumonia) / (P(Pneumonia) + P(Normal)) at or above this -> "Other pneumonia"
+    pneumonia_threshold: float = 0.5
 
     @property
     def label(self) -> str:
@@ -138,6 +141,11 @@ class ModelInfo(MetaRecord):
     @property
     def temperature(self) -> float:
         return float((self.calibration or {}).get("temperature", 1.0))
+
+    @property
+    def multiclass(self) -> bool:
+        """More than two classes: softmax over one logit per class (model v2)."""
+        return len(self.class_names) > 2
 
 
 @dataclass
@@ -237,9 +245,17 @@ def _metadata_problem(info: ModelInfo) -> str:
     if not (isinstance(info.input_size, int) and MIN_INPUT <= info.input_size <= MAX_INPUT):
         return f"input size {info.input_size!r} is not a whole number between {MIN_INPUT} and {MAX_INPUT}."
     names = info.class_names
-    if not (isinstance(names, list) and len(names) == 2 and all(isinstance(c, str) and c for c in names)
-            and names[0] != names[1]):
-        return f"class names {names!r} are not two different names."
+    if not (isinstance(names, list) and len(names) in (2, 3) and all(isinstance(c, str) and c for c in names)
+            and len(set(names)) == len(names)):
+        return f"class names {names!r} are not two or three different names."
+    if info.lesion_head is not False and info.lesion_head is not True:
+        return f"lesion head {info.lesion_head!r} is neither true nor false."
+    if info.lesion_head and info.arch == "lstm":
+        return "the LSTM-only model has no lesion map."
+    if len(names) > 2 and info.arch == "lstm":
+        return "the LSTM-only model has two classes."
+    if not (_number(info.pneumonia_threshold) and 0.0 < info.pneumonia_threshold < 1.0):
+        return f"pneumonia threshold {info.pneumonia_threshold!r} is not a number between 0 and 1."
     if info.positive_class not in names:
         return f"positive class {info.positive_class!r} is not one of the classes {names}."
     if not (_number(info.dropout) and 0.0 <= info.dropout < 1.0):
@@ -270,7 +286,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> L
     tensors = read_verified_tensors(p)
     if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
         raise ModelFileError(f"{p.name}: the weights contain invalid numbers (NaN or infinite); the file is damaged.")
-    model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size))
+    model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size),
+                        classes=len(info.class_names), lesion=bool(info.lesion_head))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:

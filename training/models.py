@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 from .errors import XrayError
@@ -41,9 +42,12 @@ DEFAULT_DROPOUT = 0.5
 
 
 class StackedLSTMHead(nn.Module):
-    """LSTM(32) -> LSTM(16) -> LSTM(8) -> Dropout -> Dense(1) on ``(N, T, F)``."""
+    """LSTM(32) -> LSTM(16) -> LSTM(8) -> Dropout -> Dense(outputs) on ``(N, T, F)``.
 
-    def __init__(self, in_features: int, units=LSTM_UNITS, dropout: float = DEFAULT_DROPOUT):
+    ``outputs`` 1: one logit per image, shape ``(N,)`` (the paper's binary
+    models); more: ``(N, outputs)`` class logits (model v2's three classes)."""
+
+    def __init__(self, in_features: int, units=LSTM_UNITS, dropout: float = DEFAULT_DROPOUT, outputs: int = 1):
         super().__init__()
         layers = []
         prev = in_features
@@ -52,14 +56,43 @@ class StackedLSTMHead(nn.Module):
             prev = u
         self.lstms = nn.ModuleList(layers)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(prev, 1)
+        self.fc = nn.Linear(prev, outputs)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         h = seq
         for lstm in self.lstms:
             h, _ = lstm(h)
         last = h[:, -1, :]
-        return self.fc(self.dropout(last)).squeeze(-1)
+        return _squeeze_binary(self.fc(self.dropout(last)))
+
+
+def _squeeze_binary(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, 1)`` -> ``(N,)`` (binary models); ``(N, C)`` stays."""
+    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+
+
+class LesionDecoder(nn.Module):
+    """A small FPN on ResNet50's stages 2-4 -> one lesion logit map at 1/8 of the input.
+
+    Lateral 1x1 convolutions bring layer2 (512 ch, 1/8), layer3 (1024, 1/16)
+    and layer4 (2048, 1/32) to ``width`` channels, a top-down pathway adds the
+    upsampled coarser map to each finer one (Lin et al. 2017), and two 3x3
+    convolutions with BatchNorm + ReLU and a 1x1 convolution give the logit of
+    "infected lung" per cell (sigmoid = lesion probability)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in (512, 1024, 2048))
+        self.smooth = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 1, 1))
+
+    def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
+        p = self.lateral[2](c4)
+        p = self.lateral[1](c3) + F.interpolate(p, size=c3.shape[-2:], mode="nearest")
+        p = self.lateral[0](c2) + F.interpolate(p, size=c2.shape[-2:], mode="nearest")
+        return self.smooth(p)
 
 
 def _resnet50_trunk() -> torchvision.models.ResNet:
@@ -69,32 +102,60 @@ def _resnet50_trunk() -> torchvision.models.ResNet:
 
 
 def _trunk_features(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Tensor:
+    return _trunk_stages(net, x)[-1]
+
+
+def _trunk_stages(net: torchvision.models.ResNet, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The outputs of stages 3, 4 and 5 (layer2, layer3, layer4)."""
     x = net.conv1(x)
     x = net.bn1(x)
     x = net.relu(x)
     x = net.maxpool(x)
     x = net.layer1(x)
-    x = net.layer2(x)
-    x = net.layer3(x)
-    return net.layer4(x)
+    c2 = net.layer2(x)
+    c3 = net.layer3(c2)
+    return c2, c3, net.layer4(c3)
 
 
-class ResNet50Classifier(nn.Module):
+class _LesionMixin:
+    """Classifiers on the ResNet50 trunk that may carry a :class:`LesionDecoder`.
+
+    ``forward(x)`` returns only the class logits (Grad-CAM, ONNX and the
+    binary tools see an ordinary classifier); ``forward_with_lesion(x)``
+    returns ``(logits, lesion_logits)`` from the same pass, the lesion map
+    ``(N, 1, S/8, S/8)`` (``None`` for a model without the decoder)."""
+
+    lesion: "LesionDecoder | None"
+
+    def _head(self, f: torch.Tensor) -> torch.Tensor:  # pragma: no cover - defined by each class
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head(_trunk_features(self.backbone, x))
+
+    def forward_with_lesion(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.lesion is None:
+            return self.forward(x), None
+        c2, c3, c4 = _trunk_stages(self.backbone, x)
+        return self._head(c4), self.lesion(c2, c3, c4)
+
+
+class ResNet50Classifier(_LesionMixin, nn.Module):
     arch = "resnet50"
 
-    def __init__(self, dropout: float = DEFAULT_DROPOUT):
+    def __init__(self, dropout: float = DEFAULT_DROPOUT, outputs: int = 1, lesion: bool = False):
         super().__init__()
         self.backbone = _resnet50_trunk()
-        self.fc = nn.Linear(2048, 1)
+        self.fc = nn.Linear(2048, outputs)
+        self.lesion = LesionDecoder() if lesion else None
 
     @property
     def cam_layer(self) -> nn.Module:
         return self.backbone.layer4[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = _trunk_features(self.backbone, x)
+    def _head(self, f: torch.Tensor) -> torch.Tensor:
         pooled = torch.flatten(self.backbone.avgpool(f), 1)
-        return self.fc(pooled).squeeze(-1)
+        return _squeeze_binary(self.fc(pooled))
 
 
 class LSTMClassifier(nn.Module):
@@ -112,20 +173,21 @@ class LSTMClassifier(nn.Module):
         return self.head(grey.float())
 
 
-class ResNet50LSTMClassifier(nn.Module):
+class ResNet50LSTMClassifier(_LesionMixin, nn.Module):
     arch = "resnet50_lstm"
 
-    def __init__(self, dropout: float = DEFAULT_DROPOUT):
+    def __init__(self, dropout: float = DEFAULT_DROPOUT, outputs: int = 1, lesion: bool = False):
         super().__init__()
         self.backbone = _resnet50_trunk()
-        self.head = StackedLSTMHead(2048, dropout=dropout)
+        self.head = StackedLSTMHead(2048, dropout=dropout, outputs=outputs)
+        self.lesion = LesionDecoder() if lesion else None
 
     @property
     def cam_layer(self) -> nn.Module:
         return self.backbone.layer4[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = _trunk_features(self.backbone, x)  # (N, 2048, h, w)
+    def _head(self, f: torch.Tensor) -> torch.Tensor:
+        # f: (N, 2048, h, w)
         seq = f.flatten(2).transpose(1, 2)  # (N, h*w, 2048), raster order
         # the LSTM runs in fp32 even under autocast (cuDNN/oneDNN bf16 LSTMs are
         # not universally available and the head is tiny)
@@ -134,14 +196,21 @@ class ResNet50LSTMClassifier(nn.Module):
 
 
 def build_model(arch: str, init: str = "scratch", *, dropout: float = DEFAULT_DROPOUT,
-                input_size: int = 224) -> nn.Module:
-    """Build one of ``ARCHITECTURES`` with backbone initialisation ``init``."""
+                input_size: int = 224, classes: int = 2, lesion: bool = False) -> nn.Module:
+    """Build one of ``ARCHITECTURES`` with backbone initialisation ``init``.
+
+    ``classes`` 2: one logit per image (sigmoid = P(positive)); 3 or more: one
+    logit per class (softmax).  ``lesion``: add the :class:`LesionDecoder`
+    (ResNet50 trunks only)."""
+    outputs = 1 if int(classes) <= 2 else int(classes)
+    if arch == "lstm" and (outputs != 1 or lesion):
+        raise XrayError("The LSTM-only model has two classes and no lesion map.", code="arch")
     if arch == "resnet50":
-        model: nn.Module = ResNet50Classifier(dropout)
+        model: nn.Module = ResNet50Classifier(dropout, outputs=outputs, lesion=lesion)
     elif arch == "lstm":
         model = LSTMClassifier(dropout, input_size=input_size)
     elif arch == "resnet50_lstm":
-        model = ResNet50LSTMClassifier(dropout)
+        model = ResNet50LSTMClassifier(dropout, outputs=outputs, lesion=lesion)
     else:
         raise XrayError(f"Unknown model architecture '{arch}'. Known: {', '.join(ARCHITECTURES)}.", code="arch")
     init = init or "scratch"

@@ -56,9 +56,12 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "refused", "error")
-CSV_COLUMNS = ("path", "result", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
-               "heatmap_in_lungs")
+CSV_COLUMNS = ("path", "result", "label", "p_covid", "p_normal", "p_pneumonia", "threshold", "status", "reason",
+               "warnings", "suitability", "heatmap_in_lungs", "lung_involvement")
 INDETERMINATE = "Indeterminate \u2014 review"  # calibrated P inside the model's borderline band
+PNEUMONIA = "Pneumonia"  # the third class of model v2 (non-COVID pneumonia)
+OTHER_PNEUMONIA = "Other pneumonia (not a COVID-19 pattern)"  # what the app shows for it
+LESION_LEVEL = 0.5  # a lesion-map cell at or above this probability counts as lesion (contours, involvement)
 GATE_CODE = "not_chest_xray"  # ImageRefused-like code of a gate refusal
 FORCED_NOTE = ("Classified anyway although the image does not look like a frontal chest radiograph: "
                "this result is not valid.")
@@ -102,6 +105,11 @@ class Prediction:
     band: tuple[float, float] | None = None  # the model's borderline band of calibrated P (None: no band)
     input_box: Box | None = None  # the region the model saw (fractions of the image)
     model_version: str = ""  # "<name> v<version>" of the model that computed this result
+    probs: dict = field(default_factory=dict)  # calibrated P per class name (three-class models: all three)
+    # the lesion probability map on the model's view (uint8, 0-255 = P 0-1, the decoder's resolution); read it
+    # placed on the image with ``lesion_map(shape)``
+    lesion_u8: np.ndarray | None = field(default=None, repr=False, compare=False)
+    lung_involvement: float | None = None  # lesion area inside the lungs / lung area (lesion-map models)
 
     @property
     def lung_mask(self) -> np.ndarray | None:
@@ -124,6 +132,18 @@ class Prediction:
         return self.status == "ok"
 
     @property
+    def has_lesion_map(self) -> bool:
+        return self.lesion_u8 is not None
+
+    def lesion_map(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The lesion probability map placed on an image of ``shape`` (float32 in [0, 1],
+        zero outside the region the model saw), or None for a model without one."""
+        if self.lesion_u8 is None:
+            return None
+        prob = self.lesion_u8.astype(np.float32) / np.float32(255.0)
+        return np.clip(place_heatmap(prob, self.input_box or Box(), shape), 0.0, 1.0)
+
+    @property
     def indeterminate(self) -> bool:
         """A valid result whose P(COVID) lies in the model's borderline band."""
         return (self.verdict and self.band is not None and self.p_covid is not None
@@ -136,7 +156,9 @@ class Prediction:
             return ""
         if not self.valid:
             return f"not valid ({self.label})"
-        return INDETERMINATE if self.indeterminate else self.label
+        if self.indeterminate:
+            return INDETERMINATE
+        return OTHER_PNEUMONIA if self.label == PNEUMONIA else self.label
 
     @property
     def verdict(self) -> bool:
@@ -160,17 +182,24 @@ class Prediction:
         """The CSV row (``CSV_COLUMNS``) for this prediction."""
         from .csv_out import csv_cell
 
+        def prob(name: str) -> str:
+            v = self.probs.get(name)
+            return "" if v is None else f"{v:.6f}"
+
         return {
             "path": "" if self.path is None else csv_cell(self.path),
             "result": self.result,
             "label": (self.label or "") if self.valid else f"not valid ({self.label})",
             "p_covid": "" if self.p_covid is None else f"{self.p_covid:.6f}",
+            "p_normal": prob("Normal"),
+            "p_pneumonia": prob(PNEUMONIA),
             "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
             "status": self.status,
             "reason": csv_cell(self.reason or (self.forced_reason() if self.ok and not self.valid else "")),
             "warnings": csv_cell(sentence_join(self.warnings)),
             "suitability": self.suitability + (" (classified anyway: not valid)" if self.ok and not self.valid else ""),
             "heatmap_in_lungs": "" if self.heat_in_lungs is None else f"{self.heat_in_lungs:.3f}",
+            "lung_involvement": "" if self.lung_involvement is None else f"{self.lung_involvement:.3f}",
         }
 
 
@@ -318,14 +347,19 @@ class Classifier:
         except Exception as exc:
             raise ModelFileError(f"{name}: the model fails to run on a test image ({one_line(exc)}); the file is "
                                  "damaged or does not match this program.", code="self_test") from None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2,):
+        want = (2, len(self.info.class_names)) if self.multiclass else (2,)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelFileError(f"{name}: the model gives an output of the wrong shape ({shape} instead of one "
-                                 "value per image); the file does not match this program.", code="self_test")
+                                 "value per image and class); the file does not match this program.",
+                                 code="self_test")
         logits = out.detach().float().cpu()
         if not bool(torch.isfinite(logits).all()):
             raise ModelFileError(f"{name}: the model gives invalid outputs (not a number) on a test image; the "
                                  "file is damaged.", code="self_test")
+        if self.multiclass:  # the COVID logit against the others: the score the app shows
+            logits = logits[:, self.covid_index] - torch.logsumexp(
+                logits[:, [i for i in range(logits.shape[1]) if i != self.covid_index]], dim=1)
         probs = torch.sigmoid(logits)
         a, b = float(logits[0]), float(logits[1])
         if abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) or float(probs[0]) == float(probs[1]):
@@ -380,19 +414,41 @@ class Classifier:
         return self.info.positive_class
 
     @property
+    def multiclass(self) -> bool:
+        """Three classes (model v2): softmax, P for each class, "Other pneumonia" as a verdict."""
+        return self.info.multiclass
+
+    @property
+    def has_lesion_map(self) -> bool:
+        return bool(self.info.lesion_head)
+
+    @property
+    def covid_index(self) -> int:
+        return self.info.class_names.index(self.info.positive_class)
+
+    @property
     def negative_class(self) -> str:
         others = [c for c in self.info.class_names if c != self.info.positive_class]
         return others[0] if others else f"not {self.info.positive_class}"
 
-    def label_for(self, p: float) -> str:
-        return self.positive_class if p >= self._threshold else self.negative_class
+    def label_for(self, p: float, probs: dict | None = None) -> str:
+        """COVID at or above the threshold; below it, for a three-class model,
+        "Pneumonia" when P(Pneumonia) / (P(Pneumonia) + P(Normal)) reaches the
+        model's pneumonia cut, else Normal."""
+        if p >= self._threshold:
+            return self.positive_class
+        if self.multiclass and probs and PNEUMONIA in probs and "Normal" in probs:
+            pn, nm = float(probs[PNEUMONIA]), float(probs["Normal"])
+            share = pn / (pn + nm) if pn + nm > 0 else 0.0
+            return PNEUMONIA if share >= float(self.info.pneumonia_threshold) else "Normal"
+        return self.negative_class
 
     def relabel(self, pred: Prediction) -> bool:
         """Apply this classifier's current threshold to a result it computed
         (no model run); False when there is nothing to relabel."""
         if pred is None or pred.status != "ok" or pred.p_covid is None:
             return False
-        pred.label = self.label_for(pred.p_covid)
+        pred.label = self.label_for(pred.p_covid, pred.probs)
         pred.threshold = self._threshold
         return True
 
@@ -473,34 +529,60 @@ class Classifier:
         self.engine_note = f"PyTorch (the ONNX engine is off: {why})"
         log.warning("%s: %s", self.version_text, self.engine_note)
 
-    def _torch_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _torch_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self._autocast():
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x).float()
+            if self.has_lesion_map:
+                logits, lesion = self.model.forward_with_lesion(x)
+                return logits.float(), lesion.float()
+            return self.model(x).float(), None
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class logits, lesion logits or None) from ONE forward pass."""
         fast = self.fast_engine()
         if fast is not None:
             try:
-                return fast.logits(x)
+                return fast.outputs(x)
             except Exception as exc:  # a session error: this batch and the rest run on PyTorch
                 self._fast_off(f"it failed on a batch: {one_line(exc)}")
-        return self._torch_logits(x)
+        return self._torch_outputs(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._outputs(x)[0]
 
     # -------------------------------------------------------------- inference
-    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
-        """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities ``(N, C)`` in the order of the model's class names."""
+        z = logits.float() / self.temperature
+        if self.multiclass:
+            return torch.softmax(z, dim=1)
+        p = torch.sigmoid(z)
+        probs = torch.stack([1.0 - p, p], dim=1)  # [negative, positive] for class_names [Normal, COVID]
+        return probs if self.covid_index == 1 else probs.flip(1)
+
+    def predict_full(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """A preprocessed ``(N, 3, S, S)`` batch -> (calibrated probabilities ``(N, C)`` float32, lesion
+        probability maps ``(N, h, w)`` float32 or None), from one forward pass per chunk."""
+        n_cls = len(self.info.class_names)
         if batch.shape[0] == 0:
-            return np.empty(0, dtype=np.float32)
-        out = []
+            return np.empty((0, n_cls), dtype=np.float32), None
+        probs, lesions = [], []
         self.fast_engine()  # built here on the first call, outside inference mode (the export traces the model)
         with torch.inference_mode():
             for start in range(0, batch.shape[0], self.batch_size):
-                logits = self._logits(batch[start:start + self.batch_size])
-                out.append(torch.sigmoid(logits.float() / self.temperature).cpu())
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
+                logits, lesion = self._outputs(batch[start:start + self.batch_size])
+                probs.append(self._probabilities(logits).cpu())
+                if lesion is not None:
+                    lesions.append(torch.sigmoid(lesion.float())[:, 0].cpu())
+        return (torch.cat(probs).numpy().astype(np.float32, copy=False),
+                torch.cat(lesions).numpy().astype(np.float32, copy=False) if lesions else None)
+
+    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
+        probs, _ = self.predict_full(batch)
+        return np.ascontiguousarray(probs[:, self.covid_index], dtype=np.float32)
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Grey ``(H, W)`` images in [0, 1] -> P(COVID) per image (float32)."""
@@ -514,15 +596,24 @@ class Classifier:
             out.append(self.predict_batch(batch))
         return np.concatenate(out)
 
-    def _ok(self, path, p: float, meta, warnings) -> Prediction:
-        p = float(p)
-        if not np.isfinite(p):  # damaged weights or an overflow: never a label
+    def _ok(self, path, p, meta, warnings, lesion: np.ndarray | None = None) -> Prediction:
+        """The result for one classified image: ``p`` is P(COVID) or the row of calibrated class probabilities."""
+        row = np.atleast_1d(np.asarray(p, dtype=np.float64))
+        if row.size > 1:
+            probs = {c: float(v) for c, v in zip(self.info.class_names, row)}
+            p = probs[self.positive_class]
+        else:
+            p = float(row[0])
+            probs = {self.positive_class: p, self.negative_class: 1.0 - p}
+        if not all(np.isfinite(v) for v in probs.values()):  # damaged weights or an overflow: never a label
             return Prediction(path=None if path is None else Path(path), status="error", threshold=self._threshold,
                               reason="The model produced an invalid output (not a number); the model file may be "
                                      "damaged.", warnings=list(warnings or []), meta=meta, code="error")
-        pred = Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p),
+        pred = Prediction(path=None if path is None else Path(path), status="ok", label=self.label_for(p, probs),
                           p_covid=p, threshold=self._threshold, warnings=list(warnings or []), meta=meta,
-                          band=self.band, model_version=self.version_text)
+                          band=self.band, model_version=self.version_text, probs=probs)
+        if lesion is not None:
+            pred.lesion_u8 = np.clip(np.rint(np.asarray(lesion, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
         overridden = getattr(meta, "header_overridden", ())
         if overridden:  # a header refusal overridden: classified, but never a valid verdict
             pred.valid = False
@@ -549,11 +640,12 @@ class Classifier:
             if pred is not None:
                 return pred
         tensor, box = self.model_input(pixels, _mask_of(gres))
-        p = self.predict_batch(tensor[None])[0]
-        pred = self._ok(path, p, meta, warnings)
+        probs, lesions = self.predict_full(tensor[None])
+        pred = self._ok(path, probs[0], meta, warnings, None if lesions is None else lesions[0])
         pred.input_box = box
         if gres is not None:
             self._apply_gate(pred, gres)
+        pred.lung_involvement = lung_involvement(pred)
         return pred
 
     def _gated(self, path, gres, meta, warnings, enforce: bool) -> "Prediction | None":
@@ -638,25 +730,29 @@ class Classifier:
                 fill()  # the next batch decodes while this one runs through the model
                 decoded = [fut.result() for _, fut in chunk]
                 ok = [d for d in decoded if d.status == "ok"]
-                probs: dict[int, float] = {}
+                probs: dict[int, np.ndarray] = {}
+                lesions: dict[int, np.ndarray] = {}
                 shares: dict[int, float | None] = {}
                 failure = ""
                 if ok:
                     try:
                         batch = torch.stack([d.tensor for d in ok])
-                        values = self.predict_batch(batch)
-                        probs = {id(d): float(v) for d, v in zip(ok, values)}
+                        values, maps = self.predict_full(batch)
+                        probs = {id(d): v for d, v in zip(ok, values)}
+                        if maps is not None:
+                            lesions = {id(d): m for d, m in zip(ok, maps)}
                     except Exception as exc:  # e.g. out of memory: report, keep going
                         failure = one_line(exc)
                     if explain and not failure and self.gate is not None:  # shares need lung masks
                         shares = self._lung_shares(ok, batch)
                 for d in decoded:
                     if d.status == "ok" and not failure:
-                        pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings)
+                        pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings, lesions.get(id(d)))
                         pred.preview = d.preview
                         pred.input_box = d.box
                         if d.gate is not None:
                             self._apply_gate(pred, d.gate)
+                        pred.lung_involvement = lung_involvement(pred)
                         if id(d) in shares:
                             pred.set_heat_share(shares[id(d)])
                         yield pred
@@ -711,6 +807,16 @@ def load_gate(gate) -> "ChestGate | None":
     return ChestGate.from_file(gate)
 
 
+def lung_involvement(pred: Prediction) -> float | None:
+    """Lesion area inside the lungs / lung area (the lesion map at or above ``LESION_LEVEL``, on the gate's
+    lung mask's frame); None without a lesion map, a lung mask or lungs."""
+    mask = pred.lung_mask
+    if mask is None or pred.lesion_u8 is None or not mask.any():
+        return None
+    lesion = pred.lesion_map(mask.shape)
+    return float((lesion[mask] >= LESION_LEVEL).mean())
+
+
 def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
     """Share of an image-sized heatmap inside ``pred``'s lung mask."""
     from .gate import heatmap_in_lungs
@@ -729,10 +835,12 @@ def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
 # review") only needs to be recognised here.
 CATEGORY_COVID = "COVID-19"
 CATEGORY_NORMAL = "Normal"
+CATEGORY_PNEUMONIA = "Other pneumonia"
 CATEGORY_INDETERMINATE = "Indeterminate"
 CATEGORY_REFUSED = "Refused"
 CATEGORY_NOT_VALID = "Not valid"
-CATEGORIES = (CATEGORY_COVID, CATEGORY_NORMAL, CATEGORY_INDETERMINATE, CATEGORY_REFUSED, CATEGORY_NOT_VALID)
+CATEGORIES = (CATEGORY_COVID, CATEGORY_NORMAL, CATEGORY_PNEUMONIA, CATEGORY_INDETERMINATE, CATEGORY_REFUSED,
+              CATEGORY_NOT_VALID)
 
 
 def result_category(pred: Prediction, positive_class: str = "COVID") -> str:
@@ -747,8 +855,11 @@ def result_category(pred: Prediction, positive_class: str = "COVID") -> str:
         return CATEGORY_NOT_VALID
     if pred.indeterminate:
         return CATEGORY_INDETERMINATE
-    return CATEGORY_COVID if pred.label == positive_class else CATEGORY_NORMAL
+    if pred.label == positive_class:
+        return CATEGORY_COVID
+    return CATEGORY_PNEUMONIA if pred.label == PNEUMONIA else CATEGORY_NORMAL
 
 
 __all__ = ["Classifier", "Prediction", "CSV_COLUMNS", "STATUSES", "GATE_CODE", "INDETERMINATE", "validate_threshold",
-           "one_line", "load_gate", "lung_share", "result_category", "CATEGORIES"]
+           "one_line", "load_gate", "lung_share", "lung_involvement", "result_category", "CATEGORIES", "PNEUMONIA",
+           "OTHER_PNEUMONIA", "LESION_LEVEL"]

@@ -11,13 +11,24 @@ import torch.nn.functional as F
 from .precision import autocast
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, precision: str,
-               device: torch.device, scaler: "torch.amp.GradScaler | None" = None) -> tuple[float, torch.Tensor]:
-    """Forward (under the precision's autocast), binary cross-entropy on the
-    logits, backward and one optimiser step.  Returns (loss, logits in fp32, detached)."""
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y, precision: str,
+               device: torch.device, scaler: "torch.amp.GradScaler | None" = None, *,
+               loss_fn=None) -> tuple[float, torch.Tensor]:
+    """Forward (under the precision's autocast), the loss, backward and one
+    optimiser step.  Returns (loss, logits in fp32, detached).
+
+    The default loss is binary cross-entropy on the logits (the paper's models).
+    ``loss_fn(outputs, y) -> loss`` replaces it and makes the forward pass
+    ``model.forward_with_lesion(x)``: ``(logits, lesion logits)`` (model v2:
+    cross-entropy over three classes plus the lesion loss, ``training.train_v2``)."""
     with autocast(precision, device):
-        logits = model(x)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        outputs = model(x) if loss_fn is None else model.forward_with_lesion(x)
+    if loss_fn is None:
+        logits = outputs
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    else:
+        logits = outputs[0]
+        loss = loss_fn(outputs, y)
     opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
