@@ -94,3 +94,28 @@ def pytest_sessionfinish(session, exitstatus):
         w.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     app.processEvents()
+
+
+def write_tiny_v2_model(path: Path, input_size: int = 64, seed: int = 0) -> Path:
+    """A small untrained model-v2 file: ResNet50-LSTM, three classes (Normal, COVID, Pneumonia), a lesion
+    decoder, the v1 lung view; calibrated-looking metadata (threshold 0.3, band 0.2-0.45)."""
+    import torch
+
+    from training.lung_input import InputSpec
+    from training.modelfile import ModelInfo, save_model
+    from training.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("resnet50_lstm", "scratch", classes=3, lesion=True, dropout=0.2)
+    info = ModelInfo(arch="resnet50_lstm", name="Tiny v2 (untrained)", version="2",
+                     class_names=["Normal", "COVID", "Pneumonia"], input_size=input_size,
+                     preprocessing=InputSpec("lungs", "clahe").to_metadata(), threshold=0.3, band=[0.2, 0.45],
+                     lesion_head=True, calibration={"method": "temperature (softmax)", "temperature": 1.0},
+                     dropout=0.2)
+    return save_model(model, info, path, half=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_model(tmp_path_factory) -> Path:
+    """Path of :func:`write_tiny_v2_model`'s file (one per test session)."""
+    return write_tiny_v2_model(tmp_path_factory.mktemp("v2-model") / "tiny_v2.safetensors")

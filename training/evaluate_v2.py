@@ -1,0 +1,283 @@
+"""Evaluate a model file the way the app runs it, on every held-out set, and
+write per-file predictions plus the figures computed from them (model v2's ablation).
+
+    python -m training.evaluate_v2 MODEL.safetensors --out results/v2/NAME [--no-explain]
+    python -m training.evaluate_v2 --table results/v2 ROW_DIR... > results/v2/ablation.md
+
+Sets (``--data-root``, default ``../shared/data``), each through
+:class:`training.predict.Classifier` (loader, chest-radiograph gate with its
+refusals classified anyway and counted, lung crop, model, calibration stored in
+the file, the file's own threshold, band and pneumonia cut):
+
+* ``new_test``: the test split of ``cxr-infection-3class`` (``results/v2/split.csv``),
+  COVID / Normal / pneumonia, with the source's infected-region and lung masks;
+* ``kaggle_test``: the test split of covid-cxr-1000 + covid-cxr-extra-3000 (shipped split);
+* ``paper_test``: the paper's 100 test images;
+* ``external_dev``: films from other hospitals (COVID, Normal, pneumonia) -
+  evaluation and model choice only: nothing is fitted on it.
+
+``predictions.csv`` (one row per film) is the record; :func:`figures` turns it into
+every number of the ablation, so a test can recompute the committed figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import atomic
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+SETS = ("new_test", "kaggle_test", "paper_test", "external_dev")
+SET_LABELS = {"new_test": "own test (new set, 3 classes)", "kaggle_test": "own test (Kaggle)",
+              "paper_test": "paper's 100", "external_dev": "external-dev"}
+LABELS = {"Normal": 0, "COVID": 1, "Pneumonia": 2}
+COLUMNS = ("set", "file", "label", "status", "gate", "p_normal", "p_covid", "p_pneumonia", "predicted", "category",
+           "heat_in_lungs", "lung_involvement", "true_involvement", "lesion_dice")
+
+
+def set_files(data_root: Path, split_file: Path) -> list[tuple[str, Path, str, dict]]:
+    """(set, path, label, extra) for every evaluation film; extra holds the new set's mask paths."""
+    out: list[tuple[str, Path, str, dict]] = []
+    new_manifest = {r["file"]: r for r in csv.DictReader(open(data_root / "cxr-infection-3class" / "manifest.csv"))}
+    for r in csv.DictReader(open(split_file, newline="")):
+        root = data_root / r["dataset"]
+        if r["dataset"] == "cxr-infection-3class" and r["split"] == "test":
+            m = new_manifest[r["file"]]
+            out.append(("new_test", root / r["file"], r["label"], {
+                "lung": root / m["lung_mask"], "lesion": root / m["infection_mask"] if m["infection_mask"] else None,
+                "involvement": m["infection_fraction_of_lungs"]}))
+        elif r["dataset"] != "cxr-infection-3class" and r["split"] == "test":
+            out.append(("kaggle_test", root / r["file"], r["label"], {}))
+        elif r["split"] == "paper_test":
+            out.append(("paper_test", root / r["file"], r["label"], {}))
+    ext = data_root / "external-dev"
+    for label in LABELS:
+        d = ext / label
+        if d.is_dir():
+            out += [("external_dev", p, label, {}) for p in sorted(d.iterdir())
+                    if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")]
+    return out
+
+
+def _mask(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) >= 128
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else float(2 * int((a & b).sum()) / s)
+
+
+def predict_all(model_file: Path, data_root: Path, split_file: Path, explain: bool = True,
+                sets: tuple[str, ...] = SETS) -> list[dict[str, str]]:
+    from .predict import Classifier, result_category
+
+    clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False)
+    files = [f for f in set_files(data_root, split_file) if f[0] in sets]
+    rows = []
+    t0 = time.time()
+    preds = clf.classify_paths([p for _, p, _, _ in files], enforce_gate=False, explain=explain)
+    for (name, path, label, extra), pred in zip(files, preds):
+        fmt = lambda v, d=4: "" if v is None else f"{float(v):.{d}f}"  # noqa: E731
+        row = {"set": name, "file": str(path.relative_to(data_root)), "label": label, "status": pred.status,
+               "gate": pred.suitability, "p_normal": fmt(pred.probs.get("Normal"), 6),
+               "p_covid": fmt(pred.p_covid, 6), "p_pneumonia": fmt(pred.probs.get("Pneumonia"), 6),
+               "predicted": pred.label or "", "category": result_category(pred) if pred.ok else "Refused",
+               "heat_in_lungs": fmt(pred.heat_in_lungs), "lung_involvement": fmt(pred.lung_involvement),
+               "true_involvement": str(extra.get("involvement", "")), "lesion_dice": ""}
+        if extra.get("lesion") is not None and pred.has_lesion_map:
+            truth = _mask(extra["lesion"])
+            row["lesion_dice"] = fmt(_dice(pred.lesion_map(truth.shape) >= 0.5, truth))
+        rows.append(row)
+        if len(rows) % 100 == 0:
+            print(f"{len(rows)}/{len(files)} films ({time.time() - t0:.0f} s)", flush=True)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(path, newline="")))
+
+
+# ---------------------------------------------------------------- figures from rows
+
+def _f(v: str) -> float:
+    return float(v) if v not in ("", None) else float("nan")
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, classes=(0, 1, 2)) -> float:
+    f1s = []
+    for c in classes:
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+def set_figures(rows: list[dict[str, str]], threshold: float, band: list[float] | None) -> dict[str, Any]:
+    """Every figure for one set's rows (``threshold`` / ``band`` on P(COVID): the model's stored ones)."""
+    from .metrics import calibration, evaluate, wilson
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    y = np.array([LABELS[r["label"]] for r in ok])
+    p = np.array([_f(r["p_covid"]) for r in ok])
+    cat = np.array([r["category"] for r in ok])
+    out: dict[str, Any] = {"n": len(rows), "not_classified": len(rows) - len(ok),
+                           "gate_refused": sum(1 for r in rows if r["gate"] == "refused")}
+    cn = y != 2
+    if cn.any() and len(set(y[cn].tolist())) == 2:
+        m = evaluate(y[cn], p[cn], threshold)
+        m.pop("reliability", None)
+        out["covid_vs_normal"] = m
+    indet = cat == "Indeterminate"
+    out["indeterminate"] = {"k": int(indet.sum()), "n": len(ok), "share": float(indet.mean()) if len(ok) else 0.0,
+                            "ci95": list(wilson(int(indet.sum()), len(ok)))}
+    out["ece_covid"] = calibration((y == 1).astype(int), p)["ece"] if len(ok) else float("nan")
+    pn = y == 2
+    if pn.any():
+        called = int((cat[pn] == "COVID-19").sum())
+        out["pneumonia"] = {"n": int(pn.sum()), "called_covid": called, "ci95": list(wilson(called, int(pn.sum()))),
+                            "indeterminate": int(indet[pn].sum()),
+                            "called_pneumonia": int((cat[pn] == "Other pneumonia").sum())}
+        if any(r["p_pneumonia"] for r in ok):
+            pred = np.array([{"Normal": 0, "COVID": 1, "Pneumonia": 2}.get(r["predicted"], -1) for r in ok])
+            out["macro_f1_3class"] = _macro_f1(y, pred)
+            out["accuracy_3class"] = float((pred == y).mean())
+            out["macro_f1_3class_decided"] = _macro_f1(y[~indet], pred[~indet])
+    # a verdict given (not Indeterminate) that was right, COVID and Normal films
+    dec = cn & ~indet
+    right = ((cat == "COVID-19") & (y == 1)) | ((cat == "Normal") & (y == 0))
+    out["decided_right"] = {"k": int((right & dec).sum()), "n": int(dec.sum()), "of": int(cn.sum())}
+    heat = np.array([_f(r["heat_in_lungs"]) for r in ok])
+    hb = cn & np.isfinite(heat)
+    if hb.any():
+        out["heat_in_lungs_median"] = float(np.median(heat[hb]))
+        out["heat_n"] = int(hb.sum())
+    dice = np.array([_f(r["lesion_dice"]) for r in ok])
+    if np.isfinite(dice).any():
+        d = dice[np.isfinite(dice)]
+        rng = np.random.default_rng(0)
+        boots = [float(np.mean(rng.choice(d, len(d)))) for _ in range(2000)]
+        out["lesion_dice"] = {"mean": float(d.mean()), "median": float(np.median(d)), "n": int(len(d)),
+                              "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+        inv = np.array([_f(r["lung_involvement"]) for r in ok])
+        tru = np.array([_f(r["true_involvement"]) for r in ok])
+        both = np.isfinite(dice) & np.isfinite(inv) & np.isfinite(tru)
+        within = int((np.abs(inv[both] - tru[both]) <= 0.10).sum())
+        out["involvement_within_10"] = {"k": within, "n": int(both.sum()),
+                                        "share": within / max(1, int(both.sum())),
+                                        "ci95": list(wilson(within, int(both.sum())))}
+    return out
+
+
+def figures(rows: list[dict[str, str]], threshold: float, band: list[float] | None) -> dict[str, Any]:
+    return {name: set_figures([r for r in rows if r["set"] == name], threshold, band)
+            for name in SETS if any(r["set"] == name for r in rows)}
+
+
+def _ci(m: dict | None, key: str) -> str:
+    from .formatting import ci_text
+
+    return "-" if not m else ci_text(m, key)
+
+
+def _share(d: dict | None) -> str:
+    if not d:
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{100 * d['share']:.1f} % ({100 * lo:.0f}-{100 * hi:.0f})"
+
+
+def render_table(rows: list[dict]) -> str:
+    """The ablation table: one line per model, with 95 % CIs."""
+    head = ("| model | what changes | set | COVID vs Normal AUC | acc / sens / spec at the stored threshold | "
+            "pneumonia called COVID | Indeterminate (all films) | ECE P(COVID) | 3-class macro-F1 | "
+            "Grad-CAM in lungs (median) | lesion Dice (COVID films) | involvement within 10 points |")
+    L = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        for name in SETS:
+            f = r["figures"].get(name)
+            if not f:
+                continue
+            cv = f.get("covid_vs_normal")
+            pn = f.get("pneumonia")
+            L.append("| " + " | ".join([
+                r["name"], r["what"], SET_LABELS[name], _ci(cv, "roc_auc"),
+                (f"{_ci(cv, 'accuracy')} / {cv['recall']:.3f} / {cv['specificity']:.3f}" if cv else "-"),
+                (f"{pn['called_covid']}/{pn['n']}" if pn else "-"), _share(f.get("indeterminate")),
+                f"{f['ece_covid']:.3f}", (f"{f['macro_f1_3class']:.3f}" if "macro_f1_3class" in f else "-"),
+                (f"{100 * f['heat_in_lungs_median']:.0f} % (n {f['heat_n']})" if "heat_in_lungs_median" in f else "-"),
+                (f"{f['lesion_dice']['mean']:.3f} ({f['lesion_dice']['ci95'][0]:.2f}-{f['lesion_dice']['ci95'][1]:.2f})"
+                 if "lesion_dice" in f else "-"),
+                _share(f.get("involvement_within_10"))]) + " |")
+    return "\n".join(L)
+
+
+def evaluate_file(model_file: Path, out: Path, name: str, what: str, data_root: Path, split_file: Path,
+                  explain: bool = True) -> dict:
+    from .modelfile import file_sha256, read_info
+
+    info, _ = read_info(model_file)
+    t0 = time.time()
+    rows = predict_all(model_file, data_root, split_file, explain=explain)
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows(out / "predictions.csv", rows)
+    summary = {"name": name, "what": what, "model_file": model_file.name, "model_sha256": file_sha256(model_file),
+               "threshold": info.threshold, "band": info.band, "pneumonia_threshold": info.pneumonia_threshold,
+               "classes": info.class_names, "seconds": round(time.time() - t0, 1),
+               "command": f"python -m training.evaluate_v2 {model_file.name} --out {out} --name {name!r}",
+               "figures": figures(rows, info.threshold, info.band)}
+    atomic.write_text(out / "evaluation.json", json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate_v2", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", help="model file to evaluate")
+    ap.add_argument("--out", help="results folder of this row (predictions.csv, evaluation.json)")
+    ap.add_argument("--name", default="")
+    ap.add_argument("--what", default="")
+    ap.add_argument("--no-explain", action="store_true", help="skip Grad-CAM (no 'in lungs' figure)")
+    ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    ap.add_argument("--split", default=str(REPO / "results" / "v2" / "split.csv"))
+    ap.add_argument("--table", nargs="+", help="row folders (evaluation.json) -> print the ablation table")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    if a.table:
+        rows = [json.loads((Path(d) / "evaluation.json").read_text()) for d in a.table]
+        print(render_table(rows))
+        return 0
+    if not a.model or not a.out:
+        ap.error("give a model file and --out, or --table")
+    import torch
+
+    torch.set_num_threads(a.threads)
+    s = evaluate_file(Path(a.model), Path(a.out), a.name or Path(a.model).stem, a.what, Path(a.data_root),
+                      Path(a.split), explain=not a.no_explain)
+    print(render_table([s]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
