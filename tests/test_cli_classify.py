@@ -62,8 +62,9 @@ def test_cli_mixed_folder(mixed_folder, model_file, tmp_path, capsys):
     rows = [r for r in rows if r["status"] != "skipped"]
     names = sorted(Path(r["path"]).relative_to(mixed_folder).as_posix() for r in rows)
     assert names == sorted(["a.png", "sub/a.png", "chest.dcm", "sub/IM0001", "zero.png", "text.png"])
-    assert list(rows[0]) == ["path", "result", "label", "p_covid", "threshold", "status", "reason", "warnings", "suitability",
-                            "heatmap_in_lungs", "model", "model_sha256", "app_version", "result_time", "heatmap"]
+    assert list(rows[0]) == ["path", "result", "label", "p_covid", "p_normal", "p_pneumonia", "threshold", "status",
+                             "reason", "warnings", "suitability", "heatmap_in_lungs", "lung_involvement", "model",
+                             "model_sha256", "app_version", "result_time", "heatmap"]
     by_name = {Path(r["path"]).relative_to(mixed_folder).as_posix(): r for r in rows}
     for name in ("a.png", "sub/a.png", "chest.dcm", "sub/IM0001"):
         r = by_name[name]

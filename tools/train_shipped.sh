@@ -1,40 +1,36 @@
 #!/usr/bin/env bash
-# Train the shipped model v1 and its ablations in one go (GPU or CPU), resumable.
+# Train the shipped model v2 and its ablation runs, then evaluate them (GPU or CPU), resumable.
 #
-#   tools/train_shipped.sh OUT_DIR [--threads N] [--epochs N] [--final-epochs N] [--skip-install]
+#   tools/train_shipped.sh OUT_DIR [--threads N] [--skip-install] [--main-only] [--no-eval]
 #
-# Every run is an ordinary `xray-train` run folder under OUT_DIR; running the
-# script again resumes each unfinished run from its last epoch and skips the
-# finished ones.  All runs: the shipped split (results/shipped/
-# split.csv, the paper's 100 test images held out), warm start from the interim
-# model's ResNet50 backbone, class-balanced sampling, bf16 autocast where the
-# CPU has native bf16 (AMX / AVX-512 BF16), fp16 AMP on CUDA.
-#   v1_resnet50_224      224 px, lung crop + CLAHE + source-breaking augmentation (the candidate)
-#   v1_lstm_224          ResNet50-LSTM on that backbone (frozen): the shipped architecture
-#   ab112_lungs_clahe_source  the same recipe at 112 px            } ablation rows,
-#   ab112_lungs_basic         lung crop only                       } 112 px, 2 epochs
-#   ab112_lungs_clahe_basic   lung crop + CLAHE                    }
-#   ab112_whole_basic         whole image, as the interim model    } (fine-tuning alone)
-# Then: python -m training.ablation OUT_DIR (external-dev, calibration, table).
+# Every run is a `python -m training.train_v2` run folder under OUT_DIR (checkpoint.pt after each
+# epoch); running the script again resumes each unfinished run and skips the finished ones.
+# CUDA is used when present (fp16 autocast), else the CPU (bf16 where the CPU has it natively).
+#   v2_lstm_lesion     the shipped model: ResNet50-LSTM end to end, three classes, lesion decoder,
+#                      192 px, 6 epochs x 2,400 source-balanced films, warm start from v1's backbone
+#   ab_linear_3class   ablation at a small budget (1 epoch x 1,200): three-class data, linear head
+#   ab_linear_lesion   + lesion supervision
+#   ab_lstm_lesion     + ResNet50-LSTM end to end (same small budget)
+# Then each model file is evaluated through the app's path (python -m training.evaluate_v2) into
+# results/v2/<run name>/ (per-file predictions.csv + evaluation.json); v1 into results/v2/v1.
 set -euo pipefail
-OUT=${1:?usage: train_shipped.sh OUT_DIR [--threads N] [--epochs N] [--final-epochs N] [--skip-install]}
+OUT=${1:?usage: train_shipped.sh OUT_DIR [--threads N] [--skip-install] [--main-only] [--no-eval]}
 shift
 THREADS=2
-EPOCHS=2
-FINAL_EPOCHS=5
 INSTALL=1
+MAIN_ONLY=0
+EVAL=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2;;
-    --epochs) EPOCHS=$2; shift 2;;
-    --final-epochs) FINAL_EPOCHS=$2; shift 2;;
     --skip-install) INSTALL=0; shift;;
+    --main-only) MAIN_ONLY=1; shift;;
+    --no-eval) EVAL=0; shift;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-DATA=$(cd "$REPO/../shared/data" && pwd)
 if [ "$INSTALL" = 1 ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q -e .
@@ -42,30 +38,38 @@ fi
 PY="$REPO/.venv/bin/python"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-WARM="$REPO/resources/models/covid_resnet50_lstm_interim.safetensors"
-[ -f "$WARM" ] || { echo "the interim model (warm start) is missing: $WARM" >&2; exit 2; }
-COMMON=(--data "$DATA/covid-cxr-1000" "$DATA/covid-cxr-extra-3000" --recipe shipped
-        --split "$REPO/results/shipped/split.csv" --batch-size 32
-        --threads "$THREADS" --cache-dir "$OUT/cache" --quiet)
 
-train() {  # name, then xray-train options
+train() {  # name, then train_v2 options
   local name=$1; shift
-  if [ -f "$OUT/$name/config.json" ]; then
-    "$PY" -m training.cli_train --resume "$OUT/$name" --quiet
+  if [ -f "$OUT/$name/model.safetensors" ]; then
+    echo "$name: finished"
+  elif [ -f "$OUT/$name/config.json" ]; then
+    "$PY" -m training.train_v2 --resume "$OUT/$name"
   else
-    "$PY" -m training.cli_train "${COMMON[@]}" --out "$OUT/$name" "$@"
+    "$PY" -m training.train_v2 --out "$OUT/$name" --threads "$THREADS" "$@"
   fi
 }
+evaluate() {  # name, what, [--no-explain]
+  local name=$1 what=$2; shift 2
+  [ "$EVAL" = 1 ] || return 0
+  [ -f "$REPO/results/v2/$name/evaluation.json" ] && return 0
+  "$PY" -m training.evaluate_v2 "$OUT/$name/model.safetensors" --out "$REPO/results/v2/$name" \
+    --name "$name" --what "$what" --threads "$THREADS" "$@"
+}
 
-FT=(--models resnet50 --init "$WARM" --lr 3e-4 --warmup-epochs 0 --early-stopping 0)
-train v1_resnet50_224 "${FT[@]}" --input-size 224 --epochs "$FINAL_EPOCHS" \
-  --region lungs --intensity clahe --augment-level source
-train v1_lstm_224 --models resnet50_lstm --init "$OUT/v1_resnet50_224/models/resnet50.safetensors" --lstm-init "" \
-  --input-size 224 --epochs 3 --lr 1e-3 --warmup-epochs 0 --early-stopping 0 --freeze-backbone-epochs 3 \
-  --region lungs --intensity clahe --augment-level source
-train ab112_lungs_clahe_source "${FT[@]}" --input-size 112 --epochs "$EPOCHS" \
-  --region lungs --intensity clahe --augment-level source
-train ab112_lungs_basic "${FT[@]}" --input-size 112 --epochs "$EPOCHS" --region lungs --intensity none --augment-level basic
-train ab112_lungs_clahe_basic "${FT[@]}" --input-size 112 --epochs "$EPOCHS" --region lungs --intensity clahe --augment-level basic
-train ab112_whole_basic "${FT[@]}" --input-size 112 --epochs "$EPOCHS" --region whole --intensity none --augment-level basic
+train v2_lstm_lesion --epochs 6 --samples-per-epoch 2400 --input-size 192 \
+  --name "COVID-19 / pneumonia / Normal ResNet50-LSTM" --version 2
+evaluate v2_lstm_lesion "+ ResNet50-LSTM end to end, 6 x 2,400 films (the shipped v2)"
+if [ "$EVAL" = 1 ] && [ ! -f "$REPO/results/v2/v1/evaluation.json" ]; then
+  "$PY" -m training.evaluate_v2 "$REPO/resources/models/covid_cxr_v1.safetensors" --out "$REPO/results/v2/v1" \
+    --name v1 --what "shipped v1: ResNet50, 224 px, 2 classes, Kaggle data only" --threads "$THREADS"
+fi
+[ "$MAIN_ONLY" = 1 ] && exit 0
+SMALL=(--epochs 1 --samples-per-epoch 1200 --input-size 192)
+train ab_linear_3class --head linear --no-lesion "${SMALL[@]}"
+evaluate ab_linear_3class "+ three-class data (ResNet50, linear head), 1 x 1,200 films"
+train ab_linear_lesion --head linear "${SMALL[@]}"
+evaluate ab_linear_lesion "+ lesion supervision, 1 x 1,200 films"
+train ab_lstm_lesion --head lstm "${SMALL[@]}"
+evaluate ab_lstm_lesion "+ ResNet50-LSTM end to end, 1 x 1,200 films"
 echo "all runs finished: $OUT"

@@ -202,7 +202,7 @@ def _load_run(run: Path, arch: str) -> tuple[dict, Path] | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.ablation", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", help="folder holding the run folders of tools/train_shipped.sh")
+    ap.add_argument("runs", help="folder holding the run folders of tools/train_v1.sh")
     ap.add_argument("--out", required=True, help="results folder (ablation.json, ablation.md, external_*.json)")
     ap.add_argument("--external", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/external-dev"))
     ap.add_argument("--interim", default="results/shipped/stage2_resnet50_lstm_frozen",

@@ -3,7 +3,9 @@
     xray-classify scans/ more.dcm --csv results.csv --heatmaps heatmaps/
 
 Prints one tab-separated row per input on stdout (status, label, P(COVID),
-path, reason or warnings), a progress bar and a summary on stderr.  Exit code
+path, reason or warnings; for a three-class model with a lesion map (v2):
+status, result, P(COVID), P(Normal), P(other pneumonia), lung involvement,
+path, note), a progress bar and a summary on stderr.  Exit code
 0 when the batch ran (also when some files were refused: their rows say why),
 2 on usage errors (no/bad model file, bad option values, nothing to classify),
 130 when interrupted by Ctrl-C or SIGTERM (the CSV then holds the rows done
@@ -36,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Classify chest X-rays (PNG, JPEG, BMP, TIFF, DICOM) as COVID-19 or Normal. "
+        description="Classify chest X-rays (PNG, JPEG, BMP, TIFF, DICOM) as COVID-19 or Normal (three-class "
+                    "models: or other pneumonia, with a lesion map and the lung involvement). "
                     "Research use only; not a medical device.")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
     p.add_argument("--model", metavar="FILE", help="model file (.safetensors); default: the shipped model")
@@ -44,9 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, metavar="T",
                    help="decision threshold on P(COVID), 0<T<1 (default: the model file's)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    p.add_argument("--heatmaps", metavar="DIR", help="write a Grad-CAM overlay PNG per classified image into DIR")
+    p.add_argument("--heatmaps", metavar="DIR",
+                   help="write a Grad-CAM overlay PNG per classified image into DIR (with a lesion-map model, the "
+                        "lesion contours at P >= 0.5 are drawn on it as thin magenta lines, as in the app)")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in the overlays (default 0.4)")
-    p.add_argument("--csv", metavar="OUT", help="write the results as CSV (written atomically at the end)")
+    p.add_argument("--csv", metavar="OUT",
+                   help="write the results as CSV, one row per input as soon as it is done (into a hidden "
+                        ".OUT.partial file next to OUT, renamed to OUT when the run ends, also after Ctrl-C; "
+                        "after a hard kill the rows done are in the .partial file)")
     p.add_argument("--allow-any-header", action="store_true",
                    help="classify anyway when the DICOM header says another modality, body part or a "
                         "lateral view (these become warnings instead of refusals)")
@@ -55,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "marked 'not valid' in the CSV)")
     p.add_argument("--no-lung-attention", action="store_true",
                    help="skip the Grad-CAM pass that fills the heatmap_in_lungs column (faster)")
+    p.add_argument("--no-lesion-contours", action="store_true",
+                   help="do not draw the lesion contours on the --heatmaps PNGs (lesion-map models)")
     p.add_argument("--dicom-out", metavar="DIR",
                    help="write DICOM results into DIR: a Comprehensive SR per DICOM input and a secondary capture "
                         "with the heatmap per classified DICOM, in new series of the source's study "
@@ -205,6 +215,22 @@ class _Tally:
             self.labels[key] = self.labels.get(key, 0) + 1
 
 
+def _save_heatmap_png(path: Path, pixels, heat, alpha: float, lesion=None) -> None:
+    """The overlay PNG, with the lesion contours (``training.dicom_sc``) when ``lesion`` is given."""
+    from .explain import overlay_rgb, save_overlay_png
+
+    if lesion is None:
+        save_overlay_png(path, pixels, heat, alpha)
+        return
+    from PIL import Image
+
+    from . import atomic
+    from .dicom_sc import draw_lesion_contours
+
+    rgb = draw_lesion_contours(overlay_rgb(pixels, heat, alpha), lesion)
+    atomic.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+
+
 def _heatmap_cell(args, clf, pred, heat_dir: Path, model_digest: str, tally: _Tally):
     """Write the overlay PNG; returns (CSV cell, (pixels, heatmap) or None).  Never raises."""
     from .csv_out import csv_cell
@@ -212,14 +238,15 @@ def _heatmap_cell(args, clf, pred, heat_dir: Path, model_digest: str, tally: _Ta
     if not pred.ok:
         return "", None
     try:
-        from .explain import gradcam, save_overlay_png
+        from .explain import gradcam
         from .loading import load_image
 
         img = load_image(pred.path, check_header=not args.allow_any_header)
         pixels = 1.0 - img.pixels if pred.inverted else img.pixels
         heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
         explained = (pixels, gradcam(clf, pixels, pred.lung_mask))
-        save_overlay_png(heat_png, explained[0], explained[1], args.alpha)
+        lesion = None if args.no_lesion_contours else pred.lesion_map(pixels.shape)
+        _save_heatmap_png(heat_png, explained[0], explained[1], args.alpha, lesion)
         return csv_cell(heat_png), explained
     except Exception as exc:  # a heatmap failure never stops the batch
         tally.heat_failures += 1
@@ -242,8 +269,10 @@ def _classify(args, out, started: list[bool]) -> int:
         from .dicom_export import DicomExporter
 
         dicom = DicomExporter.for_classifier(args.dicom_out, clf, alpha=args.alpha)
+    classes = (f"; classes {' / '.join(clf.info.class_names)}" if clf.multiclass else "") + (
+        "; lesion map" if clf.has_lesion_map else "")
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
-          f"threshold {clf.threshold:.3g}; chest-radiograph gate "
+          f"threshold {clf.threshold:.3g}{classes}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
     started[0] = True
     if out is not None:  # every path found gets a row: skipped ones too, first, with the reason
@@ -267,8 +296,9 @@ def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
     stamp = model_stamp(clf.loaded)
     model_digest = clf.loaded.path and _weights_digest_of(clf.loaded.path) or clf.loaded.display_name
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    v2 = clf.multiclass or clf.has_lesion_map  # the three-way verdict, P per class and lung involvement
     try:
-        tqdm.write("#status\tlabel\tp_covid\tpath\tnote", file=sys.stdout)
+        tqdm.write(V2_HEADER if v2 else V1_HEADER, file=sys.stdout)
         for pred in clf.classify_paths(files, check_header=not args.allow_any_header,
                                        enforce_gate=not args.allow_unsuitable,
                                        explain=not args.no_lung_attention):
@@ -282,9 +312,7 @@ def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
                                                tally.dicom_notes)
             if out is not None:
                 out.write(row)
-            note = pred.reason if not pred.ok else row["warnings"]
-            p_txt = "" if pred.p_covid is None else f"{pred.p_covid:.4f}"
-            tqdm.write(f"{pred.status}\t{row['label'] or '-'}\t{p_txt or '-'}\t{row['path']}\t{note}", file=sys.stdout)
+            tqdm.write(_console_line(pred, row, v2), file=sys.stdout)
             bar.update(1)
     except KeyboardInterrupt:
         tally.interrupted = True
@@ -296,6 +324,29 @@ def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
         _err("the output pipe was closed; stopped early (the CSV keeps the rows done).")
     finally:
         bar.close()
+
+
+V1_HEADER = "#status\tlabel\tp_covid\tpath\tnote"
+V2_HEADER = "#status\tresult\tp_covid\tp_normal\tp_pneumonia\tlung_involvement\tpath\tnote"
+
+
+def _console_line(pred, row: dict[str, str], v2: bool) -> str:
+    """One stdout row: v1 ``status label p_covid path note``; v2 (three classes / lesion map)
+    ``status result p_covid p_normal p_pneumonia lung_involvement path note``, the result
+    being the three-way verdict as the app shows it and lung involvement in percent."""
+    from .predict import PNEUMONIA
+
+    note = pred.reason if not pred.ok else row["warnings"]
+
+    def p(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    if not v2:
+        return f"{pred.status}\t{row['label'] or '-'}\t{p(pred.p_covid)}\t{row['path']}\t{note}"
+    verdict = row["result"] or "-"  # COVID / Normal / Other pneumonia (...) / Indeterminate / not valid (...)
+    involvement = "-" if pred.lung_involvement is None else f"{100.0 * pred.lung_involvement:.1f}%"
+    return (f"{pred.status}\t{verdict}\t{p(pred.p_covid)}\t{p(pred.probs.get('Normal'))}\t"
+            f"{p(pred.probs.get(PNEUMONIA))}\t{involvement}\t{row['path']}\t{note}")
 
 
 def _summary(args, files, skipped, heat_dir, dicom, tally: _Tally) -> str:

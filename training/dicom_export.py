@@ -1,6 +1,7 @@
 """Write DICOM results: per result a Comprehensive SR (``training.dicom_sr``)
 and, for a classified image with a heatmap, a secondary capture
-(``training.dicom_sc``), into a folder the user chose.
+(``training.dicom_sc``; with the lesion contours when the result has a
+lesion map), into a folder the user chose.
 
 One :class:`DicomExporter` per export run: the SCs of one study go into one
 new series, the SRs into another (new UIDs from ``training.dicom_uids``),
@@ -113,10 +114,13 @@ class DicomExporter:
         if pred.ok and pixels is not None and heatmap is not None:
             series, number = self._series_uid(study, "SC")
             uid = new_uid()
-            lines = banner_lines(category, pred.p_covid, pred.threshold, self.stamp)
-            picture = render_result_image(pixels, heatmap, lines, alpha=self.alpha)
+            lesion = pred.lesion_map(np.shape(pixels)) if pred.has_lesion_map else None  # v2: contours at 0.5
+            lines = banner_lines(category, pred.p_covid, pred.threshold, self.stamp, probs=pred.probs,
+                                 lung_involvement=pred.lung_involvement, lesion_contours=lesion is not None)
+            picture = render_result_image(pixels, heatmap, lines, alpha=self.alpha, lesion=lesion)
             sc_ds = build_sc(header, picture, series_uid=series, series_number=SC_SERIES_NUMBER, sop_uid=uid,
-                             instance_number=number, stamp=self.stamp, manufacturer=MANUFACTURER)
+                             instance_number=number, stamp=self.stamp, manufacturer=MANUFACTURER,
+                             lesion_contours=lesion is not None)
             sc_path = self._write(sc_ds, self.folder / f"{stem}_{uid[-10:]}_SC.dcm")
         series, number = self._series_uid(study, "SR")
         uid = new_uid()

@@ -81,15 +81,26 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * int((a & b).sum()) / s)
 
 
+EXPLAINED_SETS = ("external_dev",)  # Grad-CAM (the share inside the lungs) costs a second pass: external-dev only
+
+
+def _classified(clf, files, explain_sets):
+    """Predictions in ``files`` order, each set with or without Grad-CAM."""
+    for name in dict.fromkeys(f[0] for f in files):
+        paths = [p for n, p, _, _ in files if n == name]
+        yield from clf.classify_paths(paths, enforce_gate=False, explain=name in explain_sets)
+
+
 def predict_all(model_file: Path, data_root: Path, split_file: Path, explain: bool = True,
                 sets: tuple[str, ...] = SETS) -> list[dict[str, str]]:
     from .predict import Classifier, result_category
 
     clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False)
     files = [f for f in set_files(data_root, split_file) if f[0] in sets]
+    files.sort(key=lambda f: SETS.index(f[0]))
     rows = []
     t0 = time.time()
-    preds = clf.classify_paths([p for _, p, _, _ in files], enforce_gate=False, explain=explain)
+    preds = _classified(clf, files, EXPLAINED_SETS if explain else ())
     for (name, path, label, extra), pred in zip(files, preds):
         fmt = lambda v, d=4: "" if v is None else f"{float(v):.{d}f}"  # noqa: E731
         row = {"set": name, "file": str(path.relative_to(data_root)), "label": label, "status": pred.status,
@@ -234,6 +245,52 @@ def render_table(rows: list[dict]) -> str:
     return "\n".join(L)
 
 
+def goals(summary: dict) -> list[tuple[str, str, bool | None]]:
+    """The model-v2 issue's goals: (goal, measured with its 95 % CI, met / missed / None = reported only)."""
+    f = summary["figures"]
+    ex, pt, new, kg = (f.get(k) or {} for k in ("external_dev", "paper_test", "new_test", "kaggle_test"))
+    out: list[tuple[str, str, bool | None]] = []
+    cv = ex.get("covid_vs_normal")
+    if cv:
+        out.append(("external-dev COVID vs Normal: ROC AUC >= 0.95", _ci(cv, "roc_auc"), cv["roc_auc"] >= 0.95))
+    pn = ex.get("pneumonia")
+    if pn:
+        out.append(("external-dev: non-COVID pneumonia films called COVID <= 10 / 76",
+                    f"{pn['called_covid']} / {pn['n']} ({100 * pn['ci95'][0]:.0f}-{100 * pn['ci95'][1]:.0f} %)",
+                    pn["called_covid"] <= 10 * pn["n"] / 76))
+    if ex.get("indeterminate"):
+        out.append(("external-dev: Indeterminate <= 15 % of all its films", _share(ex["indeterminate"]),
+                    ex["indeterminate"]["share"] <= 0.15))
+    if pt.get("covid_vs_normal"):
+        out.append(("paper's 100 test images: accuracy >= 0.95 at the stored threshold",
+                    _ci(pt["covid_vs_normal"], "accuracy"), pt["covid_vs_normal"]["accuracy"] >= 0.95))
+    for name, d in (("new set", new), ("Kaggle", kg)):
+        if d:
+            out.append((f"own test split ({name}): ECE of P(COVID) <= 0.05", f"{d['ece_covid']:.3f}",
+                        d["ece_covid"] <= 0.05))
+    if "macro_f1_3class" in new:
+        out.append(("own test split (new set): three-class macro-F1 (reported)",
+                    f"{new['macro_f1_3class']:.3f} (accuracy {new['accuracy_3class']:.3f})", None))
+    if "lesion_dice" in new:
+        d = new["lesion_dice"]
+        out.append(("new set's test COVID films: lesion Dice >= 0.75",
+                    f"{d['mean']:.3f} ({d['ci95'][0]:.2f}-{d['ci95'][1]:.2f}), n {d['n']}", d["mean"] >= 0.75))
+        w = new["involvement_within_10"]
+        out.append(("lung involvement within 10 points of the mask's for >= 90 % of them", _share(w),
+                    w["share"] >= 0.90))
+    if "heat_in_lungs_median" in ex:
+        out.append(("external-dev: median Grad-CAM share inside the lungs >= 60 %",
+                    f"{100 * ex['heat_in_lungs_median']:.0f} % (n {ex['heat_n']})", ex["heat_in_lungs_median"] >= 0.60))
+    return out
+
+
+def render_goals(summary: dict) -> str:
+    L = ["| goal | measured (95 % CI) | |", "|---|---|---|"]
+    L += [f"| {g} | {v} | {'reported' if ok is None else 'met' if ok else '**missed**'} |"
+          for g, v, ok in goals(summary)]
+    return "\n".join(L)
+
+
 def evaluate_file(model_file: Path, out: Path, name: str, what: str, data_root: Path, split_file: Path,
                   explain: bool = True) -> dict:
     from .modelfile import file_sha256, read_info
@@ -262,8 +319,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     ap.add_argument("--split", default=str(REPO / "results" / "v2" / "split.csv"))
     ap.add_argument("--table", nargs="+", help="row folders (evaluation.json) -> print the ablation table")
+    ap.add_argument("--goals", help="a row folder (evaluation.json) -> print its goals table")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.goals:
+        print(render_goals(json.loads((Path(a.goals) / "evaluation.json").read_text())))
+        return 0
     if a.table:
         rows = [json.loads((Path(d) / "evaluation.json").read_text()) for d in a.table]
         print(render_table(rows))

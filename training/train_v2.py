@@ -102,6 +102,7 @@ class V2Config:
     threads: int = 2
     seed: int = 7
     freeze: str = "stem+layer1"
+    device: str = "auto"  # auto: CUDA when present (fp16 autocast + gradient scaler), else CPU (bf16 where native)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -334,16 +335,17 @@ def three_channels(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- evaluation
 
 def predict_split(model: nn.Module, images: np.ndarray, idx: np.ndarray, batch: int = 48) -> tuple[np.ndarray, np.ndarray | None]:
-    """(logits (N, C) or (N,), lesion probabilities (N, s, s) or None) for ``idx``."""
+    """(logits (N, C) or (N,), lesion probabilities (N, s, s) or None) for ``idx``, in fp32."""
     model.eval()
+    device = next(model.parameters()).device
     logits, lesions = [], []
     with torch.inference_mode():
         for s in range(0, len(idx), batch):
-            x = three_channels(to_input(images[idx[s:s + batch]]))
+            x = three_channels(to_input(images[idx[s:s + batch]])).to(device)
             lg, les = model.forward_with_lesion(x)
-            logits.append(lg.float())
+            logits.append(lg.float().cpu())
             if les is not None:
-                lesions.append(torch.sigmoid(les.float())[:, 0])
+                lesions.append(torch.sigmoid(les.float())[:, 0].cpu())
     lg = torch.cat(logits).numpy() if logits else np.zeros((0,))
     return lg, (torch.cat(lesions).numpy() if lesions else None)
 
@@ -402,9 +404,16 @@ def train(cfg: V2Config, log=print) -> Path:
     val_idx = np.flatnonzero(ok & (split == "val"))
     log(f"{len(train_idx)} training films, {len(val_idx)} validation films; "
         f"{int((~ok).sum())} could not be read")
+    from .device import pick_device
+    from .precision import choose_precision
+
+    device = pick_device(cfg.device)
+    precision = choose_precision("auto", device)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    log(f"device {device}, precision {precision}")
     model = build(cfg)
     freeze_early(model)
-    model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
     loss_fn = V2Loss(cfg.classes, cfg.lesion_weight)
     steps_per_epoch = cfg.samples_per_epoch // cfg.batch_size
@@ -413,7 +422,7 @@ def train(cfg: V2Config, log=print) -> Path:
     history: list[dict] = []
     start_epoch = 0
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         history = json.loads(ck["history"])
@@ -436,10 +445,10 @@ def train(cfg: V2Config, log=print) -> Path:
             x = to_input(cache["images"][b])
             masks = torch.from_numpy(cache["masks"][b]).float().div_(255.0)[:, None]
             x, masks = augment_batch(x, gen, cfg.augment, masks=masks)
-            y = torch.from_numpy(np.array([items[i].label for i in b]))
-            has = torch.from_numpy(np.array([items[i].has_mask for i in b]))
-            loss, _ = train_step(model, opt, three_channels(x), (y, masks, has), "fp32", torch.device("cpu"),
-                                 loss_fn=loss_fn)
+            y = torch.from_numpy(np.array([items[i].label for i in b])).to(device)
+            has = torch.from_numpy(np.array([items[i].has_mask for i in b])).to(device)
+            loss, _ = train_step(model, opt, three_channels(x).to(device), (y, masks.to(device), has), precision,
+                                 device, scaler, loss_fn=loss_fn)
             losses.append(loss)
             parts.append(loss_fn.last)
             if s % 10 == 0:
@@ -454,7 +463,7 @@ def train(cfg: V2Config, log=print) -> Path:
         log(json.dumps(row))
         best = min(history, key=lambda r: r["val_loss"])
         if best is row:
-            _save_ckpt(best_path, {"model": model.state_dict(), "epoch": epoch})
+            _save_ckpt(best_path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": epoch})
         _save_ckpt(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
                                "history": json.dumps(history)})
         atomic.write_text(out / "history.json", json.dumps(history, indent=2))
