@@ -19,7 +19,8 @@ import numpy as np
 LESION_LEVEL = 0.5  # = training.predict.LESION_LEVEL (not imported here: that module pulls in torch)
 LESION_RGB = (255, 60, 200)  # magenta: apart from the heatmap's colour maps, the cyan lung outline and grey film
 FILL_ALPHA = 64  # of 255: the film stays readable under the fill; the contour is drawn opaque
-MAX_SIDE = 384  # the overlay's long side at most (a fill; the contours are lines, sharp at any zoom)
+MAX_SIDE = 256  # the overlay's long side at most (a fill; the contours are lines, sharp at any zoom)
+OVERSAMPLE = 8  # and at most this many overlay cells per map cell: enough for smooth contours of a bilinear map
 
 
 def resample(prob: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -37,9 +38,8 @@ def resample(prob: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
     r0, r1, fr = axis(h, int(rows))
     c0, c1, fc = axis(w, int(cols))
-    top = p[r0][:, c0] * (1 - fc) + p[r0][:, c1] * fc
-    bottom = p[r1][:, c0] * (1 - fc) + p[r1][:, c1] * fc
-    return (top * (1 - fr)[:, None] + bottom * fr[:, None]).astype(np.float32, copy=False)
+    tall = p[r0] * (1 - fr)[:, None] + p[r1] * fr[:, None]  # (rows, w): separable, rows first
+    return (tall[:, c0] * (1 - fc) + tall[:, c1] * fc).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -90,22 +90,27 @@ class LesionOverlay:
 
 
 def lesion_overlay(lesion_u8: np.ndarray | None, box, image_shape: tuple[int, int], *,
-                   level: float = LESION_LEVEL, max_side: int = MAX_SIDE) -> LesionOverlay | None:
+                   level: float = LESION_LEVEL, max_side: int = MAX_SIDE,
+                   oversample: int | None = OVERSAMPLE) -> LesionOverlay | None:
     """The overlay of a stored lesion map (``Prediction.lesion_u8``) on an image of
     ``image_shape`` = (rows, cols).  ``box``: ``Prediction.input_box`` (anything
     with ``pixels(shape) -> (r0, c0, r1, c1)``; None = the whole image).  The
-    map is resampled to the box's size, at most ``max_side`` px on its long side
-    (the viewer stretches the fill over the box).  None without a map."""
+    map is resampled to the box's size, at most ``max_side`` px and ``oversample``
+    x the map's size on its long side (None: no such limit); the viewer
+    stretches the fill over the box.  A few ms: cheap enough for the GUI
+    thread.  None without a map."""
     if lesion_u8 is None:
         return None
     rows, cols = int(image_shape[0]), int(image_shape[1])
     r0, c0, r1, c1 = box.pixels((rows, cols)) if box is not None else (0, 0, rows, cols)
     bh, bw = max(1, r1 - r0), max(1, c1 - c0)
-    scale = min(1.0, float(max_side) / max(bh, bw))
-    h, w = max(1, int(round(bh * scale))), max(1, int(round(bw * scale)))
     prob = np.asarray(lesion_u8, dtype=np.float32) / np.float32(255.0)
+    side = float(max_side) if oversample is None else min(float(max_side), float(oversample) * max(prob.shape))
+    scale = min(1.0, side / max(bh, bw))
+    h, w = max(1, int(round(bh * scale))), max(1, int(round(bw * scale)))
     return LesionOverlay(np.clip(resample(prob, h, w), 0.0, 1.0), (int(r0), int(c0), int(r1), int(c1)),
                          float(level))
 
 
-__all__ = ["LESION_LEVEL", "LESION_RGB", "FILL_ALPHA", "MAX_SIDE", "LesionOverlay", "lesion_overlay", "resample"]
+__all__ = ["LESION_LEVEL", "LESION_RGB", "FILL_ALPHA", "MAX_SIDE", "OVERSAMPLE", "LesionOverlay", "lesion_overlay",
+           "resample"]

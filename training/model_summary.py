@@ -114,7 +114,7 @@ class MetricsSummary:
 
 def calibration_text(info) -> str:
     cal = getattr(info, "calibration", None) or {}
-    if cal.get("method") == "temperature":
+    if str(cal.get("method", "")).startswith("temperature"):
         where = cal.get("fitted_on")
         return (f"calibrated probability (temperature scaling, T = {float(cal.get('temperature', 1.0)):.3f}"
                 + (f", fitted on the {where}" if where else "") + ")")

@@ -83,11 +83,17 @@ def build_menus(w) -> dict[str, QAction]:
     A["lung_outline"] = _act(w, "Show &Lung Outline", w.pred_panel.lung_outline.toggle, ["L"], checkable=True,
                              tip="Outline of the lungs found by the lung segmenter, over the image")
     w.pred_panel.lung_outline.toggled.connect(A["lung_outline"].setChecked)
+    A["lesion_map"] = _act(w, "Show Lesion &Map", w.pred_panel.lesion.toggle, ["M"], checkable=True,
+                           tip="The model's lesion map (model v2): tinted where its lesion probability is at or "
+                               "above 0.5, outlined at 0.5")
+    w.pred_panel.lesion.toggled.connect(A["lesion_map"].setChecked)
+    A["lesion_map"].setEnabled(False)  # only while the current result has a lesion map (image_controller)
     A["invert"] = _act(w, "&Invert", w.meta_panel.invert.toggle, ["I"], checkable=True)
     w.meta_panel.invert.toggled.connect(A["invert"].setChecked)
     A["next"] = _act(w, "&Next Image in Batch", lambda: w.batch_panel.step(+1), ["PgDown", "N"])
     A["prev"] = _act(w, "&Previous Image in Batch", lambda: w.batch_panel.step(-1), ["PgUp", "P"])
-    for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "lung_outline", "invert", None, "next", "prev"):
+    for key in ("zoom_in", "zoom_out", "fit", None, "heatmap", "lesion_map", "lung_outline", "invert", None, "next",
+                "prev"):
         v.addSeparator() if key is None else v.addAction(A[key])
     v.addSeparator()
     wl = v.addMenu("&Window/Level")

@@ -5,6 +5,9 @@ Cancel, filter, export).
 
 Rows refused by the core (DICOM header, chest-radiograph gate) or broken are
 red with their reason; "In lungs" is the heatmap's share inside the lungs.
+A three-class model (v2) adds "P(pneumonia)" and "Lung inv." (its lesion
+map's share of the lung area); the two columns are shown once such a result
+is in the table, and are empty for two-class rows.
 Each result remembers the model that made it (``training.audit``); when the
 current model is another one the row is marked stale (grey, "stale" in the
 Prediction column) and the threshold no longer relabels it."""
@@ -30,10 +33,11 @@ from training.formatting import sentence_join
 from .elided import ElidedLabel
 
 
-COLUMNS = ("", "File", "Prediction", "P(COVID)", "In lungs", "Status", "Study date", "Accession", "Series",
-           "View", "Path", "Patient")
-(COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_LUNGS, COL_STATUS, COL_STUDY_DATE, COL_ACCESSION, COL_SERIES,
- COL_VIEW, COL_PATH, COL_PATIENT) = range(12)
+COLUMNS = ("", "File", "Prediction", "P(COVID)", "P(pneumonia)", "In lungs", "Lung inv.", "Status", "Study date",
+           "Accession", "Series", "View", "Path", "Patient")
+(COL_THUMB, COL_FILE, COL_PRED, COL_P, COL_P_PNEUMONIA, COL_LUNGS, COL_INVOLVEMENT, COL_STATUS, COL_STUDY_DATE,
+ COL_ACCESSION, COL_SERIES, COL_VIEW, COL_PATH, COL_PATIENT) = range(14)
+V2_COLUMNS = (COL_P_PNEUMONIA, COL_INVOLVEMENT)  # shown once a three-class / lesion-map result is in the table
 STALE_TEXT = QBrush(QColor(150, 150, 150))
 STALE_COLUMN = "result_stale"
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -42,9 +46,12 @@ BAD_TEXT = QBrush(QColor(255, 225, 220))
 SKIPPED_TEXT = QBrush(QColor(140, 140, 140))
 CAUTION_TEXT = QBrush(QColor(230, 150, 40))  # heatmap mostly outside the lungs
 LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it pulls in torch)
+PNEUMONIA = "Pneumonia"  # = training.predict.PNEUMONIA (not imported: it pulls in torch)
+PNEUMONIA_TEXT = QBrush(QColor(95, 125, 230))  # = prediction_panel.PNEUMONIA_COLOUR: "Other pneumonia"
 NOT_CLASSIFIED = "not classified"  # a file the batch never reached (cancelled or stopped)
 ROW_ICON = 30  # thumbnails drawn at 30 px in the table: compact rows (made at THUMB_SIZE)
-FILTERS = ("All", "COVID", "Normal", "Indeterminate", "Problems (refused, error, skipped)", "Warnings")
+FILTERS = ("All", "COVID", "Normal", "Other pneumonia", "Indeterminate", "Problems (refused, error, skipped)",
+           "Warnings")
 BAR_INTERVAL_MS = 100  # the batch progress bar follows at most this often (one repaint)
 
 
@@ -89,9 +96,12 @@ class Row:
 
 
 class BatchTableModel(QAbstractTableModel):
+    v2ResultSeen = Signal()  # the first result with P(pneumonia) or a lung involvement since the last reset
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[Row] = []
+        self.has_v2 = False  # a row has P(pneumonia) or a lung involvement: their columns are worth showing
         self.batch_stamp = None  # the model running the batch (training.audit.ModelStamp)
         self.current_key = ""  # ModelStamp.key of the model now loaded
         self.show_identifiers = False  # patient name / ID / birth date only when the user asks
@@ -104,6 +114,7 @@ class BatchTableModel(QAbstractTableModel):
         infos = list(infos) if infos is not None else [None] * len(files)
         self.rows = ([Row(Path(f), info=info) for f, info in zip(files, infos)]
                      + [Row(Path(p), skipped_reason=r) for p, r in skipped])
+        self.has_v2 = False
         parents = [os.path.abspath(r.path.parent) for r in self.rows]
         try:
             root = os.path.commonpath(parents) if parents else ""
@@ -123,6 +134,9 @@ class BatchTableModel(QAbstractTableModel):
         row.pred, row.thumb, row.icon = pred, thumb, None
         row.stamp, row.when = self.batch_stamp, now_utc()
         self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+        if not self.has_v2 and (_p_pneumonia(pred) is not None or _involvement(pred) is not None):
+            self.has_v2 = True
+            self.v2ResultSeen.emit()
 
     def is_stale(self, row: Row) -> bool:
         """The row's result was computed by another model than the current one."""
@@ -211,6 +225,12 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_LUNGS:
                 share = _share(p)
                 return f"{share * 100:.0f} %" if share is not None else ""
+            if c == COL_P_PNEUMONIA:
+                pn = _p_pneumonia(p)
+                return "" if pn is None else f"{pn:.3f}" + ("" if p.valid else " (not valid)")
+            if c == COL_INVOLVEMENT:
+                inv = _involvement(p)
+                return f"{inv * 100:.0f} %" if inv is not None else ""
             if c == COL_STATUS:
                 if r.status == "pending":
                     return "waiting…"
@@ -232,6 +252,12 @@ class BatchTableModel(QAbstractTableModel):
             if c == COL_LUNGS:
                 share = _share(p)
                 return -1.0 if share is None else share
+            if c == COL_P_PNEUMONIA:
+                pn = _p_pneumonia(p)
+                return -1.0 if pn is None else pn
+            if c == COL_INVOLVEMENT:
+                inv = _involvement(p)
+                return -1.0 if inv is None else inv
             if c == COL_THUMB:
                 return r.reading_key
             if c in (COL_STUDY_DATE, COL_SERIES, COL_PATIENT):
@@ -263,10 +289,12 @@ class BatchTableModel(QAbstractTableModel):
             return STALE_TEXT  # grey: another model's result, or a forced one that is not valid
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.indeterminate:
             return CAUTION_TEXT
+        if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.label == PNEUMONIA:
+            return PNEUMONIA_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
             share = _share(p)
             return CAUTION_TEXT if share is not None and share < LOW_SHARE else None
-        if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL_P, COL_LUNGS):
+        if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL_P, COL_LUNGS, COL_P_PNEUMONIA, COL_INVOLVEMENT):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -317,6 +345,8 @@ class BatchFilterProxy(QSortFilterProxyModel):
             return p is not None and bool(p.warnings)
         if self.mode == "Indeterminate":
             return p is not None and p.indeterminate
+        if self.mode == "Other pneumonia":
+            return p is not None and p.verdict and not p.indeterminate and p.label == PNEUMONIA
         return p is not None and p.verdict and not p.indeterminate and (p.label or "").lower() == self.mode.lower()
 
 
@@ -431,12 +461,15 @@ class BatchPanel(QWidget):
         hh = self.view.header()
         hh.setStretchLastSection(False)
         hh.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Interactive)
-        widths = {COL_THUMB: ROW_ICON + 50, COL_FILE: 170, COL_PRED: 170, COL_P: 75, COL_LUNGS: 65,
-                  COL_STATUS: 220, COL_STUDY_DATE: 90, COL_ACCESSION: 90, COL_SERIES: 130, COL_VIEW: 45,
+        widths = {COL_THUMB: ROW_ICON + 50, COL_FILE: 170, COL_PRED: 170, COL_P: 75, COL_P_PNEUMONIA: 90,
+                  COL_LUNGS: 65, COL_INVOLVEMENT: 70, COL_STATUS: 220, COL_STUDY_DATE: 90, COL_ACCESSION: 90,
+                  COL_SERIES: 130, COL_VIEW: 45,
                   COL_PATH: 200, COL_PATIENT: 200}
         for col, width in widths.items():
             self.view.setColumnWidth(col, width)
         self.view.setColumnHidden(COL_PATIENT, True)  # identifiers: only when the user turns them on
+        self.model.v2ResultSeen.connect(lambda: self.set_v2_columns_visible(True))
+        self.set_v2_columns_visible(False)  # two-class models: no empty P(pneumonia) / Lung inv. columns
         self.view.selectionModel().currentChanged.connect(self._current_changed)
         self.grouped.modelAboutToBeReset.connect(self._remember_current)
         self.grouped.modelReset.connect(self._after_rebuild)
@@ -452,6 +485,7 @@ class BatchPanel(QWidget):
         keep = self.model.rows[current].path if current is not None and current < len(self.model.rows) else None
         self.clear_selection()  # a row number of the old table means nothing in the new one
         self.model.reset(files, skipped, infos)
+        self.set_v2_columns_visible(False)  # until a three-class result arrives
         if keep is not None:
             row = self.find_source_row(keep)
             if row is None or not self.select_source_row(row, quiet=True):
@@ -483,6 +517,11 @@ class BatchPanel(QWidget):
             self._bar_value = int(done)
         self.progress.setValue(self._bar_value)  # the final figure, at once
         self.eta.setText(text)
+
+    def set_v2_columns_visible(self, on: bool) -> None:
+        """Show / hide the three-class columns (P(pneumonia), Lung inv.)."""
+        for col in V2_COLUMNS:
+            self.view.setColumnHidden(col, not on)
 
     def set_show_identifiers(self, on: bool) -> None:
         self.model.show_identifiers = bool(on)
@@ -585,6 +624,21 @@ class BatchPanel(QWidget):
             self.rowActivated.emit(row)
         elif current.isValid():  # a patient / study / series group row: no one image, so none on screen
             self.selectionCleared.emit()
+
+
+def _p_pneumonia(pred) -> float | None:
+    """P(Other pneumonia) of a classified three-class row (None: a two-class model's row)."""
+    if pred is None or pred.status != "ok":
+        return None
+    v = (getattr(pred, "probs", None) or {}).get(PNEUMONIA)
+    return None if v is None else float(v)
+
+
+def _involvement(pred) -> float | None:
+    """The lung involvement of a classified, valid lesion-map row, if known."""
+    if pred is None or pred.status != "ok" or not pred.valid:
+        return None
+    return getattr(pred, "lung_involvement", None)
 
 
 def _share(pred) -> float | None:

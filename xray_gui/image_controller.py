@@ -1,7 +1,8 @@
 """The current image: open it (worker), show it, classify it through the
 core's chest-radiograph gate, its heatmap and the heatmap's share inside the
-lungs (worker, cached per image and model), the lung outline, window/level and
-invert.
+lungs (worker, cached per image and model), the lesion map of a model-v2
+result (drawn from the prediction's stored map: numpy on the GUI thread, no
+model run), the lung outline, window/level and invert.
 
 Two refusals can be overridden with "Classify anyway", one at a time: a DICOM
 header refusal (the gate still applies afterwards) and a gate refusal (the
@@ -20,7 +21,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from .display_state import (CUSTOM_PRESET, DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR, WINDOW_PRESETS,
                             DisplayState)
-from .images import grey_to_qimage
+from .images import grey_to_qimage, lesion_layer
 from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
 HEAT_CACHE_SIZE = 8
@@ -61,6 +62,8 @@ class ImageController(QObject):
         self._recoloured: OrderedDict = OrderedDict()  # (heat key, (colour map, floor)) -> QImage
         self._scale_colours: dict = {}  # colour map -> colours of the viewer's scale bar
         self.show_heatmap = True  # the user's choice (H), remembered
+        self.show_lesion = True  # the user's choice (M), remembered: the lesion map of a model-v2 result
+        self._lesion: tuple | None = None  # (prediction, image shape, LesionLayer | None): the last one drawn
         # a Normal result while heat_for_normal is off: its heatmap stays hidden until
         # H shows it, for this image only (the remembered choice is left alone)
         self._normal_hidden = False
@@ -93,6 +96,7 @@ class ImageController(QObject):
         self.gate_overridden = False
         self._set_normal_hidden(False)
         self.viewer.set_image(None)
+        self._update_lesion()
         self._update_overlay_text()
         self.viewer.set_placeholder(f"Opening {self.path.name}…")
         self.meta_panel.set_meta(None)
@@ -113,6 +117,7 @@ class ImageController(QObject):
         self.path = self.image = self.display = self.pred = self.refusal = None
         self.overridden = self.gate_overridden = False
         self.viewer.set_image(None)
+        self._update_lesion()
         self.viewer.set_placeholder(placeholder)
         self.meta_panel.set_meta(None)
         self.panel.clear(state or placeholder)
@@ -218,6 +223,7 @@ class ImageController(QObject):
         if pred.status != "ok":  # the gate refused, or a batch row that was refused or failed
             self.pred = None
             self.viewer.set_overlay(None)
+            self._update_lesion()
             if pred.code == GATE_CODE:
                 from training.gate import INVERTED_NOTE  # torch is loaded once a model is
 
@@ -233,6 +239,7 @@ class ImageController(QObject):
         self.pred = pred
         self._set_gate_invert(pred.inverted)
         self.viewer.set_outline(outline)
+        self._update_lesion()
         mask = pred.lung_mask
         if outline is None and pred.suitability and (mask is None or mask.any()):
             self._find_lungs()  # a batch result: its outline is drawn from the gate's mask in a worker
@@ -248,13 +255,44 @@ class ImageController(QObject):
         positive = self.classifier.positive_class if self.classifier is not None else "COVID"
         header = "; ".join(getattr(p.meta, "header_overridden", ()) or ())
         self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid, band=p.band,
-                                   model=p.model_version, header_forced=header)
+                                   model=p.model_version, header_forced=header, probs=p.probs,
+                                   involvement=p.lung_involvement)
 
     def _set_gate_invert(self, on: bool) -> None:
         """The gate found the image inverted: show it inverted back, as classified."""
         if self.display is not None and self.display.gate_invert != bool(on):
             self.display.gate_invert = bool(on)
             self._redraw()
+
+    # -- lesion map (model v2) --------------------------------------------------------
+    def lesion(self):
+        """The current result's ``images.LesionLayer`` (None: no result, a result
+        without a lesion map, or one that is not valid)."""
+        p = self.pred
+        if p is None or self.image is None or not (p.ok and p.valid and p.has_lesion_map):
+            return None
+        shape = tuple(self.image.pixels.shape[:2])
+        if self._lesion is None or self._lesion[0] is not p or self._lesion[1] != shape:
+            self._lesion = (p, shape, lesion_layer(p, shape))  # numpy from the stored map: a few ms, no model run
+        return self._lesion[2]
+
+    def _update_lesion(self) -> None:
+        """Put the current result's lesion layer on the viewer (or none), and
+        enable the View menu's Lesion Map and the panel's box only when there is one."""
+        layer = self.lesion()
+        if layer is None:
+            self._lesion = None
+        self.viewer.set_lesion(layer)
+        self.viewer.set_lesion_visible(self.show_lesion)
+        self.panel.show_lesion_controls(layer is not None)
+        act = (getattr(self.window, "actions_by_name", None) or {}).get("lesion_map")
+        if act is not None:
+            act.setEnabled(layer is not None)
+
+    def set_lesion_visible(self, on: bool) -> None:
+        """M / the panel's check box: show or hide the lesion layer (drawn from the stored map)."""
+        self.show_lesion = bool(on)
+        self.viewer.set_lesion_visible(self.show_lesion)
 
     # -- lungs ---------------------------------------------------------------------
     def _find_lungs(self) -> None:
@@ -533,6 +571,12 @@ def report_content(ctl: ImageController, *, patient: dict | None):
     heat = ctl.heatmap()
     overlay = (small(rgb_to_qimage(overlay_rgb(px, heat[0], ctl.opacity, ctl.heat_colours, ctl.heat_floor)))
                if heat is not None else None)
+    layer = ctl.lesion()  # a valid model-v2 result: the film with the lesion fill and contours drawn on
+    lesion_img = None
+    if layer is not None:
+        from .images import draw_lesion
+
+        lesion_img = draw_lesion(small(grey_to_qimage(px)), layer, ctl.image.pixels.shape[:2])
     meta = ctl.image.meta
     d = ctl.display
     metadata = [("Modality", meta.modality or "not recorded"), ("Body part", meta.body_part or "not recorded"),
@@ -555,4 +599,5 @@ def report_content(ctl: ImageController, *, patient: dict | None):
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
         forced_reason="" if p.valid else p.forced_reason(),
         suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band,
+        probs=dict(p.probs or {}), lung_involvement=p.lung_involvement if p.valid else None, lesion=lesion_img,
         calibrated=bool(info.calibration) if info else False, model_sha256=stamp.sha256 if stamp else "", app_version=stamp.app_version if stamp else "")

@@ -1,5 +1,6 @@
 """numpy <-> QImage conversions (no image logic: the core makes the pixels),
-and the lung mask's outline as a QPainterPath.
+the lung mask's outline as a QPainterPath, and a model-v2 lesion map as a
+layer (fill + contour lines).
 
 QImage and QPainterPath (unlike QPixmap) may be built in worker threads, so
 thumbnails and outlines are made there and only drawn on the GUI thread.
@@ -8,8 +9,8 @@ thumbnails and outlines are made there and only drawn on the GUI thread.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QImage, QPainterPath, QPolygonF
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QImage, QPainterPath, QPolygonF
 
 THUMB_SIZE = 40
 
@@ -73,3 +74,53 @@ def lung_outline_path(mask: np.ndarray | None, image_shape: tuple[int, int]) -> 
         path.addPolygon(QPolygonF([QPointF(float(x), float(y)) for x, y in pts]))
         path.closeSubpath()
     return path
+
+
+class LesionLayer:
+    """A model-v2 lesion map ready for the viewer and the PDF report
+    (``training.lesion_overlay``): ``fill`` (RGBA QImage, translucent where P >=
+    the level) to stretch over ``rect`` (the model's input box, image pixels),
+    and ``path``, the contour lines at the level in image pixels.  Built from
+    the prediction's stored map (numpy only, no model run); worker-thread safe."""
+
+    def __init__(self, fill: QImage, rect: QRectF, path: QPainterPath, level: float):
+        self.fill, self.rect, self.path, self.level = fill, rect, path, level
+
+
+def lesion_layer(pred, image_shape: tuple[int, int]) -> LesionLayer | None:
+    """The lesion layer of ``pred`` (a ``Prediction``) on an image of ``image_shape``, or None
+    for a result without a lesion map."""
+    from training.lesion_overlay import lesion_overlay
+
+    ov = lesion_overlay(getattr(pred, "lesion_u8", None), getattr(pred, "input_box", None), image_shape)
+    if ov is None:
+        return None
+    r0, c0, r1, c1 = ov.box_px
+    path = QPainterPath()
+    for pts in ov.contours():
+        path.addPolygon(QPolygonF([QPointF(float(x), float(y)) for x, y in pts]))
+        path.closeSubpath()
+    return LesionLayer(rgba_to_qimage(ov.rgba()), QRectF(c0, r0, c1 - c0, r1 - r0), path, ov.level)
+
+
+def draw_lesion(image: QImage, layer: LesionLayer, image_shape: tuple[int, int]) -> QImage:
+    """A copy of ``image`` (the film as shown, any size) with the lesion fill and
+    its contour lines drawn on (for the PDF report).  ``image_shape``: the
+    (rows, cols) that ``layer``'s coordinates refer to."""
+    from PySide6.QtGui import QPainter, QPen, QTransform
+
+    from training.lesion_overlay import LESION_RGB
+
+    out = image.convertToFormat(QImage.Format.Format_RGB32)
+    sx, sy = out.width() / max(1, image_shape[1]), out.height() / max(1, image_shape[0])
+    p = QPainter(out)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    p.setTransform(QTransform.fromScale(sx, sy))
+    p.drawImage(layer.rect, layer.fill)
+    pen = QPen(QColor(*LESION_RGB), max(1.5, 2.0 * max(out.width(), out.height()) / 600.0))
+    pen.setCosmetic(True)  # the width in output pixels, whatever the scale
+    p.setPen(pen)
+    p.drawPath(layer.path)
+    p.end()
+    return out

@@ -304,6 +304,7 @@ class MainWindow(QMainWindow):
         p.heatmapToggled.connect(self._heatmap_toggled)
         p.opacityChanged.connect(self._opacity_changed)
         p.lung_outline.toggled.connect(self._lung_outline_toggled)
+        p.lesion.toggled.connect(self._lesion_toggled)
         p.classifyAnywayRequested.connect(im.classify_anyway)
         p.openModelRequested.connect(self.choose_model)
         im.heatmapReady.connect(self._maybe_write_report)
@@ -331,6 +332,8 @@ class MainWindow(QMainWindow):
         self.images.show_heatmap = s.show_heatmap
         self.pred_panel.lung_outline.setChecked(s.show_lung_outline)
         self.viewer.set_outline_visible(s.show_lung_outline)
+        self.pred_panel.lesion.setChecked(s.show_lesion_map)
+        self.images.set_lesion_visible(s.show_lesion_map)
         self.device_actions[s.device].setChecked(True)
 
     def start_model(self, explicit: str | None = None) -> None:
@@ -386,7 +389,11 @@ class MainWindow(QMainWindow):
         from training.models import ARCH_LABELS
 
         self.pred_panel.model_text.setToolTip(str(c.loaded.path or ""))
-        return (f"<b>{c.loaded.display_name}</b><br>{ARCH_LABELS.get(c.info.arch, c.info.arch)}, "
+        kind = ""
+        if getattr(c, "multiclass", False):  # model v2: say what else its results show
+            kind = (f"{len(c.info.class_names)} classes" + (" + lesion map" if getattr(c, "has_lesion_map", False)
+                                                            else "") + ", ")
+        return (f"<b>{c.loaded.display_name}</b><br>{ARCH_LABELS.get(c.info.arch, c.info.arch)}, {kind}"
                 f"{c.info.input_size} px input, running on {c.device.type.upper()}")
 
     def _model_failed(self, _reason: str) -> None:
@@ -426,6 +433,10 @@ class MainWindow(QMainWindow):
     def _lung_outline_toggled(self, on: bool) -> None:
         self.settings.show_lung_outline = on
         self.viewer.set_outline_visible(on)
+
+    def _lesion_toggled(self, on: bool) -> None:
+        self.settings.show_lesion_map = on
+        self.images.set_lesion_visible(on)
 
     def _opacity_changed(self, value: int) -> None:
         self.settings.overlay_opacity = value

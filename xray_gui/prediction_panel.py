@@ -1,6 +1,9 @@
-"""Right-hand panel: the prediction, P(COVID) bar, threshold, model, heatmap
-and lung-outline controls, warnings and refusals.  It only shows what it is
-given.  A result that is not valid (a gate refusal classified anyway) is shown
+"""Right-hand panel: the prediction, P(COVID) bar, threshold, model, heatmap,
+lesion-map and lung-outline controls, warnings and refusals.  It only shows
+what it is given.  A three-class result (model v2) adds P(Normal) and P(Other
+pneumonia) under the headline P(COVID), its own colour for "Other pneumonia
+(not a COVID-19 pattern)", and the lung involvement of its lesion map.  A
+result that is not valid (a gate refusal classified anyway) is shown
 without a verdict: "Not valid" in grey, P(COVID) greyed and marked.
 
 ``summary`` (the verdict box and the refusal box) is a separate widget: the
@@ -14,12 +17,14 @@ from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget)
 
-from training.predict import INDETERMINATE
+from training.predict import INDETERMINATE, OTHER_PNEUMONIA, PNEUMONIA
 
 POSITIVE_COLOUR = QColor(200, 70, 50)
 NEGATIVE_COLOUR = QColor(40, 140, 90)
 MUTED_COLOUR = QColor(140, 140, 140)
 CAUTION_COLOUR = QColor(230, 150, 40)
+PNEUMONIA_COLOUR = QColor(95, 125, 230)  # "Other pneumonia": apart from COVID red, Normal green, amber, grey
+PNEUMONIA_LABEL = "Other pneumonia"  # P(...) of the third class, as the panel, table and report name it
 NOT_VALID_LABEL = "Not valid"
 NOT_VALID_NOTE = "not valid: not a frontal chest radiograph"
 HEADER_NOT_VALID_NOTE = "not valid: the header says not a frontal chest film"
@@ -34,14 +39,18 @@ class ProbabilityBar(QWidget):
         self._threshold = 0.5
         self._muted = False
         self._band: tuple[float, float] | None = None
+        self._below: QColor | None = None
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_values(self, p: float | None, threshold: float, *, muted: bool = False,
-                   band: tuple[float, float] | None = None) -> None:
+                   band: tuple[float, float] | None = None, below: QColor | None = None) -> None:
         """``muted``: a result that is not valid; grey, no verdict colour.
-        ``band``: the model's borderline band, drawn hatched behind the bar."""
+        ``band``: the model's borderline band, drawn hatched behind the bar.
+        ``below``: the fill's colour below the threshold (default Normal green;
+        an "Other pneumonia" verdict gives its own)."""
         self._p, self._threshold, self._muted, self._band = p, threshold, muted, band
+        self._below = below
         self.setToolTip("" if p is None else f"P(COVID) = {p:.3f}, threshold {threshold:.3f}"
                         + (f", borderline band {band[0]:.3f}–{band[1]:.3f}" if band else "")
                         + (f" ({NOT_VALID_NOTE})" if muted else ""))
@@ -65,7 +74,7 @@ class ProbabilityBar(QWidget):
         if self._p is not None:
             fill = QRectF(r.left(), r.top(), r.width() * max(0.0, min(1.0, self._p)), r.height())
             colour = (MUTED_COLOUR if self._muted else CAUTION_COLOUR if self._in_band() else
-                      POSITIVE_COLOUR if self._p >= self._threshold else NEGATIVE_COLOUR)
+                      POSITIVE_COLOUR if self._p >= self._threshold else self._below or NEGATIVE_COLOUR)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(colour)
             painter.drawRoundedRect(fill, 3, 3)
@@ -104,14 +113,25 @@ class PredictionPanel(QWidget):
         f.setBold(True)
         self.label.setFont(f)
         self.label.setObjectName("predictionLabel")
+        self.label.setWordWrap(True)  # "Other pneumonia (not a COVID-19 pattern)" must not widen the panel
         self.p_text = QLabel("P(COVID): —")
         self.p_text.setWordWrap(True)
+        self.class_probs = QLabel("")  # three-class models: P(Normal), P(Other pneumonia)
+        self.class_probs.setObjectName("classProbs")
+        self.class_probs.setWordWrap(True)
+        self.class_probs.setToolTip("The model's calibrated probability of each of its three classes "
+                                    "(they add up to 1). P(COVID) above is the headline score.")
+        self.involvement = QLabel("")  # lesion-map models: the lesion area's share of the lungs
+        self.involvement.setObjectName("lungInvolvement")
+        self.involvement.setWordWrap(True)
+        self.involvement.setToolTip("Share of the lung area (found by the lung segmenter) where the model's "
+                                    "lesion map is at or above P 0.5. An estimate of the model, not a measurement.")
         self.bar = ProbabilityBar()
         self.state = QLabel("Open an image to classify it.")
         self.state.setWordWrap(True)
         self.state.setStyleSheet("color: gray;")
         self.state.setObjectName("predictionState")
-        for w in (self.label, self.p_text, self.bar, self.state):
+        for w in (self.label, self.p_text, self.class_probs, self.bar, self.involvement, self.state):
             b.addWidget(w)
 
         row = QHBoxLayout()
@@ -186,6 +206,21 @@ class PredictionPanel(QWidget):
         h.addWidget(self.lung_outline)
         lay.addWidget(heat)
 
+        lesion = QGroupBox("Lesion map")
+        self.lesion_box = lesion
+        lz = QVBoxLayout(lesion)
+        self.lesion = QCheckBox("Show lesion map (M)")
+        self.lesion.setObjectName("lesionCheck")
+        self.lesion.setToolTip("Where the model places lung opacities: tinted where its lesion probability is "
+                               "at or above 0.5, with contour lines at 0.5 (magenta)")
+        self.lesion_text = QLabel("Magenta: the model's lesion probability at or above 0.5 (filled, outlined).")
+        self.lesion_text.setWordWrap(True)
+        self.lesion_text.setStyleSheet("color: gray;")
+        lz.addWidget(self.lesion)
+        lz.addWidget(self.lesion_text)
+        lesion.setVisible(False)  # only for a result with a lesion map (model v2)
+        lay.addWidget(lesion)
+
         mbox = QGroupBox("Model")
         m = QHBoxLayout(mbox)
         self.model_text = QLabel("loading model…")
@@ -211,6 +246,8 @@ class PredictionPanel(QWidget):
         self.label.setStyleSheet("")
         self.p_text.setText("P(COVID): —")
         self.p_text.setStyleSheet("")
+        self.show_class_probs(None)
+        self.show_involvement(None)
         self.bar.set_values(None, self.threshold.value())
         self.state.setText(state)
         self.show_refusal(None)
@@ -223,12 +260,18 @@ class PredictionPanel(QWidget):
 
     def show_prediction(self, label: str, p: float, threshold: float, positive: str, *,
                         valid: bool = True, band: tuple[float, float] | None = None, model: str = "",
-                        header_forced: str = "") -> None:
+                        header_forced: str = "", probs: dict | None = None,
+                        involvement: float | None = None) -> None:
         """A verdict, "Indeterminate — review" (``p`` inside the model's
         borderline ``band``), or (``valid=False``) a result shown without one.
         ``model``: the name and version of the model that computed it.
-        ``header_forced``: a DICOM header refusal was overridden (its reasons)."""
+        ``header_forced``: a DICOM header refusal was overridden (its reasons).
+        ``probs``: P per class name (a three-class model's P(Normal) and
+        P(Pneumonia) are shown under P(COVID)); ``involvement``: the lesion
+        map's share of the lung area (shown only for a valid result)."""
         source = f"Model: {model}. " if model else ""
+        self.show_class_probs(probs, muted=not valid)
+        self.show_involvement(involvement if valid else None)
         if not valid:
             self.label.setText(NOT_VALID_LABEL)
             self.label.setStyleSheet(f"color: {MUTED_COLOUR.name()};")
@@ -250,12 +293,14 @@ class PredictionPanel(QWidget):
             self.p_text.setText(f"P(COVID): {p:.3f}   (borderline band {band[0]:.3f}–{band[1]:.3f}; "
                                 f"threshold {threshold:.3f})")
         else:
-            self.label.setText(label)
-            colour = POSITIVE_COLOUR if label == positive else NEGATIVE_COLOUR
+            other = label == PNEUMONIA
+            self.label.setText(OTHER_PNEUMONIA if other else label)
+            colour = POSITIVE_COLOUR if label == positive else PNEUMONIA_COLOUR if other else NEGATIVE_COLOUR
             self.label.setStyleSheet(f"color: {colour.name()};")
             self.p_text.setText(f"P(COVID): {p:.3f}   (threshold {threshold:.3f})")
         self.p_text.setStyleSheet("")
-        self.bar.set_values(p, threshold, band=band)
+        self.bar.set_values(p, threshold, band=band,
+                            below=PNEUMONIA_COLOUR if label == PNEUMONIA and not indeterminate else None)
         self.state.setText(source + ("P(COVID) is inside the model's borderline band, where its validation "
                                      "errors concentrate: a reader must decide. " if indeterminate else "")
                            + "A research aid, not a diagnosis.")
@@ -270,6 +315,32 @@ class PredictionPanel(QWidget):
         self.refusal_text.setText(text)
         self.classify_anyway.setVisible(bool(reason) and can_override)
         self.classify_anyway.setToolTip(override_tip)
+
+    def show_class_probs(self, probs: dict | None, *, muted: bool = False) -> None:
+        """P(Normal) and P(Other pneumonia) of a three-class result (hidden for two classes)."""
+        if not probs or PNEUMONIA not in probs:
+            self.class_probs.setText("")
+            self.class_probs.setVisible(False)
+            return
+        parts = [f"P({name}): {float(probs[key]):.3f}" for key, name in (("Normal", "Normal"),
+                                                                       (PNEUMONIA, PNEUMONIA_LABEL))
+                 if key in probs]
+        self.class_probs.setText("   ".join(parts))
+        self.class_probs.setStyleSheet(f"color: {MUTED_COLOUR.name()};" if muted else "")
+        self.class_probs.setVisible(True)
+
+    def show_involvement(self, share: float | None) -> None:
+        """The lesion map's share of the lung area (None: no lesion map or no lungs found)."""
+        if share is None:
+            self.involvement.setText("")
+            self.involvement.setVisible(False)
+            return
+        self.involvement.setText(f"Lung involvement: {share * 100:.0f} % of the lung area (lesion map)")
+        self.involvement.setVisible(True)
+
+    def show_lesion_controls(self, available: bool) -> None:
+        """The lesion-map box only for a result that has a lesion map."""
+        self.lesion_box.setVisible(bool(available))
 
     def show_lung_share(self, share: float | None, *, low: bool = False) -> None:
         """The heatmap's share inside the lungs (None: not known); ``low``: the

@@ -2,7 +2,11 @@
 written atomically (temporary file in the same folder, then renamed).
 
 A result that is not valid (the image was refused by the chest-radiograph
-gate and classified anyway) gets no COVID / Normal verdict in the report."""
+gate and classified anyway) gets no COVID / Normal verdict in the report.
+
+A three-class result (model v2) lists P for each class and, with a lesion
+map, the lung involvement and a third image: the film with the lesion map
+(fill and contour lines at P 0.5) drawn on."""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextCurso
 from . import RESEARCH_NOTICE
 
 IMAGE_WIDTH_PX = 330  # each of the two images, in document pixels
+IMAGES_ROW_PX = 660  # the row of images: three share it
+PNEUMONIA = "Pneumonia"  # = training.predict.PNEUMONIA (not imported: that module pulls in torch)
 
 
 @dataclass
@@ -41,6 +47,13 @@ class ReportContent:
     calibrated: bool = False          # the model file carries a calibration (P(COVID) is a probability)
     model_sha256: str = ""            # audit trail: the model file's SHA-256
     app_version: str = ""             # audit trail: this program's version
+    probs: dict[str, float] = field(default_factory=dict)  # calibrated P per class name
+    lung_involvement: float | None = None  # lesion area inside the lungs / lung area (model v2)
+    lesion: QImage | None = None      # the film with the lesion map drawn on (model v2)
+
+    @property
+    def three_class(self) -> bool:
+        return PNEUMONIA in self.probs
 
 SUITABILITY_TEXT = {"suitable": "looks like a frontal chest radiograph",
                     "warning": "unusual image for this model (see the warnings)",
@@ -60,26 +73,35 @@ def build_document(c: ReportContent) -> QTextDocument:
     imgs = [("img://plain", c.image, "Image")]
     if c.overlay is not None:
         imgs.append(("img://heatmap", c.overlay, "Grad-CAM heatmap"))
+    if c.lesion is not None:
+        imgs.append(("img://lesion", c.lesion, "Lesion map (P \u2265 0.5, outlined)"))
     for url, img, _ in imgs:
         doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(url), img)
+    width = min(IMAGE_WIDTH_PX, IMAGES_ROW_PX // len(imgs))
     cells = "".join(
-        f"<td align='center' style='padding:4px'><img src='{url}' width='{IMAGE_WIDTH_PX}'"
-        f" height='{int(IMAGE_WIDTH_PX * img.height() / max(1, img.width()))}'><br>"
+        f"<td align='center' style='padding:4px'><img src='{url}' width='{width}'"
+        f" height='{int(width * img.height() / max(1, img.width()))}'><br>"
         f"<span style='color:#555'>{cap}</span></td>" for url, img, cap in imgs)
+    others = ([("P(Normal)", c.probs.get("Normal")), ("P(Other pneumonia)", c.probs.get(PNEUMONIA))]
+              if c.three_class else [])
     if c.valid:
         result = [("Prediction", c.label), ("P(COVID)", f"{c.p_covid:.3f} (calibrated)" if c.band else
                                              f"{c.p_covid:.3f}")]
+        result += [(k, f"{v:.3f}") for k, v in others if v is not None]
         if c.band:
             result.append(("Borderline band", f"{c.band[0]:.3f}–{c.band[1]:.3f} (inside: indeterminate, review)"))
     else:
         result = [("Prediction", f"Not valid — {c.forced_reason}" if c.forced_reason else NOT_VALID_TEXT),
                   ("P(COVID)", f"{c.p_covid:.3f} (not valid)")]
+        result += [(k, f"{v:.3f} (not valid)") for k, v in others if v is not None]
     result.append(("Decision threshold", f"{c.threshold:.3f}"))
     if c.suitability:
         result.append(("Image check", SUITABILITY_TEXT.get(c.suitability, c.suitability)
                        + ("" if c.valid else " (classified anyway)")))
     if c.heat_in_lungs is not None:
         result.append(("Heatmap inside the lungs", f"{c.heat_in_lungs * 100:.0f} %"))
+    if c.lung_involvement is not None:
+        result.append(("Lung involvement", f"{c.lung_involvement * 100:.0f} % of the lung area (lesion map)"))
     result += [("Model", f"{c.model_name} (version {c.model_version})")]
     if c.model_sha256:
         result.append(("Model file SHA-256", c.model_sha256))
@@ -107,10 +129,16 @@ def build_document(c: ReportContent) -> QTextDocument:
     what = ("P(COVID) is the model's probability of COVID-19, calibrated on its validation split (temperature "
             "scaling)" if c.calibrated else "P(COVID) is the model's score, not a calibrated probability")
     band = (" Inside the borderline band the result is indeterminate and needs a reader's review." if c.band else "")
+    below = (" Below it, the model's P(Other pneumonia) against P(Normal) decides between Other pneumonia "
+             "(not a COVID-19 pattern) and Normal." if c.three_class else "")
+    lesion = (" The lesion map is the model's estimate of where lung opacities lie (filled and outlined where its "
+              "probability is at least 0.5); lung involvement is the share of the lung area (found by the lung "
+              "segmenter) inside it. Both are model estimates, not measurements."
+              if c.lesion is not None or c.lung_involvement is not None else "")
     parts.append(f"<p style='color:#777;font-size:small'>{what}; "
-                 f"images at or above the threshold are labelled COVID.{band} The heatmap shows which regions "
+                 f"images at or above the threshold are labelled COVID.{below}{band} The heatmap shows which regions "
                  "raised the model's COVID score, not where disease is; its share inside the lungs (found "
-                 "by a lung segmenter) says how much of it lies on the lungs.</p>")
+                 f"by a lung segmenter) says how much of it lies on the lungs.{lesion}</p>")
     doc.setHtml("<html><body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
     return doc
 

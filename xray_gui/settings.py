@@ -112,6 +112,8 @@ class AppSettings:
     show_overlays = _Setting("view/show_overlays", True, bool,
                              doc="The viewer's corner texts (W/L, zoom, orientation, size, file).")
     show_lung_outline = _Setting("view/show_lung_outline", False, bool)
+    show_lesion_map = _Setting("view/show_lesion_map", True, bool,
+                               doc="The lesion map of a model-v2 result (M); off: hidden until M shows it.")
 
     # -- files ---------------------------------------------------------------
     last_folder = _Setting("files/last_folder", "", str)

@@ -1,6 +1,8 @@
 """The image viewer: fit, zoom (wheel, +/-), pan (left drag), window/level
 (right drag, reported as a signal: the window applies it through the core),
-and two layers over the image: the heatmap and the lung outline.
+and three layers over the image: the heatmap, a model-v2 lesion map (a
+translucent fill where P >= 0.5 with its contour lines; View > Lesion Map, M)
+and the lung outline.
 
 Drawn over the viewport (fixed on screen, not zoomed): corner texts like
 Weasis / OHIF (window/level, zoom, orientation markers, size, file; see
@@ -16,6 +18,7 @@ from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsS
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
 OUTLINE_COLOUR = QColor(0, 230, 255)  # cyan: apart from the heatmap's colours and the grey image
+LESION_COLOUR = QColor(255, 60, 200)  # magenta = training.lesion_overlay.LESION_RGB (fill and contours)
 TEXT_MARGIN = 8  # px between the overlay texts and the viewport's edges
 SCALE_BAR = (12, 120)  # colour scale: width, height in px
 
@@ -43,6 +46,19 @@ class ImageViewer(QGraphicsView):
         self._outline.setZValue(1)
         self._outline.setVisible(False)
         self._outline_wanted = False
+        # the lesion map (model v2): a translucent fill stretched over the model's input box, and its contour
+        # lines at P = 0.5; above the heatmap, below the lung outline
+        self._lesion_fill = QGraphicsPixmapItem(self._item)
+        self._lesion_fill.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._lesion_fill.setZValue(0.5)
+        self._lesion_line = QGraphicsPathItem(self._item)
+        lpen = QPen(LESION_COLOUR, 2)
+        lpen.setCosmetic(True)
+        self._lesion_line.setPen(lpen)
+        self._lesion_line.setZValue(0.6)
+        self._lesion_wanted = True
+        self._lesion_level = 0.5
+        self._set_lesion_items_visible()
         self._corners: dict[str, list[str]] = {}  # "top_left", "top_right", "bottom_left" -> lines
         self._markers: dict[str, str] = {}  # "left", "right", "top", "bottom" -> orientation letters
         self._overlays_on = True
@@ -81,6 +97,7 @@ class ImageViewer(QGraphicsView):
             self._item.setPixmap(QPixmap())
             self.set_overlay(None)
             self.set_outline(None)
+            self.set_lesion(None)
             self.scene().setSceneRect(QRectF())
             self.resetTransform()
             self.viewport().update()
@@ -124,6 +141,48 @@ class ImageViewer(QGraphicsView):
 
     def outline_visible(self) -> bool:
         return self._outline.isVisible()
+
+    def set_lesion(self, layer) -> None:
+        """The lesion layer (``images.LesionLayer``: fill image over its box,
+        contour path, both in image pixel coordinates), or None: no lesion map."""
+        if layer is None:
+            self._lesion_fill.setPixmap(QPixmap())
+            self._lesion_line.setPath(QPainterPath())
+        else:
+            fill = layer.fill
+            self._lesion_fill.setPixmap(QPixmap.fromImage(fill))
+            r = layer.rect
+            self._lesion_fill.setPos(r.topLeft())
+            self._lesion_fill.setTransform(QTransform.fromScale(r.width() / max(1, fill.width()),
+                                                                r.height() / max(1, fill.height())))
+            self._lesion_line.setPath(layer.path)
+            self._lesion_level = float(layer.level)
+        self._set_lesion_items_visible()
+
+    def set_lesion_visible(self, on: bool) -> None:
+        self._lesion_wanted = bool(on)
+        self._set_lesion_items_visible()
+
+    def _set_lesion_items_visible(self) -> None:
+        has = not self._lesion_fill.pixmap().isNull()
+        self._lesion_fill.setVisible(self._lesion_wanted and has)
+        self._lesion_line.setVisible(self._lesion_wanted and has)
+        self.viewport().update()
+
+    def has_lesion(self) -> bool:
+        """A lesion layer is set (drawn or not)."""
+        return not self._lesion_fill.pixmap().isNull()
+
+    def lesion_visible(self) -> bool:
+        """The lesion layer is drawn now."""
+        return self._lesion_fill.isVisible() and self.has_lesion()
+
+    def lesion_image(self) -> QImage:
+        """The lesion fill as set (an empty image without one)."""
+        return self._lesion_fill.pixmap().toImage()
+
+    def lesion_path(self) -> QPainterPath:
+        return self._lesion_line.path()
 
     # -- corner overlays and colour scale --------------------------------------
     def set_corner_text(self, corners: dict[str, list[str]], markers: dict[str, str] | None = None) -> None:
@@ -251,6 +310,8 @@ class ImageViewer(QGraphicsView):
                 self._draw_corners(painter, lines)
             if self.colour_scale_visible():
                 self._draw_scale(painter)
+            if self.lesion_visible():
+                self._draw_lesion_legend(painter)
             painter.restore()
             return
         if not self._placeholder:
@@ -314,6 +375,20 @@ class ImageViewer(QGraphicsView):
                 x = (r.width() - w) / 2
                 y = m + bm.ascent() if edge == "top" else r.height() - m - bm.descent()
             self._outlined(painter, x, y, text, big, QColor(255, 235, 140))
+
+    def _draw_lesion_legend(self, painter: QPainter) -> None:
+        """"Lesion map: P >= 0.5" in the lesion colour, bottom right (above the heatmap's scale when shown)."""
+        from PySide6.QtGui import QFontMetricsF
+
+        font = self._overlay_font()
+        fm = QFontMetricsF(font)
+        r = self.viewport().rect()
+        y = r.height() - TEXT_MARGIN - fm.descent()
+        if self.colour_scale_visible():  # the scale and its title take the corner
+            bh = int(min(SCALE_BAR[1], max(40, r.height() * 0.3)))
+            y -= bh + 2 * fm.height() + 4
+        text = f"Lesion map: P \u2265 {self._lesion_level:g}"
+        self._outlined(painter, r.width() - TEXT_MARGIN - fm.horizontalAdvance(text), y, text, font, LESION_COLOUR)
 
     def _draw_scale(self, painter: QPainter) -> None:
         """Vertical colour bar, bottom right: the colour map from low (bottom) to
