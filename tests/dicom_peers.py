@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -39,6 +40,95 @@ def require_tool(name: str, package: str) -> str:
     if not exe:
         missing(f"{name} (Debian package {package}) is not installed: apt-get install {package}")
     return exe
+
+
+def wait_for(cond, timeout: float = 180.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def tiny_model_file(path: Path) -> Path:
+    """A small untrained model file (ResNet-50 at 64 px): fast enough for the node's tests."""
+    import torch
+
+    from training.modelfile import ModelInfo, save_model
+    from training.models import build_model
+
+    torch.manual_seed(0)
+    return save_model(build_model("resnet50", "scratch", input_size=64),
+                      ModelInfo(arch="resnet50", input_size=64, threshold=0.5), path)
+
+
+def start_node_cli(conf: Path, log: Path, cwd: Path) -> subprocess.Popen:
+    """``xray-node --config conf`` with its stderr (its whole log) in ``log``; returns once it listens."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli_node", "--config", str(conf)],
+                            stderr=open(log, "wb"), stdout=subprocess.DEVNULL, env=env, cwd=cwd)
+    wait_for(lambda: "listening on" in log.read_text(errors="replace") or proc.poll() is not None,
+             what="xray-node to listen")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def storescu_profile(out: Path) -> list[str]:
+    """storescu options for the profile printed in docs/DICOM_NODE.md (the doc's own text, so it is tested)."""
+    repo = Path(__file__).resolve().parents[1]
+    doc = (repo / "docs" / "DICOM_NODE.md").read_text(encoding="utf-8")
+    start = doc.index("```ini\n# xray-node-storescu.cfg") + len("```ini\n")
+    cfg = out / "xray-node-storescu.cfg"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(doc[start:doc.index("```", start)], encoding="utf-8")
+    return ["-xf", str(cfg), "XrayNode"]
+
+
+def _openssl(*args, cwd: Path) -> None:
+    exe = require_tool("openssl", "openssl")
+    run = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"openssl {' '.join(args)}: {run.stderr}"
+
+
+_LEAF_EXT = ("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+             "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n")
+
+
+def make_test_pki(out: Path) -> dict[str, Path]:
+    """A test CA made with openssl, as docs/DICOM_NODE.md shows: ``ca.pem``; certificates and keys
+    (``<name>.pem`` / ``<name>.key``) for ``node`` and ``modality`` signed by it; ``stranger`` signed by
+    another CA (``other_ca.pem``); ``expired`` signed by the CA but valid only in 2020."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaf.ext").write_text(_LEAF_EXT.replace("\\n", "\n"))
+    for ca in ("ca", "other_ca"):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                 "-days", "30", "-subj", f"/CN=xray-node test {ca}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=out)
+    for name, ca, cn in (("node", "ca", NODE_AET), ("modality", "ca", MODALITY_AET), ("stranger", "other_ca", "STRANGER"),
+                         ("results", "ca", "RESULTS"), ("expired", "ca", MODALITY_AET)):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={cn}", cwd=out)
+        if name != "expired":
+            _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                     "-CAcreateserial", "-out", f"{name}.pem", "-days", "30", "-extfile", "leaf.ext", cwd=out)
+    # an expired certificate: "openssl ca" can set the validity dates
+    (out / "db").mkdir(exist_ok=True)
+    (out / "db" / "index.txt").write_text("")
+    (out / "db" / "serial").write_text("1000\n")
+    (out / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = test\n[test]\ndir = db\ndatabase = db/index.txt\nserial = db/serial\n"
+        "new_certs_dir = db\ndefault_md = sha256\npolicy = any\ncopy_extensions = none\nunique_subject = no\n"
+        "[any]\ncommonName = supplied\n[leaf]\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n"
+        "extendedKeyUsage = serverAuth,clientAuth\n")
+    _openssl("ca", "-config", "ca.cnf", "-batch", "-notext", "-in", "expired.csr", "-cert", "ca.pem", "-keyfile",
+             "ca.key", "-out", "expired.pem", "-startdate", "20200101000000Z", "-enddate", "20200201000000Z",
+             "-extensions", "leaf", cwd=out)
+    return {p.name: p for p in out.iterdir() if p.suffix in (".pem", ".key")}
 
 
 def free_port() -> int:
@@ -117,8 +207,16 @@ class Orthanc:
         self.stop()
         missing(f"Orthanc did not start on 127.0.0.1:{self.http_port} (DICOM {self.dicom_port}); its log ends:\n{tail}")
 
+    def pause(self) -> None:
+        """SIGSTOP: Orthanc hangs - its kernel still accepts TCP connections, nothing answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.resume()
             self.proc.terminate()
             try:
                 self.proc.wait(20)

@@ -136,9 +136,9 @@ def test_dcmtk_modality_sends_to_node(tmp_path, dicom_dir, classifier, caplog):
         run = subprocess.run([storescu, "-R", "-xy", "-aet", MODALITY_AET, "-aec", NODE_AET, "127.0.0.1", str(port), *map(str, imgs)],
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
-        # a Secondary Capture (not a CR/DX radiograph) is refused cleanly, the sender is told
-        sc = dicom_dir / "cxr07_nih_udacity_test1_nofinding.dcm"
-        run = subprocess.run([storescu, "-R", "-xy", "-aet", MODALITY_AET, "-aec", NODE_AET, "127.0.0.1", str(port), str(sc)],
+        # a CT image (not a radiograph) is refused cleanly at association time, the sender is told
+        ct = dicom_dir / "other01_pydicom_CT_small.dcm"
+        run = subprocess.run([storescu, "-R", "-xy", "-aet", MODALITY_AET, "-aec", NODE_AET, "127.0.0.1", str(port), str(ct)],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode != 0 or "no presentation context" in (run.stdout + run.stderr).lower()
         # an AE title that is not configured cannot send
@@ -172,7 +172,7 @@ def test_dcmtk_modality_sends_to_node(tmp_path, dicom_dir, classifier, caplog):
         node.stop()
     text = caplog.text
     assert "refused an association from AE 'STRANGER'" in text
-    assert "Secondary Capture Image Storage" in text and "accepts CR and DX radiographs only" in text
+    assert "offered only CT Image Storage: refused" in text and "takes CR, DX and chest Secondary Capture" in text
     assert "PID-DCMTK" not in text and "Dcmtk" not in text and study not in text  # no patient identifiers
 
 
@@ -318,12 +318,12 @@ def test_malformed_dataset_and_aborted_sender_lose_nothing_else(tmp_path, dicom_
         assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
         assert assoc.send_c_store(good).Status == 0x0000
         assoc.release()
-        wait_for(lambda: len(files(cfg.store, "outbox", "_SR.dcm")) == 1, what="the good image classified")
-        assert len(files(cfg.store, "images")) == 1
+        wait_for(lambda: len(files(cfg.store, "outbox", "_SR.dcm")) == 1 and len(files(cfg.store, "images")) == 1,
+                 what="the good image classified and moved out of the inbox")
         assert not list(cfg.store.rglob("*.tmp"))
     finally:
         node.stop()
-    assert "refused a malformed dataset" in caplog.text and "0xC000" in caplog.text
+    assert "refused an object" in caplog.text and "(status 0xC000): it has no Study Instance UID" in caplog.text
     assert "aborted" in caplog.text or "dropped the connection" in caplog.text
 
 

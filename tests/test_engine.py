@@ -1,7 +1,8 @@
 """The ONNX Runtime CPU engine (training/engine_onnx.py) behind Classifier.predict_batch:
 export + cache (reuse, rebuild when damaged or stale), agreement with PyTorch
-fp32 on real images, fallback to PyTorch on every kind of failure, and
-Grad-CAM still on the PyTorch model."""
+fp32 on real images (the class logits, the lesion map and layer4's activations),
+fallback to PyTorch on every kind of failure, and Grad-CAM from the engine's
+pass agreeing with the PyTorch engine's."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from training.loading import load_image
 from training.modelfile import ModelInfo, loaded_from_module, save_model
 from training.models import build_model
 from training.predict import Classifier
-from training.resources import default_model_path
+from training.resources import default_model_path, v1_model_path
 
 pytest.importorskip("onnxruntime")
 
@@ -70,6 +71,13 @@ def export_count(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(engine_onnx, "export_onnx", counting)
     return calls
+
+
+def _shipped() -> Path:
+    model_file = default_model_path() or v1_model_path()
+    if model_file is None:
+        pytest.skip("no shipped model installed")
+    return model_file
 
 
 def _clf(path, engine="auto", **kw) -> Classifier:
@@ -142,9 +150,7 @@ def test_tiny_model_agrees_with_pytorch_and_keeps_the_temperature(tiny_file, cac
 
 
 def test_shipped_model_agrees_with_pytorch_on_real_images(shipped_cache, monkeypatch, films):
-    model_file = default_model_path()
-    if model_file is None:
-        pytest.skip("no shipped model installed")
+    model_file = _shipped()
     monkeypatch.setenv(engine_onnx.CACHE_ENV, str(shipped_cache))
     fast = Classifier.from_file(model_file, device="cpu", gate=None)  # the defaults: engine and precision 'auto'
     slow = _clf(model_file, engine="torch")
@@ -159,16 +165,21 @@ def test_shipped_model_agrees_with_pytorch_on_real_images(shipped_cache, monkeyp
     assert abs(single.p_covid - batch_slow[0].p_covid) <= TOL
 
 
-def test_gradcam_still_runs_on_pytorch_with_the_onnx_engine_on(shipped_cache, monkeypatch, films):
-    model_file = default_model_path()
-    if model_file is None:
-        pytest.skip("no shipped model installed")
+def test_gradcam_from_the_onnx_pass_matches_the_pytorch_engine(shipped_cache, monkeypatch, films):
+    model_file = _shipped()
     monkeypatch.setenv(engine_onnx.CACHE_ENV, str(shipped_cache))
     fast, slow = _clf(model_file), _clf(model_file, engine="torch")
     img = load_image(films[0])
     fast.predict_image(img)
     assert fast.active_engine == "onnx", fast.engine_note
-    heat = gradcam(fast, img.pixels)
+    assert fast.fast_engine().has_features  # layer4's activations come with the logits
+    torch_passes = [0]
+    hook = fast.model.backbone.register_forward_hook(lambda *_: torch_passes.__setitem__(0, torch_passes[0] + 1))
+    try:
+        heat = gradcam(fast, img.pixels)
+    finally:
+        hook.remove()
+    assert torch_passes[0] == 0  # only the head ran in torch
     assert heat.shape == img.pixels.shape and heat.dtype == np.float32
     assert 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
     assert np.abs(heat - gradcam(slow, img.pixels)).max() < 1e-4
@@ -240,6 +251,34 @@ def test_engine_choice(tiny_file, cache, monkeypatch):
     low.mixed_precision = True
     low.predict_batch(torch.rand(1, 3, TINY, TINY))
     assert low.active_engine == "torch" and "mixed precision" in low.engine_note
+
+
+def test_the_features_output_is_checked_against_pytorch(tiny_v2_model, cache, monkeypatch, films):
+    clf = _clf(tiny_v2_model, engine="onnx")
+    x = torch.stack([clf.model_input(px)[0] for px in _arrays(films[:2])])
+    clf.predict_batch(x)
+    engine = clf.fast_engine()
+    assert clf.active_engine == "onnx" and engine.has_features, clf.engine_note
+    assert engine.output_names == ["logit", "lesion", "features"]
+    assert json.loads(_entry(cache)[1].read_text())["format"] == engine_onnx.FORMAT >= 3
+    logits, lesion, feats = engine.outputs_with_features(x)
+    assert tuple(feats.shape) == (2, 2048, clf.input_size // 32, clf.input_size // 32)
+    with torch.inference_mode():
+        ref_logits, ref_lesion = clf.model.forward_with_lesion(x)
+    assert torch.allclose(logits, ref_logits, atol=1e-4) and torch.allclose(lesion, ref_lesion, atol=1e-4)
+    # a graph whose activations drift (a wrong node exported) is refused on load, whatever the logits say
+    real = engine_onnx.OnnxEngine.outputs_with_features
+
+    def drifting(self, batch):
+        lo, le, fe = real(self, batch)
+        return lo, le, fe + 1e-2 * fe.abs().max()
+
+    monkeypatch.setattr(engine_onnx.OnnxEngine, "outputs_with_features", drifting)
+    again = _clf(tiny_v2_model, engine="onnx")
+    again.predict_batch(x)
+    assert again.active_engine == "torch"
+    assert "does not agree with PyTorch" in again.engine_note and "|dA|" in again.engine_note
+    assert not list(cache.glob("*.onnx"))
 
 
 def test_cache_folder_follows_the_platform_rules(monkeypatch, tmp_path):

@@ -51,6 +51,7 @@ def _train(arch: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.nn.
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x[idx]), y[idx]).backward()
         opt.step()
+    opt.zero_grad(set_to_none=True)  # a trained model as loaded from a file: no gradient buffers
     return model.eval()
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from training.calibration import apply_temperature
 from training.metrics import evaluate
-from training.resources import default_model_path, model_card_path
+from training.resources import resources_dir, v1_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "v1"
@@ -35,7 +35,7 @@ def committed():
 def shipped_info():
     from training.modelfile import read_info
 
-    return read_info(default_model_path())[0]
+    return read_info(v1_model_path())[0]
 
 
 def test_committed_external_metrics_follow_from_the_committed_predictions(committed, shipped_info):
@@ -52,7 +52,7 @@ def test_committed_external_metrics_follow_from_the_committed_predictions(commit
     assert list(ev["band"]) == pytest.approx(list(shipped_info.band))
     pn = y == 2
     assert int((p[pn] >= shipped_info.threshold).sum()) == want["pneumonia"]["called_covid"]
-    card = model_card_path().read_text(encoding="utf-8")
+    card = (resources_dir() / "models" / "MODEL_CARD_v1.md").read_text(encoding="utf-8")
     assert f"{want['roc_auc']:.3f}" in card and f"{want['accuracy']:.3f}" in card
 
 
@@ -64,7 +64,7 @@ def test_shipped_model_reproduces_committed_predictions_on_real_films(committed,
     pick = [i for i, f in enumerate(files) if f.startswith("COVID/")][:5] + \
            [i for i, f in enumerate(files) if f.startswith("Normal/")][:5] + \
            [i for i, f in enumerate(files) if f.startswith("Pneumonia/")][:2]
-    clf = Classifier.from_file(default_model_path(), device="cpu", mixed_precision=False, batch_size=4)
+    clf = Classifier.from_file(v1_model_path(), device="cpu", mixed_precision=False, batch_size=4)
     clf.temperature = 1.0  # committed predictions are raw scores
     preds = list(clf.classify_paths([data_dir / "external-dev" / files[i] for i in pick], enforce_gate=False))
     got = np.array([q.p_covid for q in preds])

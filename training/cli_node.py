@@ -33,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # only the node's own lines (written without patient identifiers) at INFO; libraries that may print
-    # dataset contents (highdicom, pydicom, pynetdicom) are held at ERROR
+    # dataset contents (highdicom, pydicom, pynetdicom) are held at ERROR (training.dicom_node.privacy)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    for name in ("highdicom", "pydicom", "pynetdicom"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # Python warnings (a library's remark about a header value may quote it) go through logging and are dropped
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    from .dicom_node.privacy import quiet_dicom_libraries
+
+    quiet_dicom_libraries()  # after pydicom's import, which resets its logger to WARNING
     log = logging.getLogger("xray_node")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from .dicom_node.config import load_config
@@ -44,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
+        from .dicom_node.tls import check_tls
+
+        check_tls(config)  # TLS on, or a TLS peer: its certificate, key and CA bundle must be usable
     except XrayError as exc:
         log.error("%s", exc.reason)
         return 2

@@ -180,6 +180,9 @@ def build_sc(source, picture: np.ndarray, *, series_uid: str, series_number: int
         sc.BodyPartExamined = body_part
     if "Laterality" not in sc and not body_part:
         sc.Laterality = ""  # Type 2C: the body part is not recorded, so whether it is paired is unknown
+    for key in ("StudyDescription", "PatientAge"):  # descriptive study / patient-study attributes, as the SR has
+        if key not in sc and str(source.get(key, "") or ""):
+            sc[key] = source[key]
     sc.BurnedInAnnotation = "YES"
     contours = f", lesion-map contours at P >= {LESION_LEVEL:g}" if lesion_contours else ""
     sc.DerivationDescription = (f"Grad-CAM heatmap of {stamp.label} over the source radiograph{contours}, with "

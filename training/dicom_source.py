@@ -88,7 +88,6 @@ def _clean(ds) -> None:
 def source_header(path, *, kind: str | None = None):
     """The clean header of the DICOM at ``path`` (``DicomExportRefused`` otherwise)."""
     import pydicom
-    from pydicom.dataset import Dataset
 
     p = Path(path)
     if kind is not None and kind != "dicom":
@@ -105,15 +104,14 @@ def source_header(path, *, kind: str | None = None):
         raise DicomExportRefused(
             f"{p.name}: its DICOM header lacks a valid {', '.join(missing)}, so a DICOM result could not refer to "
             "this image; no DICOM result was written for it.")
-    out = Dataset()
-    for key in PATIENT_STUDY_KEYS + REFERENCE_KEYS:
-        if key in src:
-            out[key] = src[key]
+    from .dicom_charset import copy_decoded
+
+    # text decoded from the source's bytes (declared set, else the documented fallback); out: UTF-8
+    out, notes = copy_decoded(src, PATIENT_STUDY_KEYS + REFERENCE_KEYS)
+    out.charset_notes = notes  # how a value without a valid declared set was read: the SR's audit trail
     for key in TYPE2:
         if key not in out:
             setattr(out, key, "")
-    if "SpecificCharacterSet" not in out and _needs_latin1(out):
-        out.SpecificCharacterSet = "ISO_IR 100"
     _clean(out)
     return out
 

@@ -70,6 +70,7 @@ CODE_SUITABILITY = Code("SUITABILITY", LOCAL, "Image suitability")
 CODE_HEAT_IN_LUNGS = Code("HEATLUNGS", LOCAL, "Heatmap share inside lungs")
 CODE_REASON = Code("REASON", LOCAL, "Reason not classified")
 CODE_WARNING = Code("WARNING", LOCAL, "Warning")
+CODE_CHARSET = Code("CHARSET", LOCAL, "Character set note")  # a header value read by the charset fallback
 CODE_APP_VERSION = Code("APPVERSION", LOCAL, "Software version")
 CODE_OVERLAY = Code("HEATMAPSC", LOCAL, "Heatmap overlay image")
 CODE_ALGORITHM_NAME = Code("111001", "DCM", "Algorithm Name")
@@ -211,6 +212,7 @@ def build_sr(result: SrResult, source, *, series_uid: str, series_number: int, s
     if result.reason:
         items.append(_text(CODE_REASON, result.reason))
     items += [_text(CODE_WARNING, w) for w in result.warnings]
+    items += [_text(CODE_CHARSET, n) for n in getattr(source, "charset_notes", ())]  # training.dicom_charset
     items += [_text(CODE_ALGORITHM_NAME, result.model_name), _text(CODE_ALGORITHM_VERSION, result.model_version),
               _text(CODE_ALGORITHM_PARAMETERS, SHA_PREFIX + result.model_sha256),
               _text(CODE_APP_VERSION, f"{APP_NAME} {result.app_version}")]

@@ -4,8 +4,16 @@ ONNX Runtime, with PyTorch as the fallback.
 Why: on the CPUs this project runs on, ONNX Runtime's fp32 kernels classify
 faster than PyTorch eager (channels_last) with the same weights and the same
 numbers (measured by ``bench/bench_classify.py``; figures in docs/INFERENCE.md).
-PyTorch stays the engine for Grad-CAM (it needs gradients), for training and
-on CUDA/MPS.
+PyTorch stays the engine for training and on CUDA/MPS.
+
+* **Outputs**: ``logit`` (``(N,)`` or ``(N, C)``), for a model with a lesion
+  decoder ``lesion`` (``(N, 1, h, w)``), and for a model whose Grad-CAM can
+  come from the classification pass (``training.explain.cam_head``: a
+  ``cam_layer`` followed by ``_head``) ``features``: ``cam_layer``'s output
+  (ResNet50's ``layer4``, ``(N, 2048, S/32, S/32)``), all from the same pass.
+  Grad-CAM then needs only the gradient through the small head, taken in
+  torch (``training.explain.cams_from_features``).  ``OnnxEngine.outputs``
+  fetches the first two; ``outputs_with_features`` all three.
 
 * **Export**: ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
   it handles the stacked LSTM head without extra packages), fp32, opset
@@ -26,9 +34,10 @@ on CUDA/MPS.
 * **One-time check on load**: the session runs the caller's check batch
   (batch of 2, then the first image alone, so a batch size baked into the
   graph is caught) and must agree with PyTorch fp32 within ``P_TOLERANCE`` in
-  P(COVID) (after the temperature) and ``LOGIT_TOLERANCE`` in the logit; a
-  cached file that disagrees is rebuilt once, a fresh one that disagrees makes
-  the engine unavailable.
+  P(COVID) (after the temperature) and ``LOGIT_TOLERANCE`` in the logit (the
+  lesion map likewise), and in ``features`` within ``FEATURE_TOLERANCE`` times
+  the map's largest value; a cached file that disagrees is rebuilt once, a
+  fresh one that disagrees makes the engine unavailable.
 
 Every failure raises :class:`EngineUnavailable` with a one-line reason; the
 ``Classifier`` then logs it and classifies with PyTorch.
@@ -36,6 +45,7 @@ Every failure raises :class:`EngineUnavailable` with a one-line reason; the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -57,10 +67,13 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnx")
 CACHE_ENV = "XRAY_ENGINE_CACHE"
 APP_CACHE = "xray-cxr"
-FORMAT = 2  # 2: class logits (N,) or (N, C) and the lesion map as a second output; bump when the export changes: older cache entries are rebuilt
+# 2: class logits (N,) or (N, C) and the lesion map as a second output; 3: cam_layer's activations as
+# ``features`` (Grad-CAM from the classification pass).  Bump when the export changes: older entries are rebuilt
+FORMAT = 3
 OPSET = 17
 P_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3  # absolute, for |logit| <= 1; relative above
+FEATURE_TOLERANCE = 1e-4  # max |d features| / max(1, max |features|)
 
 
 class EngineUnavailable(RuntimeError):
@@ -103,28 +116,45 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-class _WithLesion(nn.Module):
-    """``forward_with_lesion`` as the traced forward: (class logits, lesion logits)."""
+class _ExportView(nn.Module):
+    """The traced forward: class logits, then the lesion logits (``forward_with_lesion``) and ``cam_layer``'s
+    output, each when the model has it."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, lesion: bool, features: bool):
         super().__init__()
         self.model = model
+        self.lesion = lesion
+        self.features = features
 
     def forward(self, x: torch.Tensor):
-        return self.model.forward_with_lesion(x)
+        from .explain import capture_features
+
+        with capture_features(self.model) if self.features else contextlib.nullcontext() as got:
+            outs = list(self.model.forward_with_lesion(x)) if self.lesion else [self.model(x)]
+        if self.features:
+            outs.append(got.value)
+        return tuple(outs)
 
 
 def _has_lesion(model: nn.Module) -> bool:
     return getattr(model, "lesion", None) is not None
 
 
+def _has_features(model: nn.Module) -> bool:
+    from .explain import cam_head
+
+    return cam_head(model) is not None
+
+
 def export_onnx(model: nn.Module, input_size: int) -> bytes:
     """The fp32 ONNX graph of ``model`` (input ``x``: ``(N, 3, S, S)``, output ``logit``: ``(N,)`` or
-    ``(N, C)``; a model with a lesion decoder also ``lesion``: ``(N, 1, h, w)``, from the same pass)."""
+    ``(N, C)``; a model with a lesion decoder also ``lesion``: ``(N, 1, h, w)``; a model with a Grad-CAM
+    head also ``features``: ``cam_layer``'s output ``(N, C', h', w')``; all from the same pass)."""
     work = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
-    names = ["logit"]
-    if _has_lesion(work):
-        work, names = _WithLesion(work), ["logit", "lesion"]
+    lesion, features = _has_lesion(work), _has_features(work)
+    names = ["logit"] + (["lesion"] if lesion else []) + (["features"] if features else [])
+    if len(names) > 1:
+        work = _ExportView(work, lesion, features)
     example = torch.rand(2, 3, int(input_size), int(input_size), generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
     with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
@@ -181,7 +211,8 @@ def build_cached(model: nn.Module, digest: str, input_size: int, folder: Path | 
 
 
 class OnnxEngine:
-    """An ONNX Runtime session on the CPU: ``logits(batch) -> (N,) float32``."""
+    """An ONNX Runtime session on the CPU: ``logits(batch) -> (N,) float32``; ``outputs`` and
+    ``outputs_with_features`` (``has_features``) give the other outputs of the same run."""
 
     name = "onnx"
 
@@ -203,15 +234,33 @@ class OnnxEngine:
         self.version = getattr(ort, "__version__", "?")
 
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_features = "features" in self.output_names
+        self._class_outputs = [n for n in self.output_names if n != "features"]
+
+    def _run(self, batch: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).contiguous().numpy())
+        outs = self.session.run(names, {"x": x})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs)}
+
+    @staticmethod
+    def _logit(outs: dict[str, np.ndarray]) -> torch.Tensor:
+        logit = outs["logit"].reshape(outs["logit"].shape[0], -1)
+        return torch.from_numpy(logit[:, 0] if logit.shape[1] == 1 else logit)
 
     def outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(N, 3, S, S)`` -> (fp32 logits ``(N,)`` or ``(N, C)``, lesion logits ``(N, 1, h, w)`` or None)."""
-        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).contiguous().numpy())
-        outs = self.session.run(self.output_names, {"x": x})
-        logit = np.asarray(outs[0], dtype=np.float32).reshape(x.shape[0], -1)
-        logit_t = torch.from_numpy(logit[:, 0] if logit.shape[1] == 1 else logit)
-        lesion = torch.from_numpy(np.asarray(outs[1], dtype=np.float32)) if len(outs) > 1 else None
-        return logit_t, lesion
+        outs = self._run(batch, self._class_outputs)
+        lesion = outs.get("lesion")
+        return self._logit(outs), None if lesion is None else torch.from_numpy(lesion)
+
+    def outputs_with_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`outputs` and ``cam_layer``'s activations ``(N, C, h, w)`` fp32, from the same run."""
+        if not self.has_features:
+            raise EngineUnavailable("this engine's graph has no features output")
+        outs = self._run(batch, self.output_names)
+        lesion = outs.get("lesion")
+        return (self._logit(outs), None if lesion is None else torch.from_numpy(lesion),
+                torch.from_numpy(outs["features"]))
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """``(N, 3, S, S)`` -> ``(N,)`` or ``(N, C)`` fp32 logits (CPU tensor)."""
@@ -221,17 +270,34 @@ class OnnxEngine:
 def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float) -> str:
     """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
     (batch of N, then its first image alone), else what differs."""
+    from .explain import capture_features
+
+    features = _has_features(model)
     with torch.inference_mode():
         x = check.to(next(model.parameters()).device, torch.float32)
-        ref, ref_lesion = model.forward_with_lesion(x) if _has_lesion(model) else (model(x), None)
+        with capture_features(model) if features else contextlib.nullcontext() as grabbed:
+            ref, ref_lesion = model.forward_with_lesion(x) if _has_lesion(model) else (model(x), None)
         ref = ref.float().cpu()
-    got, got_lesion = engine.outputs(check)
+        ref_features = grabbed.value.float().cpu() if features else None
+    if features:
+        if not engine.has_features:
+            return "the engine gives no features output"
+        got, got_lesion, got_features = engine.outputs_with_features(check)
+    else:
+        (got, got_lesion), got_features = engine.outputs(check), None
     single = engine.logits(check[:1])
     checks = [("batch", got, ref), ("single image", single, ref[:1])]
     if ref_lesion is not None:
         if got_lesion is None:
             return "the engine gives no lesion map"
         checks.append(("lesion map", got_lesion, ref_lesion.float().cpu()))
+    if ref_features is not None:
+        if tuple(got_features.shape) != tuple(ref_features.shape) or not bool(torch.isfinite(got_features).all()):
+            return f"features: output shape {tuple(got_features.shape)} or values invalid"
+        scale = max(1.0, float(ref_features.abs().max()))
+        dfeat = float((got_features - ref_features).abs().max()) / scale
+        if dfeat > FEATURE_TOLERANCE:
+            return f"features: |dA| / max|A| {dfeat:.2e} (limit {FEATURE_TOLERANCE:g})"
     for name, out, want in checks:
         if tuple(out.shape) != tuple(want.shape) or not bool(torch.isfinite(out).all()):
             return f"{name}: output shape {tuple(out.shape)} or values invalid"
@@ -270,9 +336,10 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
             except OSError:
                 pass
         raise EngineUnavailable(f"ONNX Runtime does not agree with PyTorch on this model ({problem})"
-                                if "|dP|" in problem or "invalid" in problem else problem)
+                                if "|dP|" in problem or "|dA|" in problem or "invalid" in problem else problem)
     return engine
 
 
 __all__ = ["ENGINES", "CACHE_ENV", "EngineUnavailable", "OnnxEngine", "engine_cache_dir", "build_cached",
-           "export_onnx", "prepare_engine", "disagreement", "onnxruntime_module", "P_TOLERANCE"]
+           "export_onnx", "prepare_engine", "disagreement", "onnxruntime_module", "P_TOLERANCE",
+           "FEATURE_TOLERANCE"]

@@ -291,6 +291,85 @@ def render_goals(summary: dict) -> str:
     return "\n".join(L)
 
 
+ROW_ORDER = ("v1", "ab_linear_3class", "ab_linear_lesion", "ab_lstm_lesion", "v2_lstm_lesion")
+SHIPPED_ROW = "v2_lstm_lesion"
+
+
+def row_dirs(results: Path) -> list[Path]:
+    """The ablation's row folders in ablation order (those that exist)."""
+    return [results / n for n in ROW_ORDER if (results / n / "evaluation.json").is_file()]
+
+
+def render_card(results: Path, model_file: Path, notes: str, segmenter_section: str) -> str:
+    """MODEL_CARD.md for the shipped v2: its metadata, goals, ablation, notes and the gate's section."""
+    from .modelfile import file_sha256, read_info
+
+    info, _ = read_info(model_file)
+    ship = json.loads((results / SHIPPED_ROW / "evaluation.json").read_text())
+    tr = info.training or {}
+    cfg = tr.get("config", {})
+    band = info.band or [float("nan")] * 2
+    head = [
+        f"# Model card: {info.name} (v{info.version})", "",
+        "**Research and teaching only. Not a medical device; not a diagnosis.**", "",
+        "| | |", "|---|---|",
+        f"| file | `{model_file.name}` (SHA-256 `{file_sha256(model_file)[:16]}...`) |",
+        f"| architecture | ResNet50-LSTM (`{info.arch}`): ResNet50 trunk, its 2048-channel last map read as a "
+        f"{(info.input_size // 32) ** 2}-step sequence by LSTMs of 32, 16 and 8 units, dropout {info.dropout}, "
+        f"dense softmax over three classes; a lesion decoder (FPN on stages 3-5) gives a lesion probability map "
+        f"at 1/8 of the input |",
+        f"| input | the lungs' box (+10 % margin, lung segmenter), CLAHE; {info.input_size} x {info.input_size} "
+        "grey repeated to 3 channels, values in [0, 1] |",
+        f"| output | calibrated P for {', '.join(info.class_names)} (softmax, temperature "
+        f"{info.temperature:.3f} fitted on validation); P(COVID) is the headline score; the lesion map; lung "
+        "involvement = lesion area (P >= 0.5) inside the segmented lungs / lung area |",
+        f"| decision rule | COVID-19 when P(COVID) >= {info.threshold:.3f} (>= 95 % COVID sensitivity on "
+        f"validation); below it \"Other pneumonia (not a COVID-19 pattern)\" when P(Pneumonia) / (P(Pneumonia) + "
+        f"P(Normal)) >= {info.pneumonia_threshold:.3f} (best balanced accuracy on validation), else Normal; "
+        f"P(COVID) in {band[0]:.3f}-{band[1]:.3f}: \"Indeterminate \u2014 review\" |",
+        f"| version / created | {info.version} / {info.created} |",
+        f"| recipe | `python -m training.train_v2` (`tools/train_shipped.sh`): warm start from v1's backbone; "
+        f"{cfg.get('epochs')} epochs x {cfg.get('samples_per_epoch')} source-balanced films, batch "
+        f"{cfg.get('batch_size')}, AdamW (backbone {cfg.get('lr')}, head and decoder {cfg.get('head_lr')}), "
+        f"cosine schedule, stem + stage 2 frozen, source augmentation; chosen epoch {tr.get('best_epoch')} "
+        "(lowest validation classification loss) |",
+        "| data | covid-cxr-1000 (without the paper's 100 test images), covid-cxr-extra-3000 (shipped split), "
+        "cxr-infection-3class (70/15/15, seed 20261206; `results/v2/split.csv`) |", "",
+        "## Goals (issue: model v2)", "",
+        f"Every figure: the model file as the app runs it (`python -m training.evaluate_v2`), at the stored "
+        f"threshold and band, from the per-file predictions in `results/v2/{SHIPPED_ROW}/predictions.csv`.", "",
+        render_goals(ship), "",
+        "## Ablation", "",
+        "Each row is one model file evaluated the same way (figures with 95 % CIs: Wilson for proportions, "
+        "bootstrap for AUC and Dice). 'Indeterminate' counts every classified film of the set; 'pneumonia called "
+        "COVID' counts non-COVID pneumonia films given the COVID-19 verdict (not those in the band). ECE: P(COVID) "
+        "against COVID / not COVID, 10 bins. Grad-CAM in lungs: external-dev's COVID and Normal films.", "",
+        render_table([json.loads((d / "evaluation.json").read_text()) for d in row_dirs(results)]), "",
+        notes.strip(), "", segmenter_section.strip(), ""]
+    return "\n".join(head)
+
+
+def ship(model_file: Path, results: Path, dest: Path) -> Path:
+    """Copy the evaluated run model to ``dest`` with its test figures in the metadata (the weights,
+    calibration, threshold and band stay exactly as evaluated)."""
+    from .modelfile import load_model, save_model, weights_digest, read_verified_tensors
+
+    ev = json.loads((results / SHIPPED_ROW / "evaluation.json").read_text())
+    loaded = load_model(model_file)
+    info = loaded.info
+    assert abs(info.threshold - ev["threshold"]) < 1e-12, "the model file is not the evaluated one"
+    m = ev["figures"]["new_test"]["covid_vs_normal"]
+    info.metrics = {k: m[k] for k in ("n", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "ece",
+                                      "ci95", "confusion", "threshold")}
+    info.metrics["evaluated_on"] = ("own test split of cxr-infection-3class, COVID vs Normal, calibrated P(COVID) "
+                                    "at the stored threshold (results/v2/v2_lstm_lesion)")
+    info.operating_points = {"sensitivity_95_val": info.threshold, "band_low": info.band[0],
+                             "band_high": info.band[1]}
+    save_model(loaded.model, info, dest, half=True)
+    assert weights_digest(read_verified_tensors(dest)) == ev["weights_sha256"], "weights changed while shipping"
+    return dest
+
+
 def evaluate_file(model_file: Path, out: Path, name: str, what: str, data_root: Path, split_file: Path,
                   explain: bool = True) -> dict:
     from .modelfile import file_sha256, read_info
@@ -300,7 +379,10 @@ def evaluate_file(model_file: Path, out: Path, name: str, what: str, data_root: 
     rows = predict_all(model_file, data_root, split_file, explain=explain)
     out.mkdir(parents=True, exist_ok=True)
     write_rows(out / "predictions.csv", rows)
+    from .modelfile import read_verified_tensors, weights_digest
+
     summary = {"name": name, "what": what, "model_file": model_file.name, "model_sha256": file_sha256(model_file),
+               "weights_sha256": weights_digest(read_verified_tensors(model_file)),
                "threshold": info.threshold, "band": info.band, "pneumonia_threshold": info.pneumonia_threshold,
                "classes": info.class_names, "seconds": round(time.time() - t0, 1),
                "command": f"python -m training.evaluate_v2 {model_file.name} --out {out} --name {name!r}",
@@ -319,9 +401,23 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     ap.add_argument("--split", default=str(REPO / "results" / "v2" / "split.csv"))
     ap.add_argument("--table", nargs="+", help="row folders (evaluation.json) -> print the ablation table")
+    ap.add_argument("--ship", help="the evaluated v2 run's model.safetensors -> resources/models/covid_cxr_v2.safetensors")
+    ap.add_argument("--card", help="results/v2 -> write resources/models/MODEL_CARD.md for the shipped v2")
     ap.add_argument("--goals", help="a row folder (evaluation.json) -> print its goals table")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.ship:
+        print(ship(Path(a.ship), REPO / "results" / "v2", REPO / "resources" / "models" / "covid_cxr_v2.safetensors"))
+        return 0
+    if a.card:
+        models = REPO / "resources" / "models"
+        seg = (models / "MODEL_CARD_v1.md").read_text(encoding="utf-8")
+        seg = "## Lung segmenter" + seg.split("## Lung segmenter", 1)[1]
+        notes = (Path(a.card) / "card_notes.md").read_text(encoding="utf-8")
+        text = render_card(Path(a.card), models / "covid_cxr_v2.safetensors", notes, seg)
+        atomic.write_text(models / "MODEL_CARD.md", text)
+        print(text)
+        return 0
     if a.goals:
         print(render_goals(json.loads((Path(a.goals) / "evaluation.json").read_text())))
         return 0

@@ -759,7 +759,9 @@ def _header_facts(ds, ts_text: str) -> _DicomHeader:
                 break
         except Exception:
             pass
-    patient = {k: v for k in _PATIENT_KEYS if (v := _get_str(ds, k))}
+    from .dicom_charset import decoded_text  # names without a valid declared charset: documented fallback
+
+    patient = {k: v for k in _PATIENT_KEYS if (v := (decoded_text(ds, k) or _get_str(ds, k)))}
     extra = {k: v for k in _EXTRA_KEYS if (v := _get_str(ds, k))}
     sop = ds.get("SOPClassUID")
     sop_name = ""

@@ -170,7 +170,9 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = x.mean(dim=1)  # (N, S, S): rows are time steps
-        return self.head(grey.float())
+        # fp32 even under autocast: oneDNN has no bf16 LSTM on CPUs without native bf16 (AVX2)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.head(grey.float())
 
 
 class ResNet50LSTMClassifier(_LesionMixin, nn.Module):

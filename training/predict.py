@@ -24,7 +24,10 @@ with native bf16 instructions - on AVX2-only CPUs bf16 is emulated and slower).
 Engine: on the CPU in fp32, classification runs on ONNX Runtime when it is
 installed (``engine='auto'``; ``training.engine_onnx``: exported once per model
 file, cached, checked against PyTorch), PyTorch otherwise; any failure of it
-falls back to PyTorch with a logged note.  Grad-CAM always uses the PyTorch model.
+falls back to PyTorch with a logged note.  Grad-CAM comes from the same pass:
+the engine also returns the last convolutional block's activations and only the
+small head's gradient is computed in torch (``training.explain``;
+``predict_full(batch, with_cam=True)``).
 """
 
 from __future__ import annotations
@@ -562,22 +565,37 @@ class Classifier:
         probs = torch.stack([1.0 - p, p], dim=1)  # [negative, positive] for class_names [Normal, COVID]
         return probs if self.covid_index == 1 else probs.flip(1)
 
-    def predict_full(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_full(self, batch: torch.Tensor, *, with_cam: bool = False):
         """A preprocessed ``(N, 3, S, S)`` batch -> (calibrated probabilities ``(N, C)`` float32, lesion
-        probability maps ``(N, h, w)`` float32 or None), from one forward pass per chunk."""
+        probability maps ``(N, h, w)`` float32 or None), from one forward pass per chunk.
+
+        ``with_cam``: a third item, the heatmaps ``(N, S, S)`` float32 in [0, 1] at the model's input size
+        (``training.explain.gradcam_maps``), Grad-CAM from the same pass for the convolutional models; None
+        when the explanation failed (logged; the classification stands)."""
         n_cls = len(self.info.class_names)
         if batch.shape[0] == 0:
-            return np.empty((0, n_cls), dtype=np.float32), None
-        probs, lesions = [], []
+            empty = (np.empty((0, n_cls), dtype=np.float32), None)
+            return (*empty, np.empty((0, *batch.shape[-2:]), dtype=np.float32)) if with_cam else empty
+        probs, lesions, cams = [], [], []
         self.fast_engine()  # built here on the first call, outside inference mode (the export traces the model)
         with torch.inference_mode():
             for start in range(0, batch.shape[0], self.batch_size):
-                logits, lesion = self._outputs(batch[start:start + self.batch_size])
+                chunk = batch[start:start + self.batch_size]
+                if with_cam:
+                    from .explain import pass_with_cams
+
+                    logits, lesion, cam = pass_with_cams(self, chunk)
+                    cams.append(cam)
+                else:
+                    logits, lesion = self._outputs(chunk)
                 probs.append(self._probabilities(logits).cpu())
                 if lesion is not None:
                     lesions.append(torch.sigmoid(lesion.float())[:, 0].cpu())
-        return (torch.cat(probs).numpy().astype(np.float32, copy=False),
-                torch.cat(lesions).numpy().astype(np.float32, copy=False) if lesions else None)
+        out = (torch.cat(probs).numpy().astype(np.float32, copy=False),
+               torch.cat(lesions).numpy().astype(np.float32, copy=False) if lesions else None)
+        if not with_cam:
+            return out
+        return (*out, None if any(c is None for c in cams) else np.concatenate(cams))
 
     def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
         """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
@@ -700,8 +718,8 @@ class Classifier:
         ``preview > 0`` keeps a decimated copy of each classified image (longer
         side about ``preview`` px) in ``Prediction.preview``, so a front end can
         show thumbnails without decoding the file again.  ``explain`` computes
-        Grad-CAM for every classified image (one batched pass) to fill
-        ``heat_in_lungs``.  ``enforce_gate=False`` classifies gate-refused
+        Grad-CAM for every classified image from the classification pass itself
+        (``predict_full(with_cam=True)``) to fill ``heat_in_lungs``.  ``enforce_gate=False`` classifies gate-refused
         images anyway (``valid=False``).  Decoding runs ``decode_workers`` threads ahead (at most two batches in
         flight, so memory stays bounded for any number of files)."""
         it = iter(paths)
@@ -734,17 +752,21 @@ class Classifier:
                 lesions: dict[int, np.ndarray] = {}
                 shares: dict[int, float | None] = {}
                 failure = ""
+                cams = None
                 if ok:
                     try:
                         batch = torch.stack([d.tensor for d in ok])
-                        values, maps = self.predict_full(batch)
+                        if explain and self.gate is not None:  # shares need lung masks; the CAM from this pass
+                            values, maps, cams = self.predict_full(batch, with_cam=True)
+                        else:
+                            values, maps = self.predict_full(batch)
                         probs = {id(d): v for d, v in zip(ok, values)}
                         if maps is not None:
                             lesions = {id(d): m for d, m in zip(ok, maps)}
                     except Exception as exc:  # e.g. out of memory: report, keep going
                         failure = one_line(exc)
-                    if explain and not failure and self.gate is not None:  # shares need lung masks
-                        shares = self._lung_shares(ok, batch)
+                    if cams is not None and not failure:
+                        shares = self._lung_shares(ok, batch, cams)
                 for d in decoded:
                     if d.status == "ok" and not failure:
                         pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings, lesions.get(id(d)))
@@ -770,14 +792,17 @@ class Classifier:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _lung_shares(self, decoded: list[_Decoded], batch: torch.Tensor) -> dict[int, float | None]:
-        """Grad-CAM share inside the lungs for each decoded image with a lung mask."""
+    def _lung_shares(self, decoded: list[_Decoded], batch: torch.Tensor,
+                     maps: np.ndarray | None = None) -> dict[int, float | None]:
+        """Grad-CAM share inside the lungs for each decoded image with a lung mask.  ``maps``: the
+        heatmaps at the model's input (``predict_full(with_cam=True)``); None computes them."""
         from .explain import gradcam_maps
         from .gate import heatmap_in_lungs
 
         out: dict[int, float | None] = {}
         try:
-            maps = gradcam_maps(self, batch)
+            if maps is None:
+                maps = gradcam_maps(self, batch)
         except Exception:  # an explanation failure never stops the batch
             return out
         for d, heat in zip(decoded, maps):

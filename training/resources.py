@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "covid_cxr_v1.safetensors"
+DEFAULT_MODEL_NAME = "covid_cxr_v2.safetensors"  # three classes + lesion map (model v2)
+V1_MODEL_NAME = "covid_cxr_v1.safetensors"  # the previous default, still offered (File > Open Model)
 
 
 def resources_dir() -> Path:
@@ -24,6 +25,12 @@ def resources_dir() -> Path:
 def default_model_path() -> Path | None:
     """The shipped default model, or None when none is installed."""
     p = resources_dir() / "models" / DEFAULT_MODEL_NAME
+    return p if p.is_file() else None
+
+
+def v1_model_path() -> Path | None:
+    """Model v1 (two classes, ResNet50), or None when it is not installed."""
+    p = resources_dir() / "models" / V1_MODEL_NAME
     return p if p.is_file() else None
 
 

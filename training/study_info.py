@@ -102,9 +102,12 @@ def read_study_info(path) -> StudyInfo | None:
             v = ds.get(key)
             return "" if v is None else str(v).strip()
 
-        return StudyInfo(patient_name=s("PatientName"), patient_id=s("PatientID"), birth_date=s("PatientBirthDate"),
+        from .dicom_charset import decoded_text  # bytes without a valid declared charset: documented fallback
+
+        return StudyInfo(patient_name=decoded_text(ds, "PatientName"), patient_id=decoded_text(ds, "PatientID"),
+                         birth_date=s("PatientBirthDate"),
                          study_uid=s("StudyInstanceUID"), study_date=s("StudyDate"), study_time=s("StudyTime"),
-                         accession=s("AccessionNumber"), study_description=s("StudyDescription"),
+                         accession=s("AccessionNumber"), study_description=decoded_text(ds, "StudyDescription"),
                          series_uid=s("SeriesInstanceUID"), series_number=_int(ds.get("SeriesNumber")),
                          series_description=s("SeriesDescription"), modality=s("Modality").upper(),
                          instance_number=_int(ds.get("InstanceNumber")), view=s("ViewPosition").upper(),

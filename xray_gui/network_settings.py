@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QDialogBut
                                QWidget)
 
 SETTINGS_KEY = "network/config"
-COLUMNS = ("Name", "AE title", "Host", "Port", "Query/retrieve", "Results")
+COLUMNS = ("Name", "AE title", "Host", "Port", "Query/retrieve", "Results", "TLS")
 
 
 def default_store() -> Path:
@@ -48,7 +48,7 @@ class NetworkSettingsDialog(QDialog):
     def __init__(self, config, jobs=None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("DICOM Network Settings")
-        self.resize(760, 560)
+        self.resize(760, 720)
         self._base = config
         self.jobs = jobs
         lay = QVBoxLayout(self)
@@ -77,6 +77,26 @@ class NetworkSettingsDialog(QDialog):
         form.addRow("Allowed calling AE titles", self.callers)
         form.addRow("", self.any_caller)
         form.addRow("", self.auto_send)
+        # DICOM over TLS (docs/DICOM_NODE.md): this node's certificate and key, the CAs it trusts
+        self.tls = QCheckBox("Also listen with TLS (mutual TLS: callers need a certificate from a trusted CA)")
+        self.tls.setChecked(config.tls)
+        self.tls_port = QSpinBox()
+        self.tls_port.setRange(1, 65535)
+        self.tls_port.setValue(config.tls_port or 2762)
+        self.tls_cert = QLineEdit(str(config.tls_certificate or ""))
+        self.tls_key = QLineEdit(str(config.tls_private_key or ""))
+        self.tls_ca = QLineEdit(str(config.tls_ca_bundle or ""))
+        for edit, hint in ((self.tls_cert, "this node's certificate (PEM)"), (self.tls_key, "its private key (PEM)"),
+                           (self.tls_ca, "CA bundle (PEM): the CAs whose certificates are trusted")):
+            edit.setPlaceholderText(hint)
+        self.tls_client_cert = QCheckBox("Require client certificates (mutual TLS)")
+        self.tls_client_cert.setChecked(config.tls_require_client_certificate)
+        form.addRow("", self.tls)
+        form.addRow("TLS port", self.tls_port)
+        form.addRow("TLS certificate", self.tls_cert)
+        form.addRow("TLS private key", self.tls_key)
+        form.addRow("TLS CA bundle", self.tls_ca)
+        form.addRow("", self.tls_client_cert)
         lay.addLayout(form)
         lay.addWidget(QLabel("Peers (PACS, archives):"))
         self.table = QTableWidget(0, len(COLUMNS))
@@ -84,7 +104,8 @@ class NetworkSettingsDialog(QDialog):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setStretchLastSection(True)
         for p in config.peers:
-            self.add_peer(p.name, p.ae_title, p.host, p.port, "query_retrieve" in p.roles, "results" in p.roles)
+            self.add_peer(p.name, p.ae_title, p.host, p.port, "query_retrieve" in p.roles, "results" in p.roles,
+                          tls=p.tls)
         lay.addWidget(self.table)
         row = QWidget()
         rl = QHBoxLayout(row)
@@ -120,12 +141,12 @@ class NetworkSettingsDialog(QDialog):
                     "allowed calling AE titles may send images.")
         self.listen_note.setText(text)
 
-    def add_peer(self, name, ae, host, port, query, results) -> None:
+    def add_peer(self, name, ae, host, port, query, results, tls=False) -> None:
         r = self.table.rowCount()
         self.table.insertRow(r)
         for c, v in enumerate((name, ae, host, str(port))):
             self.table.setItem(r, c, QTableWidgetItem(str(v)))
-        for c, on in ((4, query), (5, results)):
+        for c, on in ((4, query), (5, results), (6, tls)):
             item = QTableWidgetItem()
             item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
             item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
@@ -145,7 +166,8 @@ class NetworkSettingsDialog(QDialog):
             cell = [self.table.item(r, c).text() if self.table.item(r, c) else "" for c in range(4)]
             roles = tuple(role for c, role in ((4, "query_retrieve"), (5, "results"))
                           if self.table.item(r, c).checkState() == Qt.CheckState.Checked)
-            out.append(Peer(name=cell[0], ae_title=cell[1], host=cell[2], port=cell[3], roles=roles))
+            tls = self.table.item(r, 6) is not None and self.table.item(r, 6).checkState() == Qt.CheckState.Checked
+            out.append(Peer(name=cell[0], ae_title=cell[1], host=cell[2], port=cell[3], roles=roles, tls=tls))
         return out
 
     def config(self):
@@ -155,7 +177,11 @@ class NetworkSettingsDialog(QDialog):
         return replace(self._base, ae_title=self.ae_title.text(), host=self.host.text().strip(),
                        port=self.port.value(), store=Path(self.store.text().strip() or default_store()),
                        allowed_calling_ae_titles=callers, accept_any_calling_ae=self.any_caller.isChecked(),
-                       auto_send=self.auto_send.isChecked(), peers=self.peers())
+                       auto_send=self.auto_send.isChecked(), peers=self.peers(), tls=self.tls.isChecked(),
+                       tls_port=self.tls_port.value(), tls_certificate=self.tls_cert.text().strip() or None,
+                       tls_private_key=self.tls_key.text().strip() or None,
+                       tls_ca_bundle=self.tls_ca.text().strip() or None,
+                       tls_require_client_certificate=self.tls_client_cert.isChecked())
 
     def _accept(self) -> None:
         from training.errors import XrayError

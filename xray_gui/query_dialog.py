@@ -135,8 +135,13 @@ class QueryRetrieveDialog(QDialog):
             vals = (m.patient_id, m.patient_name, m.study_date, m.accession, m.modalities,
                     "" if m.instances is None else str(m.instances), m.description)
             for c, v in enumerate(vals):
-                self.table.setItem(r, c, QTableWidgetItem(v))
-        self.status.setText(f"{len(self.matches)} study(ies) found." if self.matches else "No study matches.")
+                cell = QTableWidgetItem(v)
+                cell.setToolTip(m.retrieve_note)  # what a retrieve of this study brings, and what not
+                self.table.setItem(r, c, cell)
+        nothing = sum(not m.will_retrieve for m in self.matches)
+        self.status.setText((f"{len(self.matches)} study(ies) found" + (f"; {nothing} hold nothing this node "
+                             "retrieves (hover a row: what a retrieve brings)." if nothing else ".")) if self.matches
+                            else "No study matches.")
 
     def retrieve_selected(self) -> None:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})

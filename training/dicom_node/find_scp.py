@@ -105,10 +105,15 @@ def handle_find(event, store: NodeStore):
     ident = event.identifier
     level = str(ident.get("QueryRetrieveLevel", "")).upper()
     if level != "STUDY":
-        log.warning("refused a C-FIND at level %r: this node answers study-level searches only", level)
+        log.warning("refused a C-FIND at level %r: this node answers study-level searches only", level[:16])
         yield 0xA900, None
         return
-    answers = find_local(store, ident)
+    try:
+        answers = find_local(store, ident)
+    except Exception as exc:  # the message may quote a stored value: only its kind is logged
+        log.error("a study search failed (%s); answered 0xC000", type(exc).__name__)
+        yield 0xC000, None
+        return
     log.info("answered a study search with %d match(es)", len(answers))
     for ans in answers:
         if event.is_cancelled:

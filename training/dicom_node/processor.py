@@ -18,9 +18,20 @@ from typing import Callable
 from ..dicom_export import DicomExporter, heatmap_for_export
 from ..dicom_source import DicomExportRefused
 from ..predict import one_line
+from .privacy import redact
 from .store import NodeStore
 
 log = logging.getLogger("xray_node")
+
+
+def _header(path: Path):
+    """The header of a stored image (to redact its values from a message), or None."""
+    try:
+        from pydicom import dcmread
+
+        return dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:
+        return None
 
 
 class Processor:
@@ -69,15 +80,17 @@ class Processor:
             pixels, heat = explained if explained is not None else (None, None)
             written = self._exporter(image).export(pred, pixels=pixels, heatmap=heat)
         except DicomExportRefused as exc:
+            said = redact(exc.reason, _header(image))
             self.store.set_aside(image, exc.reason)
             log.warning("image %s of study %s: no result can be written (%s); set aside in unprocessable/",
-                        image.stem, image.parent.name, exc.reason)
+                        image.stem, image.parent.name, said)
             return
         except Exception as exc:
             reason = one_line(exc)
-            self.store.set_aside(image, reason)
+            said = redact(reason, _header(image))
+            self.store.set_aside(image, reason)  # the full text stays next to the image, in the store
             log.error("image %s of study %s: writing the results failed (%s); set aside in unprocessable/",
-                      image.stem, image.parent.name, reason)
+                      image.stem, image.parent.name, said)
             return
         done = self.store.finish(image)
         note = f" (P(COVID) {pred.p_covid:.3f})" if pred.p_covid is not None else ""

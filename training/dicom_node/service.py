@@ -4,7 +4,9 @@
 its workers.
 
 ``start()`` first finishes what a previous run left (images received but not
-classified, results not yet sent), then listens.  ``stop()`` stops listening
+classified, results not yet sent), then listens.  Classification (the worker
+thread) and sending (the sender thread, ``sender.ResultSender.run``) run
+apart: a hung results destination never delays a classification.  ``stop()`` stops listening
 first (an image cut off mid-transfer was never acknowledged, so its sender
 still has it), then lets the worker finish the image in hand; images still in
 the inbox are classified after the next start."""
@@ -54,6 +56,7 @@ class Node:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sender_thread: threading.Thread | None = None
         self.processed = 0
         self.idle = threading.Event()  # set while nothing is waiting in the inbox
 
@@ -66,7 +69,7 @@ class Node:
         if self.classifier is None:
             self.classifier = load_classifier(self.config)
         self.processor = Processor(self.store, self.classifier, lung_attention=self.config.lung_attention,
-                                   on_result=self.on_result, lock=self.lock)
+                                   on_result=self._on_result, lock=self.lock)
         left = self.store.counts()
         if left["inbox"] or left["outbox"]:
             log.info("resuming: %d image(s) received but not classified, %d result object(s) not yet sent",
@@ -74,14 +77,25 @@ class Node:
         port = self.server.start() if listen else None
         self._thread = threading.Thread(target=self._run, name="xray-node-worker", daemon=True)
         self._thread.start()
+        if self.config.auto_send:  # sending has its own thread: a hung PACS never holds up classification
+            self._sender_thread = threading.Thread(target=self.sender.run, args=(self._stop,),
+                                                   name="xray-node-sender", daemon=True)
+            self._sender_thread.start()
         return port
+
+    def _on_result(self, path, pred, written) -> None:
+        self.sender.enqueue(path.parent.name)
+        if self.on_result is not None:
+            self.on_result(path, pred, written)
 
     def stop(self, timeout: float | None = 120.0) -> None:
         self.server.stop()
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.sender.enqueue(None)
+        for thread in (self._thread, self._sender_thread):  # a send in hand ends within the network timeouts
+            if thread is not None:
+                thread.join(timeout)
         counts = self.store.counts()
         log.info("stopped; %d image(s) wait in the inbox and %d result object(s) in the outbox for the next start",
                  counts["inbox"], counts["outbox"])
@@ -98,14 +112,11 @@ class Node:
                     self.processed += self.processor.process_pending(self._stop)
                 if self._stop.is_set():
                     break
-                if self.config.auto_send:
-                    self.sender.send_due()
                 if not self.store.pending():
                     self.idle.set()
             except Exception as exc:  # the loop never dies; the images stay in the store
-                from ..predict import one_line
-
-                log.error("the node's worker hit an error and will try again: %s", one_line(exc))
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                log.error("the node's worker hit an error (%s) and will try again", why)
                 self._stop.wait(5.0)
             self._wake.wait(1.0)
             self._wake.clear()
