@@ -5,7 +5,7 @@ to end, on batches balanced across sources.  Resumable, CPU-friendly.
     python -m training.train_v2 --out RUN_DIR [--head lstm|linear] [--no-lesion]
                                 [--classes 3|2] [--epochs N] [--samples-per-epoch N]
                                 [--input-size S] [--threads N] [--init FILE]
-    python -m training.train_v2 --resume RUN_DIR
+    python -m training.train_v2 --resume RUN_DIR [--epochs N]   (N > the run's: extend it)
 
 Data (``--data-root``, default ``../shared/data`` beside the repository):
 
@@ -522,6 +522,11 @@ def main(argv=None) -> int:
         folder = Path(a.resume or a.finish)
         d = json.loads((folder / "config.json").read_text())
         cfg = V2Config(**d)
+        cfg.out = str(folder)
+        if a.resume and a.epochs is not None and a.epochs > cfg.epochs:
+            # Extending a run: the cosine schedule is stretched to the new total, so the
+            # learning rate rises again to where the longer schedule would be (a warm restart).
+            cfg.epochs = a.epochs
     elif a.out:
         cfg = V2Config(out=a.out)
         for k in V2Config.__dataclass_fields__:
