@@ -53,15 +53,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training import atomic  # noqa: E402
-from training.audit import model_stamp  # noqa: E402
-from training.device import cpu_supports_bf16  # noqa: E402
-from training.engine_onnx import CACHE_ENV, EngineUnavailable, OnnxEngine, prepare_engine  # noqa: E402
-from training.loading import load_image  # noqa: E402
-from training.modelfile import ModelInfo, load_model, read_info, save_model  # noqa: E402
-from training.models import build_model  # noqa: E402
-from training.predict import Classifier  # noqa: E402
-from training.resources import default_model_path  # noqa: E402
+from training.common import atomic  # noqa: E402
+from training.common.device import cpu_supports_bf16  # noqa: E402
+from training.common.resources import default_model_path  # noqa: E402
+from training.imaging.loading import load_image  # noqa: E402
+from training.inference.classifier import Classifier  # noqa: E402
+from training.inference.engine_onnx import CACHE_ENV, EngineUnavailable, OnnxEngine, prepare_engine  # noqa: E402
+from training.model.audit import model_stamp  # noqa: E402
+from training.model.modelfile import ModelInfo, load_model, read_info, save_model  # noqa: E402
+from training.model.networks import build_model  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "covid-cxr-1000"
 GEMM_N = 2048

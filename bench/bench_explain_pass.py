@@ -62,9 +62,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from training import explain
-    from training.predict import Classifier
-    from training.resources import default_model_path, v1_model_path
+    from training.common.resources import default_model_path, v1_model_path
+    from training.inference import explain
+    from training.inference.classifier import Classifier
 
     data = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared")) / "data" / "covid-cxr-1000"
     half = args.n // 2

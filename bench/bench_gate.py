@@ -42,14 +42,14 @@ def corpus_files(name: str) -> list[Path]:
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
-    from training.metrics import wilson as w
+    from training.model.metrics import wilson as w
 
     return w(k, n)
 
 
 def run_corpus(gate, name: str, files: list[Path], polarity: bool) -> dict:
-    from training.errors import ImageRefused
-    from training.loading import load_image
+    from training.common.errors import ImageRefused
+    from training.imaging.loading import load_image
 
     counts = collections.Counter()
     reasons = collections.Counter()
@@ -126,8 +126,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from training.gate import ChestGate
-    from training.lungseg import default_segmenter_path
+    from training.gate.gate import ChestGate
+    from training.gate.segmenter import default_segmenter_path
 
     path = Path(args.segmenter) if args.segmenter else default_segmenter_path()
     gate = ChestGate.from_file(path)

@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from training.names import APP_DEVICES  # noqa: E402
+from training.common.constants import APP_DEVICES  # noqa: E402
+
 SHARED = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared")) / "data" / "external-dev"
 SIZE = 2048
 GOAL_PREDICTION_S = 0.3
@@ -80,8 +81,8 @@ def stage_times(clf, files, repeats: int = 3) -> dict[str, float]:
     this thread (median over ``files`` x ``repeats``), with the app's thread count."""
     import torch
 
-    from training.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
-    from training.loading import load_image
+    from training.imaging.loading import load_image
+    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
 
     times: dict[str, list[float]] = {}
 
@@ -120,10 +121,10 @@ def main() -> int:
     os.environ["XRAY_SETTINGS"] = str(tmp / "settings.ini")
     files = make_dicoms(tmp, args.n)
 
+    from bench_window import window_with_model
     from PySide6.QtCore import QEventLoop, QTimer
 
-    from bench_window import window_with_model
-    from training.resources import default_model_path
+    from training.common.resources import default_model_path
 
     model = Path(args.model) if args.model else default_model_path()
     if model is None:

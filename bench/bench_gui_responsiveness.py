@@ -24,15 +24,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from training.names import APP_DEVICES  # noqa: E402
+from training.common.constants import APP_DEVICES  # noqa: E402
+
 DATA = Path(os.environ.get("XRAY_SHARED", REPO.parent / "shared")) / "data" / "covid-cxr-1000"
 
 
 def _model(tmp: Path) -> Path:
     import torch
 
-    from training.modelfile import ModelInfo, save_model
-    from training.models import build_model
+    from training.model.modelfile import ModelInfo, save_model
+    from training.model.networks import build_model
 
     torch.manual_seed(0)
     return save_model(build_model("resnet50_lstm"), ModelInfo(arch="resnet50_lstm", input_size=224,
@@ -56,9 +57,8 @@ def main() -> int:
         return 2
     model = Path(args.model) if args.model else _model(tmp)
 
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
-
     from bench_window import window_with_model
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 
     app, win = window_with_model(model, args.device)
     if win is None:

@@ -53,8 +53,8 @@ def main(argv=None) -> int:
 
     import pydicom
     import torch
-
     from dicom_peers import NODE_AET, ORTHANC_AET, Orthanc, free_port, radiographs
+
     from training.dicom_node.config import ROLE_RESULTS, NodeConfig, Peer
     from training.dicom_node.service import Node, load_classifier
 
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
         dest = Peer("PACS", ORTHANC_AET, "127.0.0.1", orthanc.dicom_port, (ROLE_RESULTS,))
         model = None
         if args.model == "tiny":
-            from training.modelfile import ModelInfo, save_model
-            from training.models import build_model
+            from training.model.modelfile import ModelInfo, save_model
+            from training.model.networks import build_model
 
             torch.manual_seed(0)
             model = save_model(build_model("resnet50", "scratch", input_size=64),

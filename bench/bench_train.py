@@ -4,7 +4,7 @@ naive : every epoch decodes PNGs with PIL + torchvision transforms (DataLoader,
         batch 32), fp32, contiguous memory format.
 engine: images decoded once into a uint8 cache, channels_last, and the
         precision the engine picks for this device (bf16 autocast on CPUs with
-        native bf16, fp16 AMP on CUDA, else fp32) - i.e. training.trainer's path.
+        native bf16, fp16 AMP on CUDA, else fp32) - i.e. training.train.trainer's path.
 
 Prints seconds per batch and images/s for both, and the ratio.  Example:
 
@@ -25,17 +25,17 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.data import decode_all, scan_folders  # noqa: E402
-from training.device import pick_device  # noqa: E402
-from training.models import build_model  # noqa: E402
-from training.precision import choose_precision  # noqa: E402
-from training.steps import train_step  # noqa: E402
-from training.trainer import to_batch  # noqa: E402
+from training.common.autocast import choose_precision  # noqa: E402
+from training.common.device import pick_device  # noqa: E402
+from training.model.networks import build_model  # noqa: E402
+from training.train.data import decode_all, scan_folders  # noqa: E402
+from training.train.steps import train_step  # noqa: E402
+from training.train.trainer import to_batch  # noqa: E402
 
 
 def naive_epoch(model, paths, labels, device, batch):
-    from PIL import Image
     import torchvision.transforms as T
+    from PIL import Image
 
     tf = T.Compose([T.Grayscale(1), T.Resize((224, 224)), T.ToTensor()])
 

@@ -50,10 +50,10 @@ def _instrument() -> None:
 
 
 if __name__ == "__main__":
-    from training.decode_guard import WORKER_FLAG
+    from training.imaging.decode_guard import WORKER_FLAG
 
-    if sys.argv[1:2] == [WORKER_FLAG]:  # a decode worker process (training/decode_guard.py), not the app
-        from training.decode_guard import worker_main
+    if sys.argv[1:2] == [WORKER_FLAG]:  # a decode worker process (training/imaging/decode_guard.py), not the app
+        from training.imaging.decode_guard import worker_main
 
         sys.exit(worker_main())
     if os.environ.get("XRAY_STARTUP_TIMING") == "1":

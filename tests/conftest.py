@@ -66,7 +66,7 @@ def _decode_workers_reopened():
     pool for the process (right for the CLI, which exits); re-open it so later
     tests in the same session can decode compressed DICOMs."""
     yield
-    from training import decode_guard
+    from training.imaging import decode_guard
 
     if decode_guard._closed:
         decode_guard.reset_for_tests()
@@ -101,9 +101,9 @@ def write_tiny_v2_model(path: Path, input_size: int = 64, seed: int = 0) -> Path
     decoder, the v1 lung view; calibrated-looking metadata (threshold 0.3, band 0.2-0.45)."""
     import torch
 
-    from training.lung_input import InputSpec
-    from training.modelfile import ModelInfo, save_model
-    from training.models import build_model
+    from training.model.lung_input import InputSpec
+    from training.model.modelfile import ModelInfo, save_model
+    from training.model.networks import build_model
 
     torch.manual_seed(seed)
     model = build_model("resnet50_lstm", "scratch", classes=3, lesion=True, dropout=0.2)

@@ -56,8 +56,8 @@ def tiny_model_file(path: Path) -> Path:
     """A small untrained model file (ResNet-50 at 64 px): fast enough for the node's tests."""
     import torch
 
-    from training.modelfile import ModelInfo, save_model
-    from training.models import build_model
+    from training.model.modelfile import ModelInfo, save_model
+    from training.model.networks import build_model
 
     torch.manual_seed(0)
     return save_model(build_model("resnet50", "scratch", input_size=64),
@@ -70,7 +70,7 @@ def start_node_cli(conf: Path, log: Path, cwd: Path) -> subprocess.Popen:
 
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli_node", "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli.node", "--config", str(conf)],
                             stderr=open(log, "wb"), stdout=subprocess.DEVNULL, env=env, cwd=cwd)
     wait_for(lambda: "listening on" in log.read_text(errors="replace") or proc.poll() is not None,
              what="xray-node to listen")

@@ -1,5 +1,5 @@
 """The job tests/test_fault_corpus.py runs on each fault-corpus file, inside a
-``training.decode_guard`` worker process (so a case that hangs costs its time
+``training.imaging.decode_guard`` worker process (so a case that hangs costs its time
 limit, not the test run).  Importable without pytest."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 def probe(path: str) -> dict:
     """Load one file; return what happened as plain data."""
-    from training.errors import ImageRefused
-    from training.loading import load_image
+    from training.common.errors import ImageRefused
+    from training.imaging.loading import load_image
 
     t0 = time.perf_counter()
     try:

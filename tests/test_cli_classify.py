@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.cli_classify import main
-from training.modelfile import ModelInfo, save_model
-from training.models import build_model
+from training.cli.classify import main
+from training.model.modelfile import ModelInfo, save_model
+from training.model.networks import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_DICOM = "cxr07_nih_udacity_test1_nofinding.dcm"
@@ -142,7 +142,7 @@ def test_cli_empty_folder_exit_2(tmp_path, model_file, capsys):
 
 def _script() -> list[str]:
     exe = Path(sys.executable).with_name("xray-classify")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "training.cli_classify"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "training.cli.classify"]
 
 
 def test_console_script_subprocess(mixed_folder, model_file, tmp_path):
@@ -157,7 +157,7 @@ def test_console_script_subprocess(mixed_folder, model_file, tmp_path):
     # the bad-model path through the real entry point, via python -m
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 100)
-    proc = subprocess.run([sys.executable, "-m", "training.cli_classify", str(mixed_folder), "--model", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "training.cli.classify", str(mixed_folder), "--model", str(bad)],
                           capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert proc.returncode == 2
     assert "bad.safetensors" in proc.stderr and "Traceback" not in proc.stderr
@@ -180,7 +180,7 @@ def test_csv_path_is_checked_before_any_image(tmp_path, mixed_folder, model_file
 
 def test_csv_keeps_rows_when_interrupted(tmp_path, mixed_folder, model_file, monkeypatch, capsys):
     """Ctrl-C / SIGTERM after two results: the CSV holds those two rows."""
-    from training import predict
+    from training.inference import classifier as predict
 
     real = predict.Classifier.classify_paths
 
@@ -257,9 +257,9 @@ def test_cli_dicom_out_writes_valid_sr_and_sc_equal_to_the_csv(tmp_path, model_f
     import hashlib
 
     import pydicom
-
     from dicom_tools import dciodvfy, make_studies
-    from training.dicom_sr import read_sr_values
+
+    from training.dicom_out.sr import read_sr_values
 
     studies = tmp_path / "studies"
     files = make_studies(studies, dicom_dir)

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import decode_guard
-from training.errors import ImageRefused
-from training.j2k_header import codestream_problem
-from training.loading import MAX_FILE_BYTES, load_image
-
 from tests.conftest import DICOM_DIR, REPO
 from tests.synthetic import chest_phantom, make_dicom, write_dicom
+from training.common.errors import ImageRefused
+from training.imaging import decode_guard
+from training.imaging.j2k_header import codestream_problem
+from training.imaging.loading import MAX_FILE_BYTES, load_image
 
 D78_FRAME = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 300  # the fault corpus' garbage codestream
 
@@ -120,9 +119,9 @@ def test_a_hanging_decode_is_stopped_at_its_time_limit(tmp_path, guard_pool):
 
 
 def test_loader_turns_a_decode_timeout_into_a_refusal(tmp_path, guard_pool, monkeypatch):
-    import training.j2k_header
+    import training.imaging.j2k_header
 
-    monkeypatch.setattr(training.j2k_header, "codestream_problem", lambda *a, **k: "")
+    monkeypatch.setattr(training.imaging.j2k_header, "codestream_problem", lambda *a, **k: "")
     monkeypatch.setattr(decode_guard, "DECODE_TIMEOUT_S", 3.0)
     path = _j2k_dicom(tmp_path / "d78.dcm", D78_FRAME)
     t0 = time.monotonic()
@@ -169,7 +168,7 @@ def test_worker_does_not_reimport_the_callers_main_script(tmp_path):
     """A script without an ``if __name__ == '__main__'`` guard must work (with
     multiprocessing's spawn the worker would run the script again)."""
     script = tmp_path / "noguard.py"
-    script.write_text("from training import decode_guard\nprint(decode_guard.run(abs, -7, timeout=60))\n")
+    script.write_text("from training.imaging import decode_guard\nprint(decode_guard.run(abs, -7, timeout=60))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
@@ -215,9 +214,9 @@ def test_ctrl_c_is_prompt_while_a_decode_hangs(tmp_path):
     if not model.is_file():
         pytest.skip("shipped model not installed")
     hang = _j2k_dicom(tmp_path / "d78.dcm", D78_FRAME)
-    code = ("import sys, training.j2k_header as j\n"
+    code = ("import sys, training.imaging.j2k_header as j\n"
             "j.codestream_problem = lambda *a, **k: ''\n"
-            "from training.cli_classify import main\n"
+            "from training.cli.classify import main\n"
             f"sys.exit(main([{str(hang)!r}, '--no-progress', '--no-lung-attention', '--device', 'cpu']))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

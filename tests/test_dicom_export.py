@@ -8,15 +8,15 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-
 from dicom_tools import dciodvfy
-from training.audit import ModelStamp
-from training.dicom_export import DicomExporter
-from training.dicom_source import NEEDS_DICOM_SOURCE, DicomExportRefused, source_header
-from training.dicom_sr import RESEARCH_STATEMENT, read_sr_values
-from training.dicom_uids import UID_ROOT, is_project_uid, new_uid
-from training.loading import load_image
-from training.predict import CATEGORIES, Prediction, result_category
+
+from training.dicom_out.export import DicomExporter
+from training.dicom_out.source import NEEDS_DICOM_SOURCE, DicomExportRefused, source_header
+from training.dicom_out.sr import RESEARCH_STATEMENT, read_sr_values
+from training.dicom_out.uids import UID_ROOT, is_project_uid, new_uid
+from training.imaging.loading import load_image
+from training.inference.result import CATEGORIES, Prediction, result_category
+from training.model.audit import ModelStamp
 
 STAMP = ModelStamp("ResNet50-LSTM", "3", "c0ffee" * 10 + "abcd")
 SOURCES = ("cxr01_rsna_normal-2_jpegbaseline.dcm", "cxr12_barre_CR-MONO1-10-chest_nometa.dcm",

@@ -16,17 +16,23 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
+from dicom_peers import MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs, require_tool  # noqa: F401
 
-from dicom_peers import (MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs,  # noqa: F401
-                         require_tool)
-from training.dicom_node.config import (ROLE_QUERY, ROLE_RESULTS, ConfigError, NodeConfig, Peer, config_from_dict,
-                                        load_config)
+from training.dicom_node.config import (
+    ROLE_QUERY,
+    ROLE_RESULTS,
+    ConfigError,
+    NodeConfig,
+    Peer,
+    config_from_dict,
+    load_config,
+)
 from training.dicom_node.scu import StudyQuery, echo, find_studies, retrieve_study
 from training.dicom_node.service import Node
 from training.dicom_node.store import NodeStore, uid_key
-from training.modelfile import ModelInfo, save_model
-from training.models import build_model
-from training.predict import Classifier
+from training.inference.classifier import Classifier
+from training.model.modelfile import ModelInfo, save_model
+from training.model.networks import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -338,7 +344,7 @@ def test_xray_node_cli_sigterm_then_restart_loses_nothing(tmp_path, dicom_dir, t
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def start(log: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "training.cli_node", "--config", str(conf)],
+        proc = subprocess.Popen([sys.executable, "-m", "training.cli.node", "--config", str(conf)],
                                 stderr=open(log, "wb"), stdout=subprocess.DEVNULL, env=env, cwd=tmp_path)
         wait_for(lambda: "listening on" in log.read_text(errors="replace") or proc.poll() is not None,
                  what="xray-node to listen")
@@ -394,7 +400,7 @@ def test_retrieve_cancel_keeps_what_arrived(tmp_path, orthanc, dicom_dir):
 
 
 def test_xray_node_cli_check_and_bad_config(tmp_path, caplog, capsys):
-    from training.cli_node import main
+    from training.cli.node import main
 
     caplog.set_level("INFO", logger="xray_node")
     bad = tmp_path / "bad.toml"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.synthetic import chest_phantom, make_dicom, write_dicom
-from training.errors import ImageRefused
-from training.loading import load_image, shown
+from training.common.errors import ImageRefused
+from training.imaging.loading import load_image, shown
 
 HOSTILE = 'KNEE "left"\nsecond line\r\n=HYPERLINK("http://evil")\t<b>bold</b>'
 

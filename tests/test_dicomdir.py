@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from dicom_tools import make_studies
-from training.dicomdir import find_inputs, read_dicomdir
-from training.study_info import read_study_info
+
+from training.imaging.dicomdir import find_inputs, read_dicomdir
+from training.imaging.study_info import read_study_info
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def test_cli_classifies_a_dicomdir_and_refuses_other_modalities(media, tmp_path,
 
     import torch
 
-    from training.cli_classify import main
-    from training.modelfile import ModelInfo, save_model
-    from training.models import build_model
+    from training.cli.classify import main
+    from training.model.modelfile import ModelInfo, save_model
+    from training.model.networks import build_model
 
     torch.manual_seed(0)
     model = save_model(build_model("resnet50", "scratch", input_size=64),

@@ -1,4 +1,4 @@
-"""The ONNX Runtime CPU engine (training/engine_onnx.py) behind Classifier.predict_batch:
+"""The ONNX Runtime CPU engine (training/inference/engine_onnx.py) behind Classifier.predict_batch:
 export + cache (reuse, rebuild when damaged or stale), agreement with PyTorch
 fp32 on real images (the class logits, the lesion map and layer4's activations),
 fallback to PyTorch on every kind of failure, and Grad-CAM from the engine's
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from training import engine_onnx
-from training.errors import XrayError
-from training.explain import gradcam
-from training.loading import load_image
-from training.modelfile import ModelInfo, loaded_from_module, save_model
-from training.models import build_model
-from training.predict import Classifier
-from training.resources import default_model_path, v1_model_path
+from training.common.errors import XrayError
+from training.common.resources import default_model_path, v1_model_path
+from training.imaging.loading import load_image
+from training.inference import engine_onnx
+from training.inference.classifier import Classifier
+from training.inference.explain import gradcam
+from training.model.modelfile import ModelInfo, loaded_from_module, save_model
+from training.model.networks import build_model
 
 pytest.importorskip("onnxruntime")
 
@@ -190,7 +190,7 @@ def test_missing_onnxruntime_falls_back_to_pytorch(tiny_file, cache, monkeypatch
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # "import onnxruntime" raises ImportError
     reference = _clf(tiny_file, engine="torch").predict_arrays(_arrays(films))
     clf = _clf(tiny_file, engine="onnx")
-    with caplog.at_level(logging.WARNING, logger="training.predict"):
+    with caplog.at_level(logging.WARNING, logger="training.inference.classifier"):
         probs = clf.predict_arrays(_arrays(films))
     assert clf.active_engine == "torch"
     assert "ONNX Runtime is not available" in clf.engine_note

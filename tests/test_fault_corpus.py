@@ -4,7 +4,7 @@
 manifest saying, for each, whether a correct program loads it ("ok"), refuses
 it with a clear reason ("refuse") or may do either ("either").  The corpus is
 generated once per session into a temporary folder; every file is then loaded
-in a ``training.decode_guard`` worker process with a per-file time limit, so a
+in a ``training.imaging.decode_guard`` worker process with a per-file time limit, so a
 case that hangs (as d78 did) fails its test instead of hanging the run.  The
 file-system cases of ``gen_fs.sh`` (FIFOs, 4 GB sparse files, devices, link
 loops) are checked the same way.  The slowest case is d92 (a 7999 x 7999
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CXR1000, REPO, SHARED
-from training import decode_guard
+from training.imaging import decode_guard
 
 CORPUS = SHARED / "fault-corpus"
 CASE_LIMIT_S = 30.0  # per file; the slowest real case takes a few seconds
@@ -173,8 +173,8 @@ def fs_cases(tmp_path_factory):
     ("sparse_4g.dcm", "too_large"), ("sparse_4g_nosuffix", "too_large"),
 ])
 def test_file_system_oddities_are_refused_at_once(fs_cases, name, code):
-    from training.errors import ImageRefused
-    from training.loading import load_image
+    from training.common.errors import ImageRefused
+    from training.imaging.loading import load_image
 
     t0 = time.monotonic()
     with pytest.raises(ImageRefused) as info:
@@ -184,7 +184,7 @@ def test_file_system_oddities_are_refused_at_once(fs_cases, name, code):
 
 
 def test_folder_scans_skip_pipes_and_survive_link_loops(fs_cases):
-    from training.loading import find_images
+    from training.imaging.loading import find_images
 
     t0 = time.monotonic()
     files, skipped = find_images([fs_cases / "folder_fifo_png", fs_cases / "folder_fifo_txt",

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.errors import ModelFileError
-from training.gate import ATTENTION_OUTSIDE_NOTE, INVERTED_NOTE, REFUSAL_PREFIX, ChestGate, heatmap_in_lungs
-from training.loading import load_image
-from training.lungseg import default_segmenter_path, load_segmenter_module, read_segmenter_info
-from training.predict import GATE_CODE, Classifier, Prediction
-from training.resources import default_model_path
+from training.common.errors import ModelFileError
+from training.common.resources import default_model_path
+from training.gate.gate import ChestGate
+from training.gate.notes import ATTENTION_OUTSIDE_NOTE, INVERTED_NOTE, REFUSAL_PREFIX, heatmap_in_lungs
+from training.gate.segmenter import default_segmenter_path, load_segmenter_module, read_segmenter_info
+from training.imaging.loading import load_image
+from training.inference.classifier import Classifier
+from training.inference.result import GATE_CODE, Prediction
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "lung_segmenter"
@@ -48,9 +50,10 @@ def chest_files(data_dir) -> list[Path]:
 
 def test_segmenter_dice_on_held_out_pairs(data_dir):
     """The shipped segmenter on its own held-out test pairs (split committed with its run)."""
-    from training.lungseg import LungSegmenter
-    from training.lungseg_train import dice_per_image
     import torch
+
+    from training.gate.segmenter import LungSegmenter
+    from training.train.segmenter_trainer import dice_per_image
 
     with open(RESULTS / "split.csv", newline="") as fh:
         test = [r["file"] for r in csv.DictReader(fh) if r["split"] == "test"][:12]
@@ -150,7 +153,7 @@ def test_inverted_png_classified_like_the_original(shipped, chest_files, tmp_pat
 
 
 def test_cli_csv_has_gate_columns(shipped, data_dir, tmp_path, chest_files):
-    from training.cli_classify import main
+    from training.cli.classify import main
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -170,7 +173,7 @@ def test_frozen_segmenter_matches_eager_for_any_batch(chest_files):
     MONAI's eager BasicUNet, for one image or several."""
     import torch
 
-    from training.lungseg import LungSegmenter, SegmentAndPool, to_seg_input
+    from training.gate.segmenter import LungSegmenter, SegmentAndPool, to_seg_input
 
     seg = LungSegmenter.from_file(default_segmenter_path())
     assert isinstance(seg._forward, torch.jit.ScriptModule)
@@ -189,7 +192,7 @@ def test_frozen_segmenter_matches_eager_for_any_batch(chest_files):
 def test_model_card_section_comes_from_the_segmenter_file_and_benchmark():
     import json
 
-    from training.model_card import render_segmenter
+    from training.release.model_card import render_segmenter
 
     bench = json.loads((RESULTS / "gate_bench.json").read_text())
     text = render_segmenter(default_segmenter_path(), bench)

@@ -1,4 +1,4 @@
-"""Grad-CAM from the classification pass (``training.explain.cams_from_features``):
+"""Grad-CAM from the classification pass (``training.inference.explain.cams_from_features``):
 the engine returns layer4's activations with the logits and only the head's
 gradient is computed in torch.  Known answer: the ``grad-cam`` package's
 ``GradCAM`` (full forward + backward of the PyTorch model, the reference) on
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import explain
-from training.loading import load_image
-from training.predict import Classifier
-from training.resources import default_model_path, v1_model_path
+from training.common.resources import default_model_path, v1_model_path
+from training.imaging.loading import load_image
+from training.inference import explain
+from training.inference.classifier import Classifier
 
 pytest.importorskip("onnxruntime")
 TOL = 1e-4  # per pixel, maps in [0, 1]
@@ -132,7 +132,7 @@ def test_a_session_error_falls_back_and_the_cam_still_comes(tiny_v2_model, films
 
 
 def test_classify_paths_lung_shares_come_from_the_classification_pass(tiny_v2_model, films, monkeypatch):
-    from training.predict import load_gate
+    from training.inference.classifier import load_gate
 
     gate = load_gate("default")
     if gate is None:
@@ -160,7 +160,7 @@ def test_classify_paths_lung_shares_come_from_the_classification_pass(tiny_v2_mo
 
 
 def test_an_explanation_failure_never_fails_the_classification(tiny_v2_model, films, monkeypatch):
-    from training.predict import load_gate
+    from training.inference.classifier import load_gate
 
     clf = _clf(tiny_v2_model, "torch", gate=load_gate("default"))
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.explain import gradcam
-from training.modelfile import ModelInfo, loaded_from_module
-from training.predict import Classifier
+from training.inference.classifier import Classifier
+from training.inference.explain import gradcam
+from training.model.modelfile import ModelInfo, loaded_from_module
 
 SIZE = 64
 

@@ -29,8 +29,8 @@ def tiny_model_file(tmp_path_factory) -> Path:
     if not path.exists():
         import torch
 
-        from training.modelfile import ModelInfo, save_model
-        from training.models import build_model
+        from training.model.modelfile import ModelInfo, save_model
+        from training.model.networks import build_model
 
         torch.manual_seed(0)
         save_model(build_model("resnet50_lstm"), ModelInfo(arch="resnet50_lstm", input_size=64, name="Test model",
@@ -45,7 +45,7 @@ def model_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(model_file):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return Classifier.from_file(model_file, device="cpu", decode_workers=1)
 
@@ -107,7 +107,7 @@ def _wait_batch(qtbot, win, start):
 
 
 # ------------------------------------------------------------------ single images
-def test_window_starts_without_torch_on_gui_thread_and_says_no_model(qtbot, settings_file, monkeypatch, tmp_path):
+def test_window_without_a_model_says_no_model(qtbot, settings_file, monkeypatch, tmp_path):
     monkeypatch.setenv("XRAY_RESOURCES", str(tmp_path))  # no shipped model
     win = _make_window(qtbot)
     win.start_model(None)
@@ -386,7 +386,7 @@ def test_start_falls_back_to_the_default_model_when_the_remembered_one_is_broken
         qtbot, settings_file, model_file, tmp_path, monkeypatch):
     res = tmp_path / "resources" / "models"
     res.mkdir(parents=True)
-    from training.resources import DEFAULT_MODEL_NAME
+    from training.common.resources import DEFAULT_MODEL_NAME
 
     (res / DEFAULT_MODEL_NAME).symlink_to(model_file)
     monkeypatch.setenv("XRAY_RESOURCES", str(tmp_path / "resources"))

@@ -13,16 +13,21 @@ pytest.importorskip("superqt")
 from PySide6.QtCore import QThreadPool, QTimer  # noqa: E402
 
 from tests.test_decode_guard import D78_FRAME, _j2k_dicom  # noqa: E402
-from tests.test_gui_app import WAIT, classifier, model_file, settings_file  # noqa: E402,F401
-from tests.test_gui_app import _make_window  # noqa: E402
-from training import decode_guard  # noqa: E402
+from tests.test_gui_app import (  # noqa: E402,F401
+    WAIT,
+    _make_window,  # noqa: E402
+    classifier,
+    model_file,
+    settings_file,
+)
+from training.imaging import decode_guard  # noqa: E402
 
 
 def test_window_stays_responsive_and_closes_at_once_while_a_decode_hangs(qtbot, settings_file, classifier,
                                                                          model_file, tmp_path, monkeypatch):
-    import training.j2k_header
+    import training.imaging.j2k_header
 
-    monkeypatch.setattr(training.j2k_header, "codestream_problem", lambda *a, **k: "")  # let d78 reach pydicom
+    monkeypatch.setattr(training.imaging.j2k_header, "codestream_problem", lambda *a, **k: "")  # let d78 reach pydicom
     monkeypatch.setattr(decode_guard, "DECODE_TIMEOUT_S", 120.0)
     decode_guard.reset_for_tests()
     hang = _j2k_dicom(tmp_path / "d78.dcm", D78_FRAME)

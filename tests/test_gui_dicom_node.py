@@ -14,10 +14,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt, QThreadPool  # noqa: E402
-
-from dicom_peers import (MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs,  # noqa: E402,F401
-                         require_tool)
+from dicom_peers import MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs, require_tool  # noqa: E402,F401
+from PySide6.QtCore import QThreadPool  # noqa: E402
 
 WAIT = 120_000
 SR_CLASS, SC_CLASS, CR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.1"
@@ -27,8 +25,8 @@ SR_CLASS, SC_CLASS, CR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5
 def model_file(tmp_path_factory) -> Path:
     import torch
 
-    from training.modelfile import ModelInfo, save_model
-    from training.models import build_model
+    from training.model.modelfile import ModelInfo, save_model
+    from training.model.networks import build_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -40,7 +38,7 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch, model_file):
     monkeypatch.setenv("XRAY_SETTINGS", str(tmp_path / "settings.ini"))
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
     from xray_gui.main_window import MainWindow
 
     win = MainWindow(dialogs=False)

@@ -27,8 +27,8 @@ WAIT = 60_000  # ms; generous for 2 shared CPU cores
 @pytest.fixture(scope="module")
 def shipped():
     """(classifier, model path): the shipped model with the shipped gate."""
-    from training.predict import Classifier
-    from training.resources import default_model_path
+    from training.common.resources import default_model_path
+    from training.inference.classifier import Classifier
 
     path = default_model_path()
     if path is None:
@@ -87,20 +87,9 @@ def _plain(content) -> str:
     return build_document(content).toPlainText()
 
 
-# ------------------------------------------------------------------ constants shared with the core
-def test_gui_constants_match_the_core():
-    from training.gate import ATTENTION_OUTSIDE_THRESHOLD
-    from training.predict import GATE_CODE
-
-    from xray_gui.batch_table import LOW_SHARE
-    from xray_gui.tasks import GATE_CODE as GUI_GATE_CODE
-
-    assert GUI_GATE_CODE == GATE_CODE and LOW_SHARE == ATTENTION_OUTSIDE_THRESHOLD
-
-
 # ------------------------------------------------------------------ single images
 def test_photo_is_refused_and_classify_anyway_is_not_valid(window, qtbot, calibrated, photo, tmp_path):
-    from training.gate import REFUSAL_PREFIX
+    from training.gate.notes import REFUSAL_PREFIX
 
     panel = window.pred_panel
     with qtbot.waitSignal(window.images.refusalShown, timeout=WAIT) as sig:
@@ -195,7 +184,7 @@ def test_chest_xray_gets_a_verdict_lung_share_and_outline(window, qtbot, normals
 def test_inverted_chest_xray_is_shown_inverted_back_with_the_note(window, qtbot, calibrated, normals, tmp_path):
     from PIL import Image
 
-    from training.gate import INVERTED_NOTE
+    from training.gate.notes import INVERTED_NOTE
 
     img = np.asarray(Image.open(normals[0]).convert("L"))
     neg = tmp_path / "negative.png"

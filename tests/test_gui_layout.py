@@ -28,13 +28,13 @@ def classifier(tmp_path_factory):
     if not path.exists():
         import torch
 
-        from training.modelfile import ModelInfo, save_model
-        from training.models import build_model
+        from training.model.modelfile import ModelInfo, save_model
+        from training.model.networks import build_model
 
         torch.manual_seed(0)
         save_model(build_model("resnet50", "scratch", input_size=64),
                    ModelInfo(arch="resnet50", input_size=64, name="Layout model", version="1"), path)
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return Classifier.from_file(path, device="cpu", decode_workers=1), path
 
@@ -364,7 +364,7 @@ def test_rows_keep_their_height_when_thumbnails_arrive(qtbot):
     one row instead of every row on each layout (uniform row heights)."""
     from PySide6.QtGui import QImage
 
-    from training.predict import Prediction
+    from training.inference.result import Prediction
     from xray_gui.batch_table import ROW_ICON, BatchPanel
 
     panel = BatchPanel()

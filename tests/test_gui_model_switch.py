@@ -24,8 +24,8 @@ def _model(path: Path, seed: int, version: str, metrics: dict, threshold: float 
     if not path.exists():
         import torch
 
-        from training.modelfile import ModelInfo, save_model
-        from training.models import build_model
+        from training.model.modelfile import ModelInfo, save_model
+        from training.model.networks import build_model
 
         torch.manual_seed(seed)
         save_model(build_model("resnet50", "scratch", input_size=64),
@@ -51,7 +51,7 @@ def model_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier_a(model_files):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return Classifier.from_file(model_files[0], device="cpu", decode_workers=1)
 
@@ -204,8 +204,7 @@ def test_wizard_messages_show_no_html_entities(qtbot):
 
 # ------------------------------------------------------------------ forced results in the table and the panel
 def test_forced_result_is_grey_with_its_reason_in_the_table_and_panel(qtbot):
-    from training.predict import FORCED_NOTE, Prediction
-
+    from training.inference.result import FORCED_NOTE, Prediction
     from xray_gui.batch_table import COL_P, COL_PRED, COL_STATUS, STALE_TEXT, BatchTableModel
     from xray_gui.prediction_panel import NOT_VALID_LABEL, PredictionPanel
 

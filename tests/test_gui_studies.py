@@ -14,11 +14,21 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from dicom_tools import dciodvfy, make_studies  # noqa: E402
 from PySide6.QtCore import QModelIndex, Qt, QThreadPool  # noqa: E402
 
-from dicom_tools import dciodvfy, make_studies  # noqa: E402
-from xray_gui.batch_table import (ROW_ICON, COL_ACCESSION, COL_P, COL_PATH, COL_PATIENT, COL_PRED, COL_SERIES,  # noqa: E402
-                                  COL_STATUS, COL_STUDY_DATE, COL_VIEW)
+from xray_gui.batch_table import (  # noqa: E402
+    COL_ACCESSION,
+    COL_P,
+    COL_PATH,
+    COL_PATIENT,
+    COL_PRED,
+    COL_SERIES,
+    COL_STATUS,
+    COL_STUDY_DATE,
+    COL_VIEW,
+    ROW_ICON,
+)
 
 WAIT = 90_000
 
@@ -27,8 +37,8 @@ def _model(path: Path, seed: int, version: str) -> Path:
     if not path.exists():
         import torch
 
-        from training.modelfile import ModelInfo, save_model
-        from training.models import build_model
+        from training.model.modelfile import ModelInfo, save_model
+        from training.model.networks import build_model
 
         torch.manual_seed(seed)
         save_model(build_model("resnet50", "scratch", input_size=64),
@@ -44,7 +54,7 @@ def model_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifiers(model_files):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return tuple(Classifier.from_file(f, device="cpu", decode_workers=1) for f in model_files)
 
@@ -239,7 +249,7 @@ def test_dicomdir_lists_studies_and_refuses_other_modalities(window, qtbot, stud
 def test_export_dicom_results_from_the_table(window, qtbot, studies, model_files, tmp_path):
     import pydicom
 
-    from training.dicom_sr import read_sr_values
+    from training.dicom_out.sr import read_sr_values
 
     root, files = studies
     _run_batch(qtbot, window, [root])

@@ -33,7 +33,7 @@ def covid_png() -> Path:
 
 @pytest.fixture(scope="module")
 def v2_classifier(tiny_v2_model):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return Classifier.from_file(tiny_v2_model, device="cpu", decode_workers=1)
 
@@ -76,10 +76,9 @@ def _magenta_pixels(img) -> int:
 
 # ------------------------------------------------------------------ Qt-free overlay
 def test_gui_constants_match_the_core():
-    from training.lesion_overlay import LESION_LEVEL
-    from training.predict import LESION_LEVEL as CORE_LEVEL
-    from training.predict import PNEUMONIA
-
+    from training.inference.lesion_overlay import LESION_LEVEL
+    from training.inference.result import LESION_LEVEL as CORE_LEVEL
+    from training.inference.result import PNEUMONIA
     from xray_gui import batch_table, report_pdf
     from xray_gui.prediction_panel import PNEUMONIA_COLOUR
     from xray_gui.viewer import LESION_COLOUR
@@ -87,7 +86,7 @@ def test_gui_constants_match_the_core():
     assert LESION_LEVEL == CORE_LEVEL
     assert batch_table.PNEUMONIA == report_pdf.PNEUMONIA == PNEUMONIA
     assert batch_table.PNEUMONIA_TEXT.color() == PNEUMONIA_COLOUR
-    from training.lesion_overlay import LESION_RGB
+    from training.inference.lesion_overlay import LESION_RGB
 
     assert LESION_COLOUR.getRgb()[:3] == LESION_RGB
 
@@ -95,9 +94,9 @@ def test_gui_constants_match_the_core():
 def test_lesion_overlay_is_the_cores_placed_map_and_outlines_it():
     """At full size the numpy resampling equals ``Prediction.lesion_map`` (torch) inside the
     model's box; the contours run where P crosses 0.5, inside the box."""
-    from training.lesion_overlay import lesion_overlay
-    from training.lung_input import Box
-    from training.predict import Prediction
+    from training.inference.lesion_overlay import lesion_overlay
+    from training.inference.result import Prediction
+    from training.model.lung_input import Box
 
     u8 = np.zeros((8, 8), np.uint8)
     u8[2:5, 3:7] = 230  # one lesion blob
@@ -122,7 +121,7 @@ def test_lesion_overlay_is_the_cores_placed_map_and_outlines_it():
     rgba = ov.rgba()
     assert (rgba[..., 3] > 0).sum() == ov.mask.sum() > 0
     # a bounded overlay for a big film: at most MAX_SIDE, and OVERSAMPLE x the map, on its long side
-    from training.lesion_overlay import MAX_SIDE, OVERSAMPLE
+    from training.inference.lesion_overlay import MAX_SIDE, OVERSAMPLE
 
     big = lesion_overlay(u8, box, (3000, 2500))
     assert max(big.prob.shape) == min(MAX_SIDE, OVERSAMPLE * 8) and big.any
@@ -133,10 +132,14 @@ def test_lesion_overlay_is_the_cores_placed_map_and_outlines_it():
 
 # ------------------------------------------------------------------ panel
 def test_other_pneumonia_verdict_has_its_own_colour(qtbot):
-    from training.predict import INDETERMINATE, OTHER_PNEUMONIA
-
-    from xray_gui.prediction_panel import (CAUTION_COLOUR, NEGATIVE_COLOUR, PNEUMONIA_COLOUR, POSITIVE_COLOUR,
-                                           PredictionPanel)
+    from training.inference.result import INDETERMINATE, OTHER_PNEUMONIA
+    from xray_gui.prediction_panel import (
+        CAUTION_COLOUR,
+        NEGATIVE_COLOUR,
+        PNEUMONIA_COLOUR,
+        POSITIVE_COLOUR,
+        PredictionPanel,
+    )
 
     panel = PredictionPanel()
     qtbot.addWidget(panel)
@@ -259,10 +262,8 @@ def test_batch_table_three_class_columns(v2_window, qtbot, covid_png):
 def test_batch_table_rows_binary_and_other_pneumonia(qtbot):
     """Two-class rows leave the three-class cells empty and the columns hidden; the
     "Other pneumonia" filter keeps the Pneumonia verdicts only."""
-    from training.predict import OTHER_PNEUMONIA, Prediction
-
-    from xray_gui.batch_table import (COL_INVOLVEMENT, COL_P_PNEUMONIA, COL_PRED, FILTERS, PNEUMONIA_TEXT,
-                                      BatchPanel)
+    from training.inference.result import OTHER_PNEUMONIA, Prediction
+    from xray_gui.batch_table import COL_INVOLVEMENT, COL_P_PNEUMONIA, COL_PRED, FILTERS, PNEUMONIA_TEXT, BatchPanel
 
     panel = BatchPanel()
     qtbot.addWidget(panel)

@@ -129,8 +129,7 @@ def test_orientation_markers_only_when_known():
 
 # ------------------------------------------------------------------ heatmap
 def test_default_colour_map_is_not_jet_and_low_values_are_transparent():
-    from training.explain import heat_rgba, heat_weight
-
+    from training.inference.explain import heat_rgba, heat_weight
     from xray_gui.images import rgba_to_qimage
 
     assert DEFAULT_HEATMAP_COLOURS != "jet" and 0.0 < HEATMAP_FLOOR < 1.0
@@ -145,7 +144,7 @@ def test_default_colour_map_is_not_jet_and_low_values_are_transparent():
 
 
 def test_overlay_rgb_with_a_floor_leaves_the_low_part_grey():
-    from training.explain import overlay_rgb
+    from training.inference.explain import overlay_rgb
 
     grey = np.full((4, 101), 0.5, dtype=np.float32)
     heat = np.tile(np.linspace(0.0, 1.0, 101, dtype=np.float32), (4, 1))

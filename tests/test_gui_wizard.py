@@ -72,14 +72,14 @@ def test_gui_uses_the_cores_names_and_they_need_no_torch():
     import subprocess
     import sys
 
-    from training.data import MIN_PER_CLASS
-    from training.models import ARCH_LABELS
+    from training.model.networks import ARCH_LABELS
+    from training.train.data import MIN_PER_CLASS
     from xray_gui.wizard import data_page
     from xray_gui.wizard.common import MODEL_LABELS
 
     assert MODEL_LABELS is ARCH_LABELS  # one object, not a copy
     assert data_page.MIN_PER_CLASS is MIN_PER_CLASS
-    code = "import sys, training.names, training.formatting; sys.exit('torch' in sys.modules)"
+    code = "import sys, training.common.constants, training.common.formatting; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

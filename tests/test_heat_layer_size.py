@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from training.explain import COLOUR_LAYER_MAX_SIDE, colour_layer_size, heat_rgba  # noqa: E402
+from training.inference.explain import COLOUR_LAYER_MAX_SIDE, colour_layer_size, heat_rgba  # noqa: E402
 
 
 def _blob(h: int, w: int) -> np.ndarray:

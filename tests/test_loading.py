@@ -1,18 +1,17 @@
-"""training.loading: real DICOM samples, synthetic edge cases, find_images."""
+"""training.imaging.loading: real DICOM samples, synthetic edge cases, find_images."""
 
 from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.synthetic import chest_phantom, make_dicom, write_dicom, write_png, write_png_header_only
-from training.errors import ImageRefused
-from training.loading import (
+from training.common.errors import ImageRefused
+from training.imaging.loading import (
     SUPPORTED_SUFFIXES,
     ImageMeta,
     LoadedImage,
@@ -332,7 +331,7 @@ def test_too_large_refused_before_decoding(tmp_path):
 
 
 def test_unexpected_error_becomes_corrupt(tmp_path, monkeypatch, grey8):
-    import training.loading as loading
+    import training.imaging.loading as loading
 
     def boom(*a, **k):
         raise KeyError("surprise")
@@ -580,7 +579,7 @@ def test_voi_lut_that_misses_the_data_falls_back_to_a_window(tmp_path, phantom16
 
 
 def test_training_scan_skips_blank_images(tmp_path, cxr1000):
-    from training.data import decode_all, scan_folders
+    from training.train.data import decode_all, scan_folders
 
     for cls in ("COVID", "Normal"):
         (tmp_path / cls).mkdir()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.augment import augment_batch
-from training.calibration import (apply_temperature, fit, fit_temperature, in_band, threshold_for_specificity)
-from training.lung_input import WORK_SIZE, Box, InputSpec, clahe, lung_box, model_view, place_heatmap
-from training.metrics import calibration as ece_of, threshold_for_sensitivity
+from training.model.calibration import apply_temperature, fit, fit_temperature, in_band, threshold_for_specificity
+from training.model.lung_input import WORK_SIZE, Box, InputSpec, clahe, lung_box, model_view, place_heatmap
+from training.model.metrics import calibration as ece_of
+from training.model.metrics import threshold_for_sensitivity
+from training.train.augment import augment_batch
 
 
 def _two_lungs(shape=(256, 256)) -> np.ndarray:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.cli_train_lungs import main as train_lungs
-from training.data import stratified_split
-from training.errors import TrainingCancelled
-from training.lungseg import LungSegmenter, read_segmenter_info
-from training.lungseg_train import SegTrainConfig, augment_pairs, run_seg_training, seg_train_events
+from training.cli.train_lungs import main as train_lungs
+from training.common.errors import TrainingCancelled
+from training.gate.segmenter import LungSegmenter, read_segmenter_info
+from training.train.data import stratified_split
+from training.train.segmenter_trainer import SegTrainConfig, augment_pairs, run_seg_training, seg_train_events
 
 
 @pytest.fixture(scope="module")

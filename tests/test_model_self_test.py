@@ -4,14 +4,13 @@ is constant, not finite, or of the wrong shape."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from training.errors import ModelFileError
-from training.modelfile import ModelInfo, loaded_from_module, save_model
-from training.models import build_model
-from training.predict import Classifier
+from training.common.errors import ModelFileError
+from training.inference.classifier import Classifier
+from training.model.modelfile import ModelInfo, loaded_from_module, save_model
+from training.model.networks import build_model
 
 SIZE = 64
 

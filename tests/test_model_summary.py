@@ -1,5 +1,5 @@
-"""Test figures of a model for people (training.model_summary) and the one
-punctuation rule for messages and warnings (training.formatting)."""
+"""Test figures of a model for people (training.model.summary) and the one
+punctuation rule for messages and warnings (training.common.formatting)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from training.formatting import clause, sentence, sentence_join
-from training.model_summary import SMALL_TEST_PER_CLASS, summarize
+from training.common.formatting import clause, sentence, sentence_join
+from training.model.summary import SMALL_TEST_PER_CLASS, summarize
 
 
 def _info(**kw):
-    from training.modelfile import ModelInfo
+    from training.model.modelfile import ModelInfo
 
     return ModelInfo(arch="resnet50", **kw)
 
@@ -43,14 +43,16 @@ def test_sentence_and_clause():
 
 
 def test_gate_texts_and_forced_warning_have_no_double_stops():
-    from training.gate import REFUSAL_PREFIX, GateResult
+    from training.gate.gate import GateResult
+    from training.gate.notes import REFUSAL_PREFIX
 
     g = GateResult("refused", reasons=["too little lung was found.", "it is a colour picture"],
                    warnings=["the lung outline is unclear."])
     assert g.refusal_text() == f"{REFUSAL_PREFIX}: too little lung was found; it is a colour picture."
     g2 = GateResult("warning", warnings=["the lung outline is unclear."])
     assert g2.warning_texts()[0].endswith("unclear.") and ".." not in g2.warning_texts()[0]
-    from training.predict import Prediction, Classifier
+    from training.inference.classifier import Classifier
+    from training.inference.result import Prediction
 
     p = Prediction(path=None, status="ok", label="COVID", p_covid=0.7, threshold=0.5,
                    warnings=["AP view (often a portable film): image quality and heart size differ from PA.",
@@ -66,11 +68,10 @@ def test_gate_texts_and_forced_warning_have_no_double_stops():
 
 
 def test_header_override_warning_is_one_sentence(tmp_path):
+    import numpy as np
     from synthetic import chest_phantom, make_dicom, write_dicom
 
-    from training.loading import load_image
-
-    import numpy as np
+    from training.imaging.loading import load_image
 
     ds = make_dicom((chest_phantom() * 4000).astype(np.uint16), modality="CT")
     img = load_image(write_dicom(tmp_path / "ct.dcm", ds), check_header=False)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.errors import ModelFileError, XrayError
-from training.modelfile import ModelInfo, load_model, read_info, save_model
-from training.models import ARCHITECTURES, build_model, read_weights_file
+from training.common.errors import ModelFileError, XrayError
+from training.model.modelfile import ModelInfo, load_model, read_info, save_model
+from training.model.networks import ARCHITECTURES, build_model, read_weights_file
 
 torch.manual_seed(0)
 
@@ -246,7 +246,7 @@ def _rewrite(src, dst, *, meta_edit=None, tensor_edit=None, rehash_weights=False
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from training.modelfile import META_KEY, weights_digest
+    from training.model.modelfile import META_KEY, weights_digest
 
     with safe_open(str(src), framework="pt") as fh:
         header = dict(fh.metadata())
@@ -283,7 +283,7 @@ def test_rehashed_weights_and_nan_weights_are_refused(tmp_path, saved):
     with pytest.raises(ModelFileError, match="checksum"):
         load_model(_rewrite(saved, tmp_path / "b.safetensors", tensor_edit=shift, rehash_weights=True))
 
-    from training.modelfile import metadata_digest
+    from training.model.modelfile import metadata_digest
 
     def nan(t):
         t["fc.bias"] = torch.full_like(t["fc.bias"], float("nan"))
@@ -306,8 +306,9 @@ def test_rehashed_weights_and_nan_weights_are_refused(tmp_path, saved):
 def test_invalid_metadata_fields_are_refused_with_a_reason(tmp_path, field, value):
     import json
 
-    from training.modelfile import META_KEY, metadata_digest, weights_digest, state_tensors
     from safetensors.torch import save_file
+
+    from training.model.modelfile import META_KEY, metadata_digest, state_tensors, weights_digest
 
     tensors = state_tensors(_tiny("resnet50"))
     meta = {"format": "xray-cxr-model", "format_version": 1, **ModelInfo(arch="resnet50", input_size=64).to_dict()}

@@ -17,15 +17,24 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
+from dicom_peers import (  # noqa: F401
+    MODALITY_AET,
+    NODE_AET,
+    ORTHANC_AET,
+    orthanc,
+    radiographs,
+    require_tool,
+    storescu_profile,
+    tiny_model_file,
+    wait_for,
+)
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from dicom_peers import (MODALITY_AET, NODE_AET, ORTHANC_AET, orthanc, radiographs, require_tool,  # noqa: F401
-                         storescu_profile, tiny_model_file, wait_for)
 from training.dicom_node.config import ROLE_QUERY, ROLE_RESULTS, NodeConfig, Peer
 from training.dicom_node.scu import StudyQuery, find_studies, retrieve_study
 from training.dicom_node.service import Node
-from training.dicom_sr import read_sr_values
+from training.dicom_out.sr import read_sr_values
 
 SC_CLASS, CR_CLASS, SR_CLASS = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.88.33"
 SC_SAMPLES = ("cxr01_rsna_normal-2_jpegbaseline.dcm", "cxr03_rsna_viral-2_jpegbaseline.dcm",
@@ -34,7 +43,7 @@ SC_SAMPLES = ("cxr01_rsna_normal-2_jpegbaseline.dcm", "cxr03_rsna_viral-2_jpegba
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     torch.set_num_threads(1)
     model = tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")

@@ -15,14 +15,14 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
-from pydicom.dataelem import DataElement
-
 from dicom_peers import radiographs, tiny_model_file
 from dicom_tools import dciodvfy
-from training.dicom_charset import decode_raw, fallback_decode
+from pydicom.dataelem import DataElement
+
 from training.dicom_node.processor import Processor
 from training.dicom_node.store import NodeStore
-from training.dicom_sr import LOCAL
+from training.dicom_out.sr import LOCAL
+from training.imaging.dicom_charset import decode_raw, fallback_decode
 
 SOURCE = ("cxr07_nih_udacity_test1_nofinding.dcm",)  # DX chest film, uncompressed: quick to decode
 # (case, Specific Character Set or None, patient name, referring physician, code page for undeclared bytes)
@@ -67,7 +67,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(tiny_model):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     torch.set_num_threads(1)
     return Classifier.from_file(tiny_model, device="cpu", decode_workers=1)
@@ -124,8 +124,8 @@ def test_names_round_trip_through_sr_and_sc_valid_dicom(tmp_path, dicom_dir, cla
 
 def test_shown_names_are_decoded(tmp_path, dicom_dir):
     """What the table, the identifiers toggle, the CSV and the PDF show: the decoded names."""
-    from training.loading import load_image
-    from training.study_info import read_study_info
+    from training.imaging.loading import load_image
+    from training.imaging.study_info import read_study_info
 
     cases = charset_cases(tmp_path / "src", dicom_dir)
     for case, charset, name, doctor, _ in CASES:
@@ -141,7 +141,7 @@ def test_xray_classify_dicom_out_over_the_samples_and_charset_cases_is_valid(tmp
                                                                             capsys):
     """The issue's "done when": every SR and SC ``xray-classify --dicom-out`` writes over
     ../shared/data/dicom-samples and the generated character-set cases passes dciodvfy with 0 errors."""
-    from training.cli_classify import main
+    from training.cli.classify import main
 
     cases = charset_cases(tmp_path / "cases", dicom_dir)
     out = tmp_path / "dicom"

@@ -17,10 +17,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from dicom_peers import (
+    MODALITY_AET,
+    NODE_AET,
+    free_port,
+    radiographs,
+    require_tool,
+    start_node_cli,
+    tiny_model_file,
+    wait_for,
+)
 from pydicom.dataelem import DataElement
 
-from dicom_peers import (MODALITY_AET, NODE_AET, free_port, radiographs, require_tool, start_node_cli,
-                         tiny_model_file, wait_for)
 from training.dicom_node.config import NodeConfig
 
 CYRILLIC_NAME = "Иванов^Пётр"

@@ -13,16 +13,15 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
+from dicom_peers import MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs, tiny_model_file, wait_for  # noqa: F401
 from pynetdicom import AE
 
-from dicom_peers import (MODALITY_AET, NODE_AET, ORTHANC_AET, free_port, orthanc, radiographs,  # noqa: F401
-                         tiny_model_file, wait_for)
 from training.dicom_node.config import ROLE_RESULTS, NodeConfig, Peer
 from training.dicom_node.scu import echo
 from training.dicom_node.sender import ResultSender
 from training.dicom_node.service import Node
 from training.dicom_node.store import NodeStore, uid_key
-from training.predict import Classifier
+from training.inference.classifier import Classifier
 
 CR_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 

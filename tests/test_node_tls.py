@@ -17,9 +17,18 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
+from dicom_peers import (
+    MODALITY_AET,
+    NODE_AET,
+    free_port,
+    make_test_pki,
+    radiographs,
+    require_tool,
+    storescu_profile,
+    tiny_model_file,
+    wait_for,
+)
 
-from dicom_peers import (MODALITY_AET, NODE_AET, free_port, make_test_pki, radiographs, require_tool,
-                         storescu_profile, tiny_model_file, wait_for)
 from training.dicom_node.config import ROLE_RESULTS, ConfigError, NodeConfig, Peer, load_config
 from training.dicom_node.scu import echo
 from training.dicom_node.service import Node
@@ -32,7 +41,7 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     torch.set_num_threads(1)
     model = tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")
@@ -70,7 +79,7 @@ def test_tls_settings_round_trip_and_plain_errors(tmp_path, pki, caplog):
     with pytest.raises(ConfigError, match="minimum_version"):
         replace(cfg, tls_minimum_version="1.0")
     # xray-node stops at start, with one line, when a TLS file is not usable
-    from training.cli_node import main
+    from training.cli.node import main
 
     broken = tmp_path / "broken.toml"
     broken.write_text(replace(cfg, tls_certificate=tmp_path / "missing.pem").to_toml())
@@ -101,7 +110,7 @@ def test_tls_dcmtk_echo_and_store_with_client_certificate(tmp_path, pki, dicom_d
         wait_for(lambda: len(list((cfg.store / "outbox").glob("*/*_SR.dcm"))) == 2, what="2 SRs over TLS")
     finally:
         node.stop()
-    assert f"(mutual TLS, TLS 1.2+)" in caplog.text
+    assert "(mutual TLS, TLS 1.2+)" in caplog.text
     assert "TLS connection from 127.0.0.1 (certificate of 'MODALITY1')" in caplog.text
 
 

@@ -85,7 +85,7 @@ def test_spec_names_resources_that_exist():
         assert f"resources/icons/xray-assistant-{size}.png" in paths
     assert "resources/icons/xray-assistant.svg" in paths
     models = {p for p in paths if p.startswith("resources/models")}
-    from training.resources import DEFAULT_MODEL_NAME
+    from training.common.resources import DEFAULT_MODEL_NAME
 
     assert "resources/models" in models, "the spec bundles resources/models/*"
     assert f"resources/models/{DEFAULT_MODEL_NAME}" in models, "the spec knows the default model's name"
@@ -185,8 +185,8 @@ def test_bundle_builds_and_classifies_without_the_venv(tmp_path):
     model = tmp_path / "demo.safetensors"
     subprocess.run([sys.executable, "-c", (
         "import sys, torch; torch.manual_seed(0)\n"
-        "from training.models import build_model\n"
-        "from training.modelfile import ModelInfo, save_model\n"
+        "from training.model.networks import build_model\n"
+        "from training.model.modelfile import ModelInfo, save_model\n"
         "save_model(build_model('resnet50_lstm'), ModelInfo(arch='resnet50_lstm', input_size=224, "
         "name='Demo (untrained)'), sys.argv[1])\n"), str(model)], cwd=REPO, check=True, timeout=600)
 

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from training.errors import XrayError
-from training.explain import gradcam, overlay_rgb, save_overlay_png, smoothgrad
-from training.loading import load_image
-from training.modelfile import ModelInfo, load_model, loaded_from_module, save_model
-from training.models import build_model
-from training.predict import CSV_COLUMNS, Classifier, Prediction
-from training.preprocess import preprocess_batch
+from training.common.errors import XrayError
+from training.imaging.loading import load_image
+from training.imaging.resize import preprocess_batch
+from training.inference.classifier import Classifier
+from training.inference.explain import gradcam, overlay_rgb, save_overlay_png, smoothgrad
+from training.inference.result import CSV_COLUMNS, Prediction
+from training.model.modelfile import ModelInfo, load_model, loaded_from_module, save_model
+from training.model.networks import build_model
 
 SIZE = 64
 GOOD_DICOM = "cxr07_nih_udacity_test1_nofinding.dcm"
@@ -125,7 +126,7 @@ def test_overlay(tmp_path, image):
     # jet on request: cold (blue) on the left, hot (red) on the right
     full = overlay_rgb(image.pixels, heat, alpha=1.0, cmap="jet", floor=0.0)
     assert full[150, 0, 2] > full[150, 0, 0] and full[150, -1, 0] > full[150, -1, 2]
-    # the default (training.heat_style): the left half (below 0.5 of the maximum) stays the grey image,
+    # the default (training.common.heat_style): the left half (below 0.5 of the maximum) stays the grey image,
     # the right end is inferno's pale yellow
     default = overlay_rgb(image.pixels, heat, alpha=1.0)
     grey = np.rint(image.pixels * 255).astype(np.uint8)

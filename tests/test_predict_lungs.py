@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.explain import gradcam
-from training.lung_input import InputSpec
-from training.loading import load_image
-from training.modelfile import ModelInfo, load_model, save_model
-from training.models import build_model
-from training.predict import CSV_COLUMNS, INDETERMINATE, Classifier, Prediction
+from training.imaging.loading import load_image
+from training.inference.classifier import Classifier
+from training.inference.explain import gradcam
+from training.inference.result import CSV_COLUMNS, INDETERMINATE, Prediction
+from training.model.lung_input import InputSpec
+from training.model.modelfile import ModelInfo, load_model, save_model
+from training.model.networks import build_model
 
 SIZE = 64
 
@@ -96,7 +97,7 @@ def test_band_turns_a_verdict_into_indeterminate(p, expected):
 
 
 def test_cli_csv_carries_the_result_column(lung_model_file, films, tmp_path):
-    from training.cli_classify import main
+    from training.cli.classify import main
 
     out = tmp_path / "r.csv"
     assert main([str(f) for f in films[:2]] + ["--model", str(lung_model_file), "--csv", str(out), "--no-progress"]) == 0
@@ -107,8 +108,8 @@ def test_cli_csv_carries_the_result_column(lung_model_file, films, tmp_path):
 def test_cli_heatmaps_reuse_the_gates_lung_mask(lung_model_file, films, tmp_path, monkeypatch):
     """``xray-classify --heatmaps`` with a lung model segments each image once: the gate's mask travels on the
     batch Prediction and serves the lung crop of Grad-CAM too."""
-    from training.cli_classify import main
-    from training.lungseg import LungSegmenter
+    from training.cli.classify import main
+    from training.gate.segmenter import LungSegmenter
 
     clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False, batch_size=4)
     preds = list(clf.classify_paths(films[:2]))
@@ -140,8 +141,8 @@ def test_cli_heatmaps_reuse_the_gates_lung_mask(lung_model_file, films, tmp_path
 def test_warm_up_builds_the_engine_before_the_first_image(tmp_path, monkeypatch):
     """The loading worker warms the classifier up (xray_gui.tasks.load_model_task):
     the fast engine is tried and the gate has run before any real image."""
-    from training.predict import Classifier
-    from training.resources import default_model_path
+    from training.common.resources import default_model_path
+    from training.inference.classifier import Classifier
 
     monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
     clf = Classifier.from_file(default_model_path(), device="cpu")
@@ -158,7 +159,7 @@ def test_warm_up_builds_the_engine_before_the_first_image(tmp_path, monkeypatch)
 def test_prediction_keeps_the_lung_mask_bit_packed():
     """A batch keeps one Prediction per row: the mask is stored packed (8 KB
     for 256 x 256, not 64 KB) and reads back exactly."""
-    from training.predict import Prediction
+    from training.inference.result import Prediction
 
     rng = np.random.default_rng(3)
     mask = rng.random((256, 256)) > 0.6

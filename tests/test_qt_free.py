@@ -29,10 +29,10 @@ SCRIPT = textwrap.dedent(r"""
         importlib.import_module(name)
 
     import numpy as np, torch
-    from training.explain import gradcam, overlay_rgb
-    from training.modelfile import ModelInfo, loaded_from_module
-    from training.models import build_model
-    from training.predict import Classifier
+    from training.inference.explain import gradcam, overlay_rgb
+    from training.model.modelfile import ModelInfo, loaded_from_module
+    from training.model.networks import build_model
+    from training.inference.classifier import Classifier
 
     torch.manual_seed(0)
     model = build_model("resnet50", "scratch", input_size=64)
@@ -57,5 +57,5 @@ def test_training_package_is_qt_free():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("OK")
-    for expected in ("training.predict", "training.explain", "training.cli_classify", "training.loading"):
+    for expected in ("training.inference.classifier", "training.inference.explain", "training.cli.classify", "training.imaging.loading"):
         assert expected in proc.stdout

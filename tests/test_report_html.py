@@ -1,4 +1,4 @@
-"""The training report has one renderer in the core (training.report): report.md
+"""The training report has one renderer in the core (training.train.report): report.md
 and the app's HTML / PDF export come from the same blocks; an undefined CI is
 left out (never "nan"), a CI never wraps inside itself, a table keeps to one
 page with its heading."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.report import Table, Value, build_report, report_blocks, report_html, to_html
+from training.train.report import Table, Value, build_report, report_blocks, report_html, to_html
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "results" / "v1" / "v1_resnet50_224"  # a committed run folder (one model: resnet50)

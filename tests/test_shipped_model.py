@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.resources import default_model_path, model_card_path
+from training.common.resources import default_model_path, model_card_path
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "results" / "shipped" / "split.csv"
@@ -21,7 +21,7 @@ def shipped():
     path = default_model_path()
     if path is None:
         pytest.skip("no shipped model in resources/models/")
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     return Classifier.from_file(path, device="cpu")
 
@@ -45,7 +45,7 @@ def test_shipped_model_on_held_out_paper_test_images(shipped, cxr1000):
     assert all(p.status == "ok" for p in preds)
     truth = np.array([r["label"] == "COVID" for r in picked])
     p = np.array([pr.p_covid for pr in preds])
-    from training.metrics import roc_auc
+    from training.model.metrics import roc_auc
 
     assert roc_auc(truth.astype(int), p) >= 0.8, "COVID films must rank above Normal films"
     assert p[truth].mean() > p[~truth].mean() + 0.2
@@ -55,8 +55,8 @@ def test_shipped_model_on_held_out_paper_test_images(shipped, cxr1000):
 
 
 def test_shipped_model_gradcam_on_a_real_dicom(shipped, dicom_dir):
-    from training.explain import gradcam
-    from training.loading import load_image
+    from training.imaging.loading import load_image
+    from training.inference.explain import gradcam
 
     img = load_image(dicom_dir / "cxr01_rsna_normal-2_jpegbaseline.dcm")
     heat = gradcam(shipped, img.pixels)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.calibration import apply_temperature
-from training.metrics import evaluate
-from training.resources import resources_dir, v1_model_path
+from training.common.resources import resources_dir, v1_model_path
+from training.model.calibration import apply_temperature
+from training.model.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "v1"
@@ -33,7 +33,7 @@ def committed():
 
 @pytest.fixture(scope="module")
 def shipped_info():
-    from training.modelfile import read_info
+    from training.model.modelfile import read_info
 
     return read_info(v1_model_path())[0]
 
@@ -57,7 +57,7 @@ def test_committed_external_metrics_follow_from_the_committed_predictions(commit
 
 
 def test_shipped_model_reproduces_committed_predictions_on_real_films(committed, data_dir):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     _, ext = committed
     files = ext["file"]

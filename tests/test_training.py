@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import make_config
-from training.data import read_manifest, scan_folders, stratified_split
-from training.errors import DataError, TrainingCancelled
-from training.metrics import confusion, point_metrics
-from training.modelfile import load_model
-from training.trainer import run_training, train_events
+from training.common.errors import DataError, TrainingCancelled
+from training.model.metrics import confusion, point_metrics
+from training.model.modelfile import load_model
+from training.train.config import make_config
+from training.train.data import read_manifest, scan_folders, stratified_split
+from training.train.trainer import run_training, train_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_end_to_end_outputs_and_metrics(tiny_data, tmp_path):
             if not np.isnan(lo):  # NaN when undefined (e.g. precision with no positive prediction)
                 assert lo <= test[k] + 1e-9 and test[k] <= hi + 1e-9
     # the model card is generated from the model file and its metrics, not typed by hand
-    from training.model_card import render
+    from training.release.model_card import render
 
     card = render(out / "models" / "resnet50_lstm.safetensors", out / "resnet50_lstm" / "metrics.json")
     t = json.loads((out / "resnet50_lstm" / "metrics.json").read_text())["evaluations"]["test"]["at_0.5"]
@@ -108,7 +108,7 @@ def test_cancel_leaves_no_partial_model_and_resume_completes(tiny_data, tmp_path
     assert not (out / "models").exists() or not list((out / "models").iterdir())
     assert not list(out.rglob("*.tmp"))
     # resume the same run (what `xray-train --resume` does)
-    from training.config import TrainConfig
+    from training.train.config import TrainConfig
 
     cfg2 = TrainConfig.load(out / "config.json")
     events = []
@@ -142,7 +142,7 @@ def test_data_folder_errors(tmp_path):
 
 
 def test_cli_reuses_split_file(tiny_data, tmp_path):
-    from training.cli_train import main
+    from training.cli.train import main
 
     out1, out2 = tmp_path / "a", tmp_path / "b"
     assert main(["--data", str(tiny_data), "--out", str(out1), "--models", "lstm", "--input-size", "32",
@@ -158,7 +158,7 @@ def test_torchrun_two_processes_gloo(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "training.cli_train", "--data", str(tiny_data), "--out", str(out), "--models", "lstm", "resnet50",
+           "-m", "training.cli.train", "--data", str(tiny_data), "--out", str(out), "--models", "lstm", "resnet50",
            "--input-size", "32", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--quiet"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -177,7 +177,7 @@ def test_torchrun_two_processes_gloo(tiny_data, tmp_path):
 def test_holdout_split_keeps_paper_test_images_out_of_training(tiny_data, tmp_path):
     """The shipped recipe keeps the reproduction's test images out of training
     and reports them as the extra set 'paper_test'."""
-    from training.cli_train import main
+    from training.cli.train import main
 
     first, second = tmp_path / "first", tmp_path / "second"
     common = ["--data", str(tiny_data), "--models", "lstm", "--input-size", "32", "--epochs", "1",
@@ -197,8 +197,8 @@ def test_freeze_backbone_epochs_train_only_the_head(tiny_data, tmp_path):
     weights (and BatchNorm statistics) exactly as they started."""
     import torch
 
-    from training.cli_train import main
-    from training.modelfile import load_model
+    from training.cli.train import main
+    from training.model.modelfile import load_model
 
     first = tmp_path / "r50"
     common = ["--data", str(tiny_data), "--input-size", "32", "--batch-size", "8", "--quiet"]
@@ -217,8 +217,8 @@ def test_freeze_backbone_epochs_train_only_the_head(tiny_data, tmp_path):
 def test_config_rules_live_in_the_core_and_refuse_before_any_image_is_read(tmp_path):
     """The two-stage recipe needs its ResNet50, and a run folder holding another
     run is refused - by the core, so xray-train and the wizard say the same."""
-    from training.config import make_config
-    from training.errors import DataError
+    from training.common.errors import DataError
+    from training.train.config import make_config
 
     with pytest.raises(DataError, match="train ResNet50 too"):
         make_config([str(tmp_path / "nowhere")], str(tmp_path / "run"), "shipped", models=["resnet50_lstm"])

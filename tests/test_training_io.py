@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from training import atomic
-from training.config import TrainConfig, make_config
-from training.errors import DataError
-from training.run_folder import write_error
-from training.trainer import run_training, train_events
+from training.common import atomic
+from training.common.errors import DataError
+from training.train.config import TrainConfig, make_config
+from training.train.run_folder import write_error
+from training.train.trainer import run_training, train_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def _config(data: Path, out: Path, **kw):
 
 def _interrupted_write(target: Path) -> None:
     """A real interrupted atomic write: the process dies inside atomic_path."""
-    code = ("import os, sys\nfrom training import atomic\n"
+    code = ("import os, sys\nfrom training.common import atomic\n"
             "with atomic.atomic_path(sys.argv[1]) as tmp:\n"
             "    tmp.write_bytes(b'half a checkpoint')\n    os._exit(1)\n")
     subprocess.run([sys.executable, "-c", code, str(target)], env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -92,7 +92,7 @@ def test_a_write_failure_ends_xray_train_with_a_plain_message(tiny_data, tmp_pat
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, resource.RLIM_INFINITY))\n"
-            "from training.cli_train import main\n"
+            "from training.cli.train import main\n"
             f"sys.exit(main(['--data', {str(tiny_data)!r}, '--out', {str(out)!r}, '--models', 'lstm',"
             " '--input-size', '32', '--epochs', '1', '--batch-size', '8', '--threads', '1', '--quiet']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

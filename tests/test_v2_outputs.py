@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_tools import dciodvfy
 from PIL import Image
 
-from dicom_tools import dciodvfy
-from training.audit import ModelStamp
-from training.dicom_export import DicomExporter
-from training.dicom_sc import LESION_CONTOUR_RGB
-from training.dicom_sr import LUNG_INVOLVEMENT_METHOD, NOT_COVID_PATTERN, read_sr_values
-from training.loading import load_image
-from training.predict import CATEGORY_PNEUMONIA, CSV_COLUMNS, PNEUMONIA, Classifier, Prediction
+from training.dicom_out.export import DicomExporter
+from training.dicom_out.sc import LESION_CONTOUR_RGB
+from training.dicom_out.sr import LUNG_INVOLVEMENT_METHOD, NOT_COVID_PATTERN, read_sr_values
+from training.imaging.loading import load_image
+from training.inference.classifier import Classifier
+from training.inference.result import CATEGORY_PNEUMONIA, CSV_COLUMNS, PNEUMONIA, Prediction
+from training.model.audit import ModelStamp
 
 STAMP = ModelStamp("ResNet50-LSTM v2 test", "2", "ab12" * 16)
 SOURCE = "cxr01_rsna_normal-2_jpegbaseline.dcm"
@@ -152,7 +153,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_cli_v2_csv_console_heatmaps_and_dicom(tiny_v2_model, data_dir, dicom_dir, tmp_path, capsys):
-    from training.cli_classify import V2_HEADER, build_parser, main
+    from training.cli.classify import V2_HEADER, build_parser, main
 
     three = data_dir / "cxr-infection-3class"
     scans = tmp_path / "scans"

@@ -1,7 +1,7 @@
 """Model v2's committed figures are its own.
 
 * Every ablation row's ``evaluation.json`` follows from its committed per-file
-  ``predictions.csv`` (``training.evaluate_v2.figures``), and the model card and
+  ``predictions.csv`` (``training.release.evaluate_v2.figures``), and the model card and
   the results README print those figures.
 * The shipped v2 file, run now on a sample of those real films through the
   app's path, gives the committed predictions again (P per class, the verdict,
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate_v2 import figures, read_rows, render_goals, render_table
-from training.resources import default_model_path, model_card_path
+from training.common.resources import default_model_path, model_card_path
+from training.release.evaluate_v2 import figures, read_rows, render_goals, render_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "v2"
@@ -62,7 +62,7 @@ def test_the_shipped_row_and_its_goals_are_in_the_card_and_the_results_readme():
 
 
 def test_the_default_model_is_the_evaluated_v2_file():
-    from training.modelfile import read_info, read_verified_tensors, weights_digest
+    from training.model.modelfile import read_info, read_verified_tensors, weights_digest
 
     ev = json.loads((RESULTS / SHIPPED_ROW / "evaluation.json").read_text())
     path = default_model_path()
@@ -92,7 +92,7 @@ def test_the_training_never_saw_a_test_film():
 
 
 def test_shipped_v2_reproduces_committed_predictions_on_real_films(data_dir):
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     rows = read_rows(RESULTS / SHIPPED_ROW / "predictions.csv")
     pick = []

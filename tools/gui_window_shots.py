@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication, QDialog
 
-    from training.resources import default_model_path, resources_dir
+    from training.common.resources import default_model_path, resources_dir
     from xray_gui.app import _make_app
     from xray_gui.main_window import MainWindow
     from xray_gui.settings import AppSettings

@@ -3,7 +3,7 @@
 #
 #   tools/train_shipped.sh OUT_DIR [--threads N] [--skip-install] [--main-only] [--no-eval]
 #
-# Every run is a `python -m training.train_v2` run folder under OUT_DIR (checkpoint.pt after each
+# Every run is a `python -m training.train.model_v2` run folder under OUT_DIR (checkpoint.pt after each
 # epoch); running the script again resumes each unfinished run and skips the finished ones.
 # CUDA is used when present (fp16 autocast), else the CPU (bf16 where the CPU has it natively).
 #   v2_lstm_lesion     the shipped model: ResNet50-LSTM end to end, three classes, lesion decoder,
@@ -11,7 +11,7 @@
 #   ab_linear_3class   ablation at a small budget (1 epoch x 1,200): three-class data, linear head
 #   ab_linear_lesion   + lesion supervision
 #   ab_lstm_lesion     + ResNet50-LSTM end to end (same small budget)
-# Then each model file is evaluated through the app's path (python -m training.evaluate_v2) into
+# Then each model file is evaluated through the app's path (python -m training.release.evaluate_v2) into
 # results/v2/<run name>/ (per-file predictions.csv + evaluation.json); v1 into results/v2/v1.
 set -euo pipefail
 OUT=${1:?usage: train_shipped.sh OUT_DIR [--threads N] [--skip-install] [--main-only] [--no-eval]}
@@ -44,16 +44,16 @@ train() {  # name, then train_v2 options
   if [ -f "$OUT/$name/model.safetensors" ]; then
     echo "$name: finished"
   elif [ -f "$OUT/$name/config.json" ]; then
-    "$PY" -m training.train_v2 --resume "$OUT/$name"
+    "$PY" -m training.train.model_v2 --resume "$OUT/$name"
   else
-    "$PY" -m training.train_v2 --out "$OUT/$name" --threads "$THREADS" "$@"
+    "$PY" -m training.train.model_v2 --out "$OUT/$name" --threads "$THREADS" "$@"
   fi
 }
 evaluate() {  # name, what, [--no-explain]
   local name=$1 what=$2; shift 2
   [ "$EVAL" = 1 ] || return 0
   [ -f "$REPO/results/v2/$name/evaluation.json" ] && return 0
-  "$PY" -m training.evaluate_v2 "$OUT/$name/model.safetensors" --out "$REPO/results/v2/$name" \
+  "$PY" -m training.release.evaluate_v2 "$OUT/$name/model.safetensors" --out "$REPO/results/v2/$name" \
     --name "$name" --what "$what" --threads "$THREADS" "$@"
 }
 
@@ -61,7 +61,7 @@ train v2_lstm_lesion --epochs 6 --samples-per-epoch 2400 --input-size 192 \
   --name "COVID-19 / pneumonia / Normal ResNet50-LSTM" --version 2
 evaluate v2_lstm_lesion "+ ResNet50-LSTM end to end, 6 x 2,400 films (the shipped v2)"
 if [ "$EVAL" = 1 ] && [ ! -f "$REPO/results/v2/v1/evaluation.json" ]; then
-  "$PY" -m training.evaluate_v2 "$REPO/resources/models/covid_cxr_v1.safetensors" --out "$REPO/results/v2/v1" \
+  "$PY" -m training.release.evaluate_v2 "$REPO/resources/models/covid_cxr_v1.safetensors" --out "$REPO/results/v2/v1" \
     --name v1 --what "shipped v1: ResNet50, 224 px, 2 classes, Kaggle data only" --threads "$THREADS"
 fi
 [ "$MAIN_ONLY" = 1 ] && exit 0

@@ -15,7 +15,7 @@
 #   ab112_lungs_basic         lung crop only                       } 112 px, 2 epochs
 #   ab112_lungs_clahe_basic   lung crop + CLAHE                    }
 #   ab112_whole_basic         whole image, as the interim model    } (fine-tuning alone)
-# Then: python -m training.ablation OUT_DIR (external-dev, calibration, table).
+# Then: python -m training.release.ablation OUT_DIR (external-dev, calibration, table).
 set -euo pipefail
 OUT=${1:?usage: train_v1.sh OUT_DIR [--threads N] [--epochs N] [--final-epochs N] [--skip-install]}
 shift
@@ -51,9 +51,9 @@ COMMON=(--data "$DATA/covid-cxr-1000" "$DATA/covid-cxr-extra-3000" --recipe ship
 train() {  # name, then xray-train options
   local name=$1; shift
   if [ -f "$OUT/$name/config.json" ]; then
-    "$PY" -m training.cli_train --resume "$OUT/$name" --quiet
+    "$PY" -m training.cli.train --resume "$OUT/$name" --quiet
   else
-    "$PY" -m training.cli_train "${COMMON[@]}" --out "$OUT/$name" "$@"
+    "$PY" -m training.cli.train "${COMMON[@]}" --out "$OUT/$name" "$@"
   fi
 }
 

@@ -4,6 +4,8 @@ Widgets only move data: image loading, prediction, Grad-CAM and model files
 are the core's business (see docs/ARCHITECTURE.md and docs/GUI.md).
 """
 
+from training.common.constants import APP_NAME  # noqa: F401  (one name for the program)
+
 ORG_NAME = "xray-cxr"
-APP_NAME = "Chest X-ray Assistant"
+
 RESEARCH_NOTICE = "Research use only — not a diagnosis"

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="image(s) (PNG, JPEG, BMP, TIFF, DICOM) or folder(s) to open at start; several start a batch")
     p.add_argument("--model", metavar="M", help="model file (.safetensors) to use instead of the default")
-    from training.names import APP_DEVICES
+    from training.common.constants import APP_DEVICES
 
     p.add_argument("--device", choices=APP_DEVICES, help="where the model runs (default: settings)")
     p.add_argument("--screenshot", metavar="OUT.png",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QIcon
 
-from training.resources import resources_dir
+from training.common.resources import resources_dir
 
 ICON_NAME = "xray-assistant"  # also the .desktop file's Icon= and the Wayland app id
 

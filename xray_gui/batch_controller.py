@@ -12,7 +12,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from .batch_table import BatchPanel
 from .tasks import batch_task
 
-
 # The worker's results arrive in bursts (a batch of 16 is classified at once).
 # They are queued and put in the table a few milliseconds' worth at a time, so
 # the event loop runs in between: handled in one go, a burst held the GUI thread
@@ -44,7 +43,7 @@ class BatchController(QObject):
         if classifier is None:
             self.notifier.warning("No model loaded — open one (File → Open Model…) before classifying a folder.")
             return False
-        from training.audit import model_stamp
+        from training.model.audit import model_stamp
 
         self.classifier = classifier
         self.cancelled = False
@@ -127,14 +126,14 @@ class BatchController(QObject):
 
     def model_changed(self, classifier) -> None:
         """Another model is loaded: rows computed by a previous model become stale."""
-        from training.audit import model_stamp
+        from training.model.audit import model_stamp
 
         self.panel.model.set_current_model(None if classifier is None else model_stamp(classifier.loaded))
 
     def export_csv(self, path) -> Path:
         """Write the rows as shown (sorted and filtered) as CSV, atomically."""
-        from training import atomic
-        from training.predict import CSV_COLUMNS
+        from training.common import atomic
+        from training.inference.result import CSV_COLUMNS
 
         text = self.panel.model.csv_text(self.panel.visible_source_rows(), CSV_COLUMNS)
         out = Path(path)

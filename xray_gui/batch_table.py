@@ -8,7 +8,7 @@ red with their reason; "In lungs" is the heatmap's share inside the lungs.
 A three-class model (v2) adds "P(pneumonia)" and "Lung inv." (its lesion
 map's share of the lung area); the two columns are shown once such a result
 is in the table, and are empty for two-class rows.
-Each result remembers the model that made it (``training.audit``); when the
+Each result remembers the model that made it (``training.model.audit``); when the
 current model is another one the row is marked stale (grey, "stale" in the
 Prediction column) and the threshold no longer relabels it."""
 
@@ -19,19 +19,40 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
-                            QTimer, Signal)
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QApplication, QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                               QPushButton, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTreeView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
-from training.audit import AUDIT_COLUMNS, audit_cells
-from training.csv_out import csv_cell
-from training.formatting import sentence_join
+from training.common.csv_out import csv_cell
+from training.common.formatting import sentence_join
+from training.gate.notes import ATTENTION_OUTSIDE_THRESHOLD
+from training.inference.result import PNEUMONIA
+from training.model.audit import AUDIT_COLUMNS, audit_cells
 
 from .elided import ElidedLabel
-
 
 COLUMNS = ("", "File", "Prediction", "P(COVID)", "P(pneumonia)", "In lungs", "Lung inv.", "Status", "Study date",
            "Accession", "Series", "View", "Path", "Patient")
@@ -45,8 +66,6 @@ BAD_BRUSH = QBrush(QColor(120, 30, 30))
 BAD_TEXT = QBrush(QColor(255, 225, 220))
 SKIPPED_TEXT = QBrush(QColor(140, 140, 140))
 CAUTION_TEXT = QBrush(QColor(230, 150, 40))  # heatmap mostly outside the lungs
-LOW_SHARE = 0.5  # = training.gate.ATTENTION_OUTSIDE_THRESHOLD (not imported: it pulls in torch)
-PNEUMONIA = "Pneumonia"  # = training.predict.PNEUMONIA (not imported: it pulls in torch)
 PNEUMONIA_TEXT = QBrush(QColor(95, 125, 230))  # = prediction_panel.PNEUMONIA_COLOUR: "Other pneumonia"
 NOT_CLASSIFIED = "not classified"  # a file the batch never reached (cancelled or stopped)
 ROW_ICON = 30  # thumbnails drawn at 30 px in the table: compact rows (made at THUMB_SIZE)
@@ -58,12 +77,12 @@ BAR_INTERVAL_MS = 100  # the batch progress bar follows at most this often (one 
 @dataclass
 class Row:
     path: Path
-    pred: object | None = None  # training.predict.Prediction
+    pred: object | None = None  # training.inference.classifier.Prediction
     thumb: QImage | None = None
     skipped_reason: str = ""
-    info: object | None = None  # training.study_info.StudyInfo for a DICOM input
+    info: object | None = None  # training.imaging.study_info.StudyInfo for a DICOM input
     rel: str = ""  # path relative to the batch's common folder: tells same-named files apart
-    stamp: object | None = None  # training.audit.ModelStamp of the model that made ``pred``
+    stamp: object | None = None  # training.model.audit.ModelStamp of the model that made ``pred``
     when: object | None = None  # datetime the result arrived
     icon: QIcon | None = None  # ``thumb`` as drawn in the table (made on first paint)
     unprocessed: str = ""  # why a file got no result: the batch was cancelled / stopped before it
@@ -102,7 +121,7 @@ class BatchTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[Row] = []
         self.has_v2 = False  # a row has P(pneumonia) or a lung involvement: their columns are worth showing
-        self.batch_stamp = None  # the model running the batch (training.audit.ModelStamp)
+        self.batch_stamp = None  # the model running the batch (training.model.audit.ModelStamp)
         self.current_key = ""  # ModelStamp.key of the model now loaded
         self.show_identifiers = False  # patient name / ID / birth date only when the user asks
 
@@ -128,7 +147,7 @@ class BatchTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def set_result(self, i: int, pred, thumb: QImage | None) -> None:
-        from training.audit import now_utc
+        from training.model.audit import now_utc
 
         row = self.rows[i]
         row.pred, row.thumb, row.icon = pred, thumb, None
@@ -293,7 +312,7 @@ class BatchTableModel(QAbstractTableModel):
             return PNEUMONIA_TEXT
         if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
             share = _share(p)
-            return CAUTION_TEXT if share is not None and share < LOW_SHARE else None
+            return CAUTION_TEXT if share is not None and share < ATTENTION_OUTSIDE_THRESHOLD else None
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL_P, COL_LUNGS, COL_P_PNEUMONIA, COL_INVOLVEMENT):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -646,4 +665,4 @@ def _share(pred) -> float | None:
     return getattr(pred, "heat_in_lungs", None) if pred is not None and pred.status == "ok" else None
 
 
-from training.formatting import duration_text as _fmt_secs  # noqa: E402  (the one duration formatter)
+from training.common.formatting import duration_text as _fmt_secs  # noqa: E402  (the one duration formatter)

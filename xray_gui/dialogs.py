@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QRadioButton, QTabWidget,
-                               QTextBrowser, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QRadioButton,
+    QTabWidget,
+    QTextBrowser,
+    QVBoxLayout,
+)
+
+from training.common.constants import APP_DEVICES  # noqa: E402
+from training.common.constants import DEVICE_LABELS as _ALL_LABELS
 
 from . import APP_NAME, RESEARCH_NOTICE
-
-from training.names import APP_DEVICES, DEVICE_LABELS as _ALL_LABELS  # noqa: E402
 
 DEVICE_LABELS = {k: _ALL_LABELS[k] for k in APP_DEVICES}  # the app's choices, in the core's words
 
@@ -39,8 +48,8 @@ def model_info_html(classifier) -> str:
     rest on few images), and its training, as tables; no raw JSON."""
     if classifier is None:
         return "<p>No model loaded — use <b>File → Open Model…</b>.</p>"
-    from training.model_summary import summarize
-    from training.names import ARCH_LABELS
+    from training.common.constants import ARCH_LABELS
+    from training.model.summary import summarize
 
     info = classifier.info
     path = classifier.loaded.path

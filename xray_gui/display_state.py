@@ -1,6 +1,6 @@
 """What the viewer shows of the current image: window/level and invert.
 
-The windowing itself is the core's ``training.loading.apply_window``; this
+The windowing itself is the core's ``training.imaging.loading.apply_window``; this
 class only keeps the user's (center, width) and turns drags and presets into
 new values.  The model never sees these settings (it classifies
 ``LoadedImage.pixels``, the file's default window).  ``gate_invert``: the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
+from training.common.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
 
 # Keyboard presets 1-4 (View > Window/Level), like Weasis / OHIF.  A radiograph's
 # stored values are not Hounsfield units, so the anatomical presets are chosen
@@ -145,7 +145,7 @@ class DisplayState:
         """The grey image to display, (H, W) float32 in [0, 1]."""
         flip = self.user_invert != self.gate_invert
         if self.has_raw and self._dirty_window:
-            from training.loading import apply_window
+            from training.imaging.loading import apply_window
 
             invert = (bool(self.image.invert) and self.is_dicom) != flip
             return apply_window(self._source, self.center, self.width, invert)

@@ -19,8 +19,14 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from .display_state import (CUSTOM_PRESET, DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR, WINDOW_PRESETS,
-                            DisplayState)
+from .display_state import (
+    CUSTOM_PRESET,
+    DEFAULT_HEATMAP_COLOURS,
+    HEATMAP_COLOURS,
+    HEATMAP_FLOOR,
+    WINDOW_PRESETS,
+    DisplayState,
+)
 from .images import grey_to_qimage, lesion_layer
 from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
@@ -181,7 +187,7 @@ class ImageController(QObject):
             self._show_prediction(item[1], item[2])
 
     def _on_open_error(self, exc) -> bool:
-        from training.errors import ImageRefused
+        from training.common.errors import ImageRefused
 
         self.viewer.set_placeholder("")
         if isinstance(exc, ImageRefused):
@@ -189,7 +195,7 @@ class ImageController(QObject):
             self.notifier.warning(f"{self.path.name} was not classified: {exc.reason}")
             return True
         self.panel.clear("")
-        from training.formatting import exception_text
+        from training.common.formatting import exception_text
 
         self.panel.show_refusal(f"the file could not be opened ({exception_text(exc)})")
         return False  # unexpected: the notifier shows it as an error too
@@ -225,7 +231,7 @@ class ImageController(QObject):
             self.viewer.set_overlay(None)
             self._update_lesion()
             if pred.code == GATE_CODE:
-                from training.gate import INVERTED_NOTE  # torch is loaded once a model is
+                from training.gate.notes import INVERTED_NOTE  # torch is loaded once a model is
 
                 self.panel.clear("")  # no earlier verdict may stay next to the refusal
                 # a refused image is shown as the file has it (its "inversion" may mean
@@ -319,7 +325,7 @@ class ImageController(QObject):
         share = self.pred.heat_in_lungs if self.pred is not None else None
         low = False
         if share is not None:
-            from training.gate import ATTENTION_OUTSIDE_THRESHOLD  # torch is loaded once a model is
+            from training.gate.notes import ATTENTION_OUTSIDE_THRESHOLD  # torch is loaded once a model is
 
             low = share < ATTENTION_OUTSIDE_THRESHOLD
         self.panel.show_lung_share(share, low=low)
@@ -357,7 +363,7 @@ class ImageController(QObject):
             return entry[:2]
         colour = self._recoloured.get((key, style))
         if colour is None:  # another colour map or level chosen since: drawn once, then cached
-            from training.explain import COLOUR_LAYER_MAX_SIDE, heat_rgba
+            from training.inference.explain import COLOUR_LAYER_MAX_SIDE, heat_rgba
 
             from .images import rgba_to_qimage
 
@@ -387,7 +393,7 @@ class ImageController(QObject):
         return self._normal_visible if self._normal_hidden else self.show_heatmap
 
     def _is_normal(self, pred) -> bool:
-        from training.predict import CATEGORY_NORMAL, result_category
+        from training.inference.result import CATEGORY_NORMAL, result_category
 
         positive = self.classifier.positive_class if self.classifier is not None else "COVID"
         return pred is not None and result_category(pred, positive) == CATEGORY_NORMAL
@@ -413,7 +419,7 @@ class ImageController(QObject):
         if colours is None:
             from PySide6.QtGui import QColor
 
-            from training.explain import heat_rgba
+            from training.inference.explain import heat_rgba
 
             ramp = heat_rgba(np.linspace(0.0, 1.0, 32, dtype=np.float32)[None, :], self.heat_colours, 0.0)[0]
             colours = [QColor(int(r), int(g), int(b)) for r, g, b, _ in ramp]
@@ -554,7 +560,7 @@ class _Reason:
 
 def report_content(ctl: ImageController, *, patient: dict | None):
     """What the PDF report shows for the controller's current image."""
-    from training.explain import overlay_rgb
+    from training.inference.explain import overlay_rgb
 
     from .images import rgb_to_qimage
     from .report_pdf import ReportContent
@@ -588,7 +594,7 @@ def report_content(ctl: ImageController, *, patient: dict | None):
     info = ctl.classifier.info if ctl.classifier is not None else None
     stamp = None
     if ctl.classifier is not None:
-        from training.audit import model_stamp
+        from training.model.audit import model_stamp
 
         stamp = model_stamp(ctl.classifier.loaded)
     p = ctl.pred

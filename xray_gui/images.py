@@ -78,7 +78,7 @@ def lung_outline_path(mask: np.ndarray | None, image_shape: tuple[int, int]) -> 
 
 class LesionLayer:
     """A model-v2 lesion map ready for the viewer and the PDF report
-    (``training.lesion_overlay``): ``fill`` (RGBA QImage, translucent where P >=
+    (``training.inference.lesion_overlay``): ``fill`` (RGBA QImage, translucent where P >=
     the level) to stretch over ``rect`` (the model's input box, image pixels),
     and ``path``, the contour lines at the level in image pixels.  Built from
     the prediction's stored map (numpy only, no model run); worker-thread safe."""
@@ -90,7 +90,7 @@ class LesionLayer:
 def lesion_layer(pred, image_shape: tuple[int, int]) -> LesionLayer | None:
     """The lesion layer of ``pred`` (a ``Prediction``) on an image of ``image_shape``, or None
     for a result without a lesion map."""
-    from training.lesion_overlay import lesion_overlay
+    from training.inference.lesion_overlay import lesion_overlay
 
     ov = lesion_overlay(getattr(pred, "lesion_u8", None), getattr(pred, "input_box", None), image_shape)
     if ov is None:
@@ -109,7 +109,7 @@ def draw_lesion(image: QImage, layer: LesionLayer, image_shape: tuple[int, int])
     (rows, cols) that ``layer``'s coordinates refer to."""
     from PySide6.QtGui import QPainter, QPen, QTransform
 
-    from training.lesion_overlay import LESION_RGB
+    from training.inference.lesion_overlay import LESION_RGB
 
     out = image.convertToFormat(QImage.Format.Format_RGB32)
     sx, sy = out.width() / max(1, image_shape[1]), out.height() / max(1, image_shape[0])

@@ -7,8 +7,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QFrame, QLabel, QMainWindow, QScrollArea, QSizePolicy, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from . import APP_NAME, RESEARCH_NOTICE
 from .actions import build_menus
@@ -339,7 +348,7 @@ class MainWindow(QMainWindow):
     def start_model(self, explicit: str | None = None) -> None:
         """Load ``explicit``, else the remembered model (falling back to the
         shipped default when it fails), else the shipped default."""
-        from training.resources import default_model_path
+        from training.common.resources import default_model_path
 
         if explicit:
             self.models.load(explicit, remember=False)
@@ -386,7 +395,7 @@ class MainWindow(QMainWindow):
 
     def _model_details(self) -> str:
         c = self.models.classifier
-        from training.models import ARCH_LABELS
+        from training.model.networks import ARCH_LABELS
 
         self.pred_panel.model_text.setToolTip(str(c.loaded.path or ""))
         kind = ""
@@ -565,8 +574,8 @@ class MainWindow(QMainWindow):
         return [self.images.pred] if self.images.pred is not None else []
 
     def choose_dicom_export(self) -> None:
-        from training.dicom_export import has_dicom_source
-        from training.dicom_source import NEEDS_DICOM_SOURCE
+        from training.dicom_out.export import has_dicom_source
+        from training.dicom_out.source import NEEDS_DICOM_SOURCE
 
         preds = self.dicom_candidates()
         if not preds:
@@ -676,7 +685,7 @@ class MainWindow(QMainWindow):
             self.choose_device(dlg.device())
 
     def show_about(self) -> None:
-        from training.resources import model_card_path
+        from training.common.resources import model_card_path
 
         from .dialogs import AboutDialog
 
@@ -731,7 +740,7 @@ class MainWindow(QMainWindow):
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.dicom_network.shutdown()  # stop listening; received images stay in the node's store
-        from training.decode_guard import abandon
+        from training.imaging.decode_guard import abandon
 
         abandon()  # a decode stuck in a worker process ends now instead of holding the wait below
         self.jobs.shutdown()

@@ -64,7 +64,7 @@ class ModelController(QObject):
 
         def on_error(exc) -> bool:
             self._loading = False
-            from training.formatting import exception_text
+            from training.common.formatting import exception_text
 
             reason = exception_text(exc)
             self.last_error = reason

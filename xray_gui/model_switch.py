@@ -4,7 +4,7 @@ training wizard's "Use … model now").
 :class:`ModelSwitchDialog` puts the candidate's test figures beside the
 current model's (accuracy, sensitivity, specificity, ROC AUC with 95 % CIs,
 test-set size, the threshold they were computed at, calibration; from
-``training.model_summary``), says plainly when they rest on a handful of
+``training.model.summary``), says plainly when they rest on a handful of
 images, says what happens to the batch table's results, and offers
 *Use for this session only*, *Use and make default* or *Cancel* (the default
 button: Enter does not switch).
@@ -28,7 +28,7 @@ def _esc(text) -> str:
 
 
 def summary_for(info, path, threshold):
-    from training.model_summary import summarize
+    from training.model.summary import summarize
 
     return summarize(info, path, threshold)
 
@@ -36,7 +36,7 @@ def summary_for(info, path, threshold):
 def comparison_html(current, candidate) -> str:
     """A two-column table (current | candidate); each side is ``(info, path,
     MetricsSummary)`` or None (no model loaded)."""
-    from training.names import ARCH_LABELS
+    from training.common.constants import ARCH_LABELS
 
     def head(side):
         if side is None:
@@ -155,7 +155,7 @@ def current_side(models):
 def candidate_side(models, path):
     """(info, path, summary) of the model file ``path`` at the threshold it
     would use (its remembered one, else the file's); raises ``ModelFileError``."""
-    from training.modelfile import read_info
+    from training.model.modelfile import read_info
 
     info, _header = read_info(path)
     saved = models.settings.threshold_for(str(Path(path)))
@@ -168,7 +168,7 @@ def switch_model(window, path) -> str | None:
     DEFAULT when the new model is being loaded, None when cancelled.  A file
     whose description cannot be read is handed to the loader anyway, which
     shows the reason and keeps the current model."""
-    from training.errors import XrayError
+    from training.common.errors import XrayError
 
     models = window.models
     try:

@@ -7,9 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 SETTINGS_KEY = "network/config"
 COLUMNS = ("Name", "AE title", "Host", "Port", "Query/retrieve", "Results", "TLS")
@@ -184,7 +197,7 @@ class NetworkSettingsDialog(QDialog):
                        tls_require_client_certificate=self.tls_client_cert.isChecked())
 
     def _accept(self) -> None:
-        from training.errors import XrayError
+        from training.common.errors import XrayError
 
         try:
             self.config()
@@ -195,7 +208,7 @@ class NetworkSettingsDialog(QDialog):
 
     def test_connection(self) -> None:
         """C-ECHO to the selected peer (the first when none is selected), off the GUI thread."""
-        from training.errors import XrayError
+        from training.common.errors import XrayError
 
         try:
             cfg = self.config()

@@ -36,7 +36,7 @@ class NodeController(QObject):
         return None if self.node is None else self.node.store
 
     def _start(self, listen: bool) -> bool:
-        from training.errors import XrayError
+        from training.common.errors import XrayError
 
         from .workers import MODEL_LOCK
 

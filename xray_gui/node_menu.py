@@ -106,8 +106,8 @@ class DicomNetworkUi:
         if self.w.batch.running:  # a folder batch owns the table now; try again later
             self._refresh.start(2000)
             return
-        from training.audit import model_stamp
-        from training.study_info import read_study_info
+        from training.imaging.study_info import read_study_info
+        from training.model.audit import model_stamp
 
         clf = self.w.models.classifier
         panel = self.w.batch_panel

@@ -14,10 +14,21 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
-from training.predict import INDETERMINATE, OTHER_PNEUMONIA, PNEUMONIA
+from training.inference.result import INDETERMINATE, OTHER_PNEUMONIA, PNEUMONIA
 
 POSITIVE_COLOUR = QColor(200, 70, 50)
 NEGATIVE_COLOUR = QColor(40, 140, 90)

@@ -8,8 +8,21 @@ from __future__ import annotations
 import threading
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 COLUMNS = ("Patient ID", "Patient name", "Study date", "Accession", "Modalities", "Images", "Description")
 
@@ -96,8 +109,8 @@ class QueryRetrieveDialog(QDialog):
         self._progress.changed.connect(self._on_progress)
 
     def _peer(self):
+        from training.common.errors import XrayError
         from training.dicom_node.config import ROLE_QUERY
-        from training.errors import XrayError
 
         cfg = self.controller.config
         try:

@@ -18,11 +18,12 @@ from pathlib import Path
 from PySide6.QtCore import QMarginsF, QSizeF, QUrl
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextCursor, QTextDocument
 
+from training.inference.result import PNEUMONIA
+
 from . import RESEARCH_NOTICE
 
 IMAGE_WIDTH_PX = 330  # each of the two images, in document pixels
 IMAGES_ROW_PX = 660  # the row of images: three share it
-PNEUMONIA = "Pneumonia"  # = training.predict.PNEUMONIA (not imported: that module pulls in torch)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def keep_tables_together(doc: QTextDocument) -> int:
 
 def write_pdf(doc, path, title: str, margin_mm: float = 15) -> Path:
     """Print a QTextDocument to an A4 PDF, atomically (temp file, then rename)."""
-    from training import atomic
+    from training.common import atomic
 
     out = Path(path)
 

@@ -83,7 +83,7 @@ class Screenshot(QObject):
     def _grab(self) -> None:
         if self._done:
             return
-        from training import atomic
+        from training.common import atomic
 
         QApplication.processEvents()
         pix = self.win.grab()

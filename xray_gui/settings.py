@@ -12,10 +12,9 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 MAX_RECENT = 10
-from training.names import APP_DEVICES as DEVICES  # noqa: E402  (the core's list)
+from training.common.constants import APP_DEVICES as DEVICES  # noqa: E402  (the core's list)
 
-from .display_state import (DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR,  # noqa: E402
-                            HEATMAP_FLOORS)
+from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR, HEATMAP_FLOORS  # noqa: E402
 
 
 def _open_store() -> QSettings:

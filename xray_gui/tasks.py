@@ -34,11 +34,11 @@ def load_model_task(path: str, device: str):
     import torch  # noqa: F401  (the slow import, off the GUI thread)
 
     configure_torch_threads()
-    from training.predict import Classifier
+    from training.inference.classifier import Classifier
 
     yield ("status", f"loading model {Path(path).name}…")
     clf = Classifier.from_file(path, device=device)
-    from training.audit import model_stamp
+    from training.model.audit import model_stamp
 
     model_stamp(clf.loaded)  # the model file's SHA-256, once, here rather than on the GUI thread
     yield ("status", "preparing the inference engine…")
@@ -47,7 +47,6 @@ def load_model_task(path: str, device: str):
 
 
 HEADER_CODES = ("modality", "body_part", "view")
-GATE_CODE = "not_chest_xray"  # = training.predict.GATE_CODE (not imported here: that module pulls in torch)
 
 
 def open_image_task(path: str, check_header: bool, classifier):
@@ -56,8 +55,8 @@ def open_image_task(path: str, check_header: bool, classifier):
     A header-only refusal (modality / body part / view) still decodes the
     pixels so the user sees what was refused: ``("refused", exc, image, range)``.
     Other refusals (``ImageRefused``) propagate: the window shows the reason."""
-    from training.errors import ImageRefused
-    from training.loading import load_image
+    from training.common.errors import ImageRefused
+    from training.imaging.loading import load_image
 
     try:
         img = load_image(path, check_header=check_header)
@@ -107,8 +106,8 @@ def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno
     the image and blends it at the user's opacity) and the heatmap's share inside ``pred``'s lung
     mask (None without a mask).  An image the gate found inverted is explained
     as classified: inverted back."""
-    from training.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
-    from training.predict import lung_share
+    from training.inference.classifier import lung_share
+    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
 
     if pred is not None and pred.inverted:
         pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
@@ -129,9 +128,9 @@ def batch_task(classifier, inputs: Iterable[str], check_header: bool = True):
     ``("progress", done, total, seconds_left)`` after each.  The core's gate
     refuses what is not a frontal chest film (refused rows, code
     ``GATE_CODE``); ``explain`` fills each row's heatmap share inside the lungs."""
-    from training.dicomdir import find_inputs
-    from training.loading import load_image
-    from training.study_info import read_study_info
+    from training.imaging.dicomdir import find_inputs
+    from training.imaging.loading import load_image
+    from training.imaging.study_info import read_study_info
 
     files, skipped = find_inputs([Path(p) for p in inputs])
     infos = [read_study_info(f) for f in files]
@@ -167,9 +166,9 @@ def dicom_export_task(classifier, preds, folder: str):
     Yields ``("dicom", index, Written | None, reason)`` per result (``reason``
     says why none was written: not a DICOM source, a header that cannot be
     referenced, an error).  Grad-CAM runs under the model lock."""
-    from training.dicom_export import DicomExporter, has_dicom_source, heatmap_for_export
-    from training.dicom_source import NEEDS_DICOM_SOURCE, DicomExportRefused
-    from training.predict import one_line
+    from training.common.formatting import exception_text
+    from training.dicom_out.export import DicomExporter, has_dicom_source, heatmap_for_export
+    from training.dicom_out.source import NEEDS_DICOM_SOURCE, DicomExportRefused
 
     exporter = DicomExporter.for_classifier(folder, classifier)
     for i, pred in enumerate(preds):
@@ -187,4 +186,4 @@ def dicom_export_task(classifier, preds, folder: str):
         except DicomExportRefused as exc:
             yield ("dicom", i, None, exc.reason)
         except Exception as exc:  # one failure never stops the export
-            yield ("dicom", i, None, f"the export failed: {one_line(exc)}")
+            yield ("dicom", i, None, f"the export failed: {exception_text(exc)}")

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsS
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
 OUTLINE_COLOUR = QColor(0, 230, 255)  # cyan: apart from the heatmap's colours and the grey image
-LESION_COLOUR = QColor(255, 60, 200)  # magenta = training.lesion_overlay.LESION_RGB (fill and contours)
+LESION_COLOUR = QColor(255, 60, 200)  # magenta = training.inference.lesion_overlay.LESION_RGB (fill and contours)
 TEXT_MARGIN = 8  # px between the overlay texts and the viewport's edges
 SCALE_BAR = (12, 120)  # colour scale: width, height in px
 

@@ -133,7 +133,7 @@ class Notifier(QObject):
             text = f"{context}: {reason}" if context else reason
             return self.error(text)
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        from training.formatting import exception_text
+        from training.common.formatting import exception_text
 
         text = (f"{context} failed unexpectedly: " if context else "Unexpected error: ") + exception_text(exc)
         return self.error(text, detail)

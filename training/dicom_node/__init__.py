@@ -6,6 +6,6 @@
 * ``scu``       - C-ECHO "Test connection", C-FIND/C-GET from a PACS, C-STORE of results
 * ``processor`` - store -> gate + classifier -> SR/SC in the outbox (restart-safe)
 * ``sender``    - outbox -> results destination, with retry; nothing is dropped
-* ``service``   - the headless loop behind ``xray-node`` (training.cli_node)
+* ``service``   - the headless loop behind ``xray-node`` (training.cli.node)
 
 See docs/DICOM_NODE.md.  Qt-free like the rest of ``training``."""

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import XrayError
+from training.common.errors import XrayError
 
 ROLE_QUERY = "query_retrieve"  # a PACS to search (C-FIND) and retrieve from (C-GET / C-MOVE)
 ROLE_RESULTS = "results"  # where SR + secondary capture results are sent (C-STORE)

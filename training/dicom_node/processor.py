@@ -2,7 +2,7 @@
 through the same loader, header checks, chest-radiograph gate and model as a
 file opened in the app (``Classifier.classify_paths``), then its SR (and, for
 a classified image, its secondary capture) is written into the outbox
-(``training.dicom_export.DicomExporter``), and only then is the image moved
+(``training.dicom_out.export.DicomExporter``), and only then is the image moved
 out of the inbox.  A stop between those steps is resumed on restart: an image
 whose SR exists is only moved; an SC without its SR is removed and the image
 classified again."""
@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..dicom_export import DicomExporter, heatmap_for_export
-from ..dicom_source import DicomExportRefused
-from ..predict import one_line
+from training.common.formatting import exception_text
+from training.dicom_out.export import DicomExporter, heatmap_for_export
+from training.dicom_out.source import DicomExportRefused
+
 from .privacy import redact
 from .store import NodeStore
 
@@ -86,7 +87,7 @@ class Processor:
                         image.stem, image.parent.name, said)
             return
         except Exception as exc:
-            reason = one_line(exc)
+            reason = exception_text(exc)
             said = redact(reason, _header(image))
             self.store.set_aside(image, reason)  # the full text stays next to the image, in the store
             log.error("image %s of study %s: writing the results failed (%s); set aside in unprocessable/",

@@ -27,13 +27,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pydicom import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
-from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
-                                  DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage,
-                                  StudyRootQueryRetrieveInformationModelFind, Verification)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
-from ..errors import XrayError
-from ..predict import one_line
+from training.common.errors import XrayError
+from training.common.formatting import exception_text
+
 from .config import NodeConfig
 from .privacy import quiet_dicom_libraries, redact
 from .store import NodeStore, uid_key
@@ -106,7 +112,7 @@ def _text(ds, kw: str) -> str:
 
 def check_dataset(ds) -> Refusal | None:
     """Why this node will not take ``ds`` (None: it takes it).  Reading a value may raise."""
-    from ..dicom_source import valid_uid
+    from training.dicom_out.source import valid_uid
 
     lacking = [name for kw, name in UID_ATTRIBUTES if not str(ds.get(kw, "") or "").strip()]
     if lacking:
@@ -135,8 +141,8 @@ def check_dataset(ds) -> Refusal | None:
 
 
 def _is_own_result(ds) -> bool:
-    from ..dicom_sc import SC_SERIES_DESCRIPTION
-    from ..dicom_sr import MANUFACTURER, SR_SERIES_DESCRIPTION
+    from training.dicom_out.sc import SC_SERIES_DESCRIPTION
+    from training.dicom_out.sr import MANUFACTURER, SR_SERIES_DESCRIPTION
 
     return _text(ds, "Manufacturer") == MANUFACTURER or \
         _text(ds, "SeriesDescription") in (SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION)
@@ -183,7 +189,7 @@ def receive_dataset(event, store: NodeStore, on_received: Callable | None = None
         return status_dataset(STATUS_OUT_OF_RESOURCES, "this node could not store it (disk); try again")
     except Exception as exc:
         return refuse(Refusal(STATUS_CANNOT_UNDERSTAND, "the dataset cannot be encoded: "
-                              + redact(one_line(exc, 120), ds)))
+                              + redact(exception_text(exc, 120), ds)))
     if new:
         log.info("received image %s of study %s from %s", uid_key(sop), uid_key(study), caller)
         if on_received is not None:

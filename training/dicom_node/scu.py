@@ -18,20 +18,44 @@ from pathlib import Path
 from typing import Callable
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
-                         JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, RLELossless)
-from pynetdicom import AE, build_context, build_role, evt
-from pynetdicom.sop_class import (ComprehensiveSRStorage, SecondaryCaptureImageStorage, StudyRootQueryRetrieveInformationModelFind,
-                                  StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove,
-                                  Verification)
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    ComprehensiveSRStorage,
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
-from ..errors import XrayError
-from ..predict import one_line
+from training.common.errors import XrayError
+from training.common.formatting import exception_text
+
 from .config import NodeConfig, Peer
 from .privacy import redact
-from .scp import (ACCEPTED_TEXT, RADIOGRAPH_CLASSES, RADIOGRAPH_MODALITIES, quiet_pynetdicom, receive_dataset,
-                  set_timeouts, sop_class_name)
+from .scp import (
+    ACCEPTED_TEXT,
+    RADIOGRAPH_CLASSES,
+    RADIOGRAPH_MODALITIES,
+    quiet_pynetdicom,
+    receive_dataset,
+    set_timeouts,
+    sop_class_name,
+)
 from .store import NodeStore
 
 log = logging.getLogger("xray_node")
@@ -497,13 +521,13 @@ def send_files(config: NodeConfig, peer: Peer, files: list[Path]) -> SendOutcome
             try:
                 ds = dcmread(path)
             except Exception as exc:
-                out.failed.append((path, f"the result file cannot be read: {one_line(exc)}"))
+                out.failed.append((path, f"the result file cannot be read: {exception_text(exc)}"))
                 continue
             t0 = time.monotonic()
             try:
                 status = assoc.send_c_store(ds)
             except Exception as exc:
-                out.failed.append((path, redact(one_line(exc), ds)))
+                out.failed.append((path, redact(exception_text(exc), ds)))
                 continue
             if not status:
                 out.error = _dimse_failure(config, peer, assoc, "C-STORE of a result", t0)

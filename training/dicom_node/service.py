@@ -1,6 +1,6 @@
 """The node's loop without a window: Storage SCP -> store -> gate + classifier
 -> SR/SC in the outbox -> results destination.  Used by ``xray-node``
-(``training.cli_node``) and by the benchmark; the app runs the same pieces in
+(``training.cli.node``) and by the benchmark; the app runs the same pieces in
 its workers.
 
 ``start()`` first finishes what a previous run left (images received but not
@@ -29,9 +29,9 @@ def load_classifier(config: NodeConfig):
     """The classifier the node uses: the configured (or shipped) model with the shipped gate."""
     import torch
 
-    from ..errors import XrayError
-    from ..predict import Classifier
-    from ..resources import default_model_path
+    from training.common.errors import XrayError
+    from training.common.resources import default_model_path
+    from training.inference.classifier import Classifier
 
     torch.set_num_threads(int(config.threads))
     path = config.model or default_model_path()

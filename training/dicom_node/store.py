@@ -14,7 +14,7 @@ identifier appears in a file name)::
     unprocessable/<study>/<image>.dcm + .txt
                                   images no result could be written for, with the reason
 
-Every file is written atomically (``training.atomic``) or moved by rename
+Every file is written atomically (``training.common.atomic``) or moved by rename
 within the store, so each stage holds whole files only.  An image in inbox/
 whose SR already exists (the process stopped between writing the results and
 moving the image) is only moved, not classified again."""
@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import atomic
-from ..errors import XrayError
+from training.common import atomic
+from training.common.errors import XrayError
 
 STAGES = ("inbox", "images", "outbox", "sent", "unprocessable")
 STATUS_FILE = "send_status.json"

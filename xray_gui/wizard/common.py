@@ -8,7 +8,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from training.names import ARCH_LABELS as MODEL_LABELS  # the core's names, torch-free  # noqa: E402
+from training.common.constants import ARCH_LABELS as MODEL_LABELS  # noqa: E402,F401  (the core's names, torch-free)
 
 JOB_SCAN = "wizard.scan"
 JOB_PROBE = "wizard.probe"
@@ -50,5 +50,5 @@ def esc(text) -> str:
     return html.escape(str(text))
 
 
-from training.formatting import duration_text as fmt_duration  # noqa: E402  (one formatter, re-exported)
-from training.formatting import exception_text as error_text  # noqa: E402
+from training.common.formatting import duration_text as fmt_duration  # noqa: E402,F401  (one formatter, re-exported)
+from training.common.formatting import exception_text as error_text  # noqa: E402,F401  (re-exported)

@@ -1,7 +1,7 @@
 """Page 1 - Data: a folder with one sub-folder per class.
 
-Shows the class counts (``training.data.scan_folders``), a few thumbnails per
-class (decoded in a worker with ``training.loading.load_image``) and the files
+Shows the class counts (``training.train.data.scan_folders``), a few thumbnails per
+class (decoded in a worker with ``training.imaging.loading.load_image``) and the files
 that will be skipped, with the reason.  Next stays disabled, with the reason
 shown, while the folder cannot be used."""
 
@@ -11,13 +11,23 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import (QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QPushButton, QVBoxLayout, QWizardPage)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWizardPage,
+)
+
+from training.common.constants import MIN_PER_CLASS  # noqa: E402  (the core's rule, torch-free)
 
 from .common import JOB_SCAN, MessageLabel, error_text, esc
 from .tasks import THUMB_PX, scan_task
-
-from training.names import MIN_PER_CLASS  # noqa: E402  (the core's rule, torch-free)
 
 CLASSES = ("COVID", "Normal")
 

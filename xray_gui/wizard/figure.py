@@ -1,6 +1,6 @@
 """A matplotlib Figure in a Qt widget (object API only: no pyplot state).
 
-The core's drawing functions (``training.plots.draw_curves``,
+The core's drawing functions (``training.train.plots.draw_curves``,
 ``draw_confusion``) draw onto ``FigureWidget.figure``; ``redraw()`` shows it.
 """
 

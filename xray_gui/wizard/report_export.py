@@ -1,8 +1,8 @@
 """Export a run's report for filing: copies of report.md and report.json plus
 one self-contained HTML page (figures embedded) or an A4 PDF (QPdfWriter +
-QTextDocument).  Every file is written atomically with ``training.atomic``.
+QTextDocument).  Every file is written atomically with ``training.common.atomic``.
 
-The report's HTML comes from the core (``training.report.report_html``), built
+The report's HTML comes from the core (``training.train.report.report_html``), built
 from the same run data as report.md; this module only adds the page around it
 (research notice, run folder, the figures embedded)."""
 
@@ -26,7 +26,7 @@ blockquote { border-left: 4px solid #c9a227; margin: 0.8em 0; padding: 0.3em 0.8
 .notice { color: #a33; font-weight: bold; }
 .meta { color: #666; font-size: 0.9em; }
 img { max-width: 100%; }
-"""  # + training.report.REPORT_CSS (tables kept on one page, values unwrapped)
+"""  # + training.train.report.REPORT_CSS (tables kept on one page, values unwrapped)
 
 
 def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
@@ -46,7 +46,7 @@ def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
 def build_html(run_dir: str | Path, *, image_src=None) -> str:
     """The whole report page.  ``image_src(path) -> str`` gives each figure's
     ``src`` (default: a base64 data URI, so the file stands alone)."""
-    from training.report import REPORT_CSS, report_html
+    from training.train.report import REPORT_CSS, report_html
 
     run_dir = Path(run_dir)
     body = report_html(run_dir, skip_sections=("Figures",))
@@ -67,7 +67,7 @@ def build_html(run_dir: str | Path, *, image_src=None) -> str:
 def export_report(run_dir: str | Path, target: str | Path) -> list[Path]:
     """Write ``target`` (.html, or .pdf) plus ``<stem>.md`` and ``<stem>.json``
     next to it; returns the files written."""
-    from training import atomic
+    from training.common import atomic
 
     run_dir, target = Path(run_dir), Path(target)
     if target.suffix.lower() not in (".html", ".htm", ".pdf"):

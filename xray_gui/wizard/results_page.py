@@ -1,19 +1,27 @@
 """Page 4 - Results: this run beside the paper.
 
 Read from the run folder the trainer wrote, through the core's reader
-(``training.run_results``: ``<run>/<arch>/metrics.json``, ``history.json`` and
+(``training.train.run_results``: ``<run>/<arch>/metrics.json``, ``history.json`` and
 ``report.json``): Table 6 (test accuracy, precision,
 recall, F1 with 95 % confidence intervals, ROC AUC), Table 2 (train and
 validation loss/accuracy at the chosen epoch), a confusion-matrix heatmap per
-model (``training.plots.draw_confusion``) and the curves
-(``training.plots.draw_curves``)."""
+model (``training.train.plots.draw_confusion``) and the curves
+(``training.train.plots.draw_curves``)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWizardPage)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWizardPage,
+)
 
 from .common import MODEL_LABELS
 from .figure import FigureWidget, integer_epochs
@@ -21,11 +29,11 @@ from .figure import FigureWidget, integer_epochs
 PAPER_BG = QColor(238, 238, 238)
 
 
-from training.run_results import load_history, load_run  # noqa: E402,F401  (the core reads run folders)
+from training.train.run_results import load_history, load_run  # noqa: E402,F401  (the core reads run folders)
 
 
 def _ci(m: dict, key: str) -> str:
-    from training.formatting import ci_text
+    from training.common.formatting import ci_text
 
     return ci_text(m, key)
 
@@ -97,7 +105,7 @@ class ResultsPage(QWizardPage):
         self.show_run(self.wiz.state.config.out_dir)
 
     def show_run(self, run_dir) -> None:
-        from training.paper_reference import CONFUSION, TABLE2, TABLE6
+        from training.train.paper_reference import CONFUSION, TABLE2, TABLE6
 
         self.report, self.results = load_run(run_dir)
         paper = self.report.get("paper", {})
@@ -142,7 +150,7 @@ class ResultsPage(QWizardPage):
         self.note.setText(" ".join(notes))
 
     def _draw_confusions(self, cm_paper: dict) -> None:
-        from training.plots import draw_confusion
+        from training.train.plots import draw_confusion
 
         fig = self.confusion_fig.figure
         fig.clear()
@@ -158,7 +166,7 @@ class ResultsPage(QWizardPage):
         self.confusion_fig.redraw()
 
     def _draw_curves(self, run_dir) -> None:
-        from training.plots import draw_curves
+        from training.train.plots import draw_curves
 
         for arch in list(self.curve_figs):
             fw = self.curve_figs.pop(arch)

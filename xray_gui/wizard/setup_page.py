@@ -12,9 +12,25 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QStandardPaths
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
-                               QSpinBox, QVBoxLayout, QWidget, QWizardPage)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+    QWizardPage,
+)
 
 from .common import JOB_ESTIMATE, JOB_PROBE, MODEL_LABELS, MessageLabel, error_text, esc, fmt_duration
 from .tasks import batches_per_epoch, estimate_task, probe_task, run_seconds, split_sizes
@@ -28,8 +44,8 @@ INIT_HELP = {
             "file of this app works too).",
 }
 
-from training.names import APP_DEVICES, DEVICE_LABELS  # noqa: E402
-from training.formatting import sentence_join  # noqa: E402
+from training.common.constants import APP_DEVICES, DEVICE_LABELS  # noqa: E402
+from training.common.formatting import sentence_join  # noqa: E402
 
 DEVICE_ITEMS = tuple((k, DEVICE_LABELS[k]) for k in APP_DEVICES)
 
@@ -283,7 +299,7 @@ class SetupPage(QWizardPage):
         if not self._filled:
             self._filled = True
             self.apply_recipe()
-            from training.config import TrainConfig
+            from training.train.config import TrainConfig
 
             self.seed.setValue(TrainConfig.__dataclass_fields__["seed"].default)
             self.wiz.jobs.start(JOB_PROBE, probe_task, on_yield=self._on_probe, on_error=lambda _e: True)
@@ -298,7 +314,7 @@ class SetupPage(QWizardPage):
 
     def apply_recipe(self) -> None:
         """Refill the hyperparameters with the chosen recipe's values."""
-        from training.config import RECIPES, TrainConfig
+        from training.train.config import RECIPES, TrainConfig
 
         name = self.recipe.currentData()
         fields = TrainConfig.__dataclass_fields__
@@ -374,7 +390,7 @@ class SetupPage(QWizardPage):
             if not path or not Path(path).is_file():
                 return None
             try:
-                from training.data import read_manifest
+                from training.train.data import read_manifest
 
                 manifest = read_manifest(path)
             except Exception:
@@ -480,8 +496,8 @@ class SetupPage(QWizardPage):
     def build_config(self):
         """The TrainConfig for these settings (``make_config``, as xray-train).
         Raises XrayError with the reason when a setting cannot be used."""
-        from training.config import make_config
-        from training.errors import DataError
+        from training.common.errors import DataError
+        from training.train.config import make_config
 
         models = self.chosen_models()
         if not models:

@@ -27,10 +27,10 @@ def scan_task(folder: str, per_class: int = THUMBS_PER_CLASS):
 
 
 def _scan(folder: str, per_class: int):
-    import training.config  # noqa: F401  (torch + torchvision: imported here, not by the Setup page on the GUI thread)
-    from training.data import CLASS_NAMES, scan_folders
-    from training.errors import ImageRefused
-    from training.loading import load_image
+    import training.train.config  # noqa: F401  (torch + torchvision: imported here, not by the Setup page on the GUI thread)
+    from training.common.errors import ImageRefused
+    from training.imaging.loading import load_image
+    from training.train.data import CLASS_NAMES, scan_folders
 
     from ..images import thumbnail
 
@@ -64,22 +64,22 @@ def estimate_task(models: list[str], input_size: int, batch_size: int, device: s
     batch size.  Yields ``("device", str, cuda_available)``, then
     ``("step", arch, seconds_per_training_step, seconds_to_build)`` per model,
     then ``("overhead", seconds)``: the per-model work after the last epoch
-    (four ``training.metrics.evaluate`` calls on ``n_eval`` predictions - val
+    (four ``training.model.metrics.evaluate`` calls on ``n_eval`` predictions - val
     and test at two thresholds - plus the three figures).
 
     Per model: one small warm-up step (allocations, kernel choice), then two
     timed steps at the chosen batch size, averaged.  Weights are random (the
     time does not depend on them), precision and memory layout are the
     trainer's (``choose_precision``, channels_last for the ResNet50 models)."""
-    from training.estimate import measure_steps
+    from training.train.estimate import measure_steps
 
     yield from measure_steps(models, input_size, batch_size, device, threads, n_eval)
 
 
 def split_sizes(counts: dict[str, int], fractions: tuple[float, float, float]) -> dict[str, int]:
     """Images per split for a new stratified split (the rounding of
-    ``training.data.stratified_split``)."""
-    from training.split_rule import split_counts
+    ``training.train.data.stratified_split``)."""
+    from training.train.split_rule import split_counts
 
     out = {"train": 0, "val": 0, "test": 0}
     for n in counts.values():
@@ -88,17 +88,17 @@ def split_sizes(counts: dict[str, int], fractions: tuple[float, float, float]) -
     return out
 
 
-from training.estimate import batches_per_epoch, run_seconds  # noqa: E402,F401  (the core's estimate)
+from training.train.estimate import batches_per_epoch, run_seconds  # noqa: E402,F401  (the core's estimate)
 
 
 def train_task(cfg, stop: threading.Event):
-    """Run ``training.trainer.train_events(cfg)``; every Event goes to the GUI.
+    """Run ``training.train.trainer.train_events(cfg)``; every Event goes to the GUI.
 
     ``stop`` is the trainer's ``should_stop`` (checked between batches and while
     the images are read); ``worker.quit()`` stops at the next event.  Either
     way the trainer leaves a consistent run folder (atomic files; a model file
     only once that model is finished)."""
-    from training.trainer import train_events
+    from training.train.trainer import train_events
 
     yield from train_events(cfg, should_stop=stop.is_set)
 

@@ -1,6 +1,6 @@
-"""Page 3 - Training: runs ``training.trainer.train_events`` in a generator
+"""Page 3 - Training: runs ``training.train.trainer.train_events`` in a generator
 worker and shows every event: live loss/accuracy curves per model (redrawn on
-each 'epoch' event with ``training.plots.draw_curves``), a progress bar with
+each 'epoch' event with ``training.train.plots.draw_curves``), a progress bar with
 the time left (from 'batch' events), and the log.
 
 Cancel sets the trainer's ``should_stop`` flag and quits the worker; either
@@ -17,10 +17,19 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
-                               QTabWidget, QVBoxLayout, QWizardPage)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWizardPage,
+)
 
-from training.events import EventKind
+from training.common.events import EventKind
 
 from .common import JOB_TRAIN, MODEL_LABELS, MessageLabel, error_text, esc, fmt_duration
 from .figure import FigureWidget, integer_epochs
@@ -270,7 +279,7 @@ class TrainPage(QWizardPage):
     def _draw(self, arch: str) -> None:
         """Redraw one model's curves; a hidden tab is drawn when it is shown
         (matplotlib draws on the GUI thread: a few hundred ms on a slow CPU)."""
-        from training.plots import draw_curves
+        from training.train.plots import draw_curves
 
         hist = self.histories.get(arch) or []
         fw = self.figures.get(arch)
@@ -292,7 +301,7 @@ class TrainPage(QWizardPage):
 
     # -- end of the worker -----------------------------------------------------------------
     def _on_error(self, exc) -> bool:
-        from training.errors import TrainingCancelled, XrayError
+        from training.common.errors import TrainingCancelled, XrayError
 
         if isinstance(exc, TrainingCancelled):
             self.cancelled = True

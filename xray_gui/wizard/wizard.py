@@ -33,7 +33,7 @@ class WizardState:
     data_dir: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     decode_s: float | None = None  # seconds to read one image (from the thumbnails)
-    config: Any = None  # training.config.TrainConfig
+    config: Any = None  # training.train.config.TrainConfig
     resuming: bool = False
     estimate_s: dict[str, float] = field(default_factory=dict)  # measured seconds per model
 

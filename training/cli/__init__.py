@@ -1,0 +1,1 @@
+"""The console commands (thin front ends over the core)."""

@@ -1,0 +1,49 @@
+"""Device choice: CUDA, then Apple MPS, then CPU; overridable."""
+
+from __future__ import annotations
+
+import torch
+
+from training.common.constants import DEVICE_CHOICES  # noqa: E402,F401  (the one list)
+from training.common.errors import XrayError
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """Return the device for ``preference`` ('auto', 'cuda', 'cuda:1', 'mps', 'cpu').
+
+    Raises ``XrayError`` with a readable reason when the requested device is
+    not available on this computer."""
+    pref = (preference or "auto").strip().lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise XrayError("CUDA was requested but no NVIDIA GPU is available on this computer.", code="device")
+        return torch.device(pref)
+    if pref == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise XrayError("Apple MPS was requested but is not available on this computer.", code="device")
+        return torch.device("mps")
+    if pref == "cpu":
+        return torch.device("cpu")
+    raise XrayError(f"Unknown device '{preference}'. Use one of: auto, cuda, mps, cpu.", code="device")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AVX-512 BF16 / AMX)."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+    except OSError:
+        flags = ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    try:  # macOS / other: ask oneDNN through torch
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False

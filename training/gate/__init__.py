@@ -1,0 +1,1 @@
+"""The lung segmenter and the suitability gate (is this a frontal chest radiograph?) with its calibration."""

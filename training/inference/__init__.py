@@ -1,0 +1,1 @@
+"""The classifier (one pass), its engines and explanations (Grad-CAM, lesion map)."""

@@ -1,0 +1,345 @@
+"""The CPU inference engine: the classifier exported once to ONNX and run by
+ONNX Runtime, with PyTorch as the fallback.
+
+Why: on the CPUs this project runs on, ONNX Runtime's fp32 kernels classify
+faster than PyTorch eager (channels_last) with the same weights and the same
+numbers (measured by ``bench/bench_classify.py``; figures in docs/INFERENCE.md).
+PyTorch stays the engine for training and on CUDA/MPS.
+
+* **Outputs**: ``logit`` (``(N,)`` or ``(N, C)``), for a model with a lesion
+  decoder ``lesion`` (``(N, 1, h, w)``), and for a model whose Grad-CAM can
+  come from the classification pass (``training.inference.explain.cam_head``: a
+  ``cam_layer`` followed by ``_head``) ``features``: ``cam_layer``'s output
+  (ResNet50's ``layer4``, ``(N, 2048, S/32, S/32)``), all from the same pass.
+  Grad-CAM then needs only the gradient through the small head, taken in
+  torch (``training.inference.explain.cams_from_features``).  ``OnnxEngine.outputs``
+  fetches the first two; ``outputs_with_features`` all three.
+
+* **Export**: ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
+  it handles the stacked LSTM head without extra packages), fp32, opset
+  ``OPSET``, a dynamic batch dimension, of a private copy of the model (the
+  caller's model, possibly in ``channels_last`` and shared with Grad-CAM, is
+  not touched).
+* **Cache**: one file per model, ``<cache>/<key>.onnx`` plus ``<key>.json``
+  (what it was built from and the ``.onnx`` file's own SHA-256), where
+  ``<key>`` is the model file's SHA-256 (``training.model.audit.model_stamp``).
+  ``<cache>`` is ``$XRAY_ENGINE_CACHE`` if set, else the per-user cache folder
+  (``$XDG_CACHE_HOME`` or ``~/.cache``/xray-cxr/engines on Linux,
+  ``~/Library/Caches/xray-cxr/engines`` on macOS,
+  ``%LOCALAPPDATA%\\xray-cxr\\Cache\\engines`` on Windows).  Both files are
+  written atomically (``training.common.atomic``), the ``.onnx`` first; an entry whose
+  record is missing, unreadable, made for other facts (format, input size,
+  model) or whose ``.onnx`` does not match its recorded SHA-256 is stale or
+  damaged and is rebuilt.
+* **One-time check on load**: the session runs the caller's check batch
+  (batch of 2, then the first image alone, so a batch size baked into the
+  graph is caught) and must agree with PyTorch fp32 within ``P_TOLERANCE`` in
+  P(COVID) (after the temperature) and ``LOGIT_TOLERANCE`` in the logit (the
+  lesion map likewise), and in ``features`` within ``FEATURE_TOLERANCE`` times
+  the map's largest value; a cached file that disagrees is rebuilt once, a
+  fresh one that disagrees makes the engine unavailable.
+
+Every failure raises :class:`EngineUnavailable` with a one-line reason; the
+``Classifier`` then logs it and classifies with PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from training.common import atomic
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "onnx")
+CACHE_ENV = "XRAY_ENGINE_CACHE"
+APP_CACHE = "xray-cxr"
+# 2: class logits (N,) or (N, C) and the lesion map as a second output; 3: cam_layer's activations as
+# ``features`` (Grad-CAM from the classification pass).  Bump when the export changes: older entries are rebuilt
+FORMAT = 3
+OPSET = 17
+P_TOLERANCE = 1e-4
+LOGIT_TOLERANCE = 1e-3  # absolute, for |logit| <= 1; relative above
+FEATURE_TOLERANCE = 1e-4  # max |d features| / max(1, max |features|)
+
+
+class EngineUnavailable(RuntimeError):
+    """The fast engine cannot be used; ``str(exc)`` says why in one line."""
+
+
+def engine_cache_dir() -> Path:
+    """The folder of exported engines (see the module docstring)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / APP_CACHE / "Cache" / "engines"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / APP_CACHE / "engines"
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / APP_CACHE / "engines"
+
+
+def onnxruntime_module():
+    """``onnxruntime``, or :class:`EngineUnavailable` when it cannot be imported."""
+    try:
+        import onnxruntime
+    except Exception as exc:  # ImportError, or a broken install (missing shared library)
+        raise EngineUnavailable(f"ONNX Runtime is not available ({type(exc).__name__}: {exc})") from None
+    return onnxruntime
+
+
+def cache_key(digest: str) -> str:
+    """A file-name-safe key for a model digest (``training.model.audit`` digests may carry a ``weights:`` prefix)."""
+    key = re.sub(r"[^A-Za-z0-9_-]", "-", digest)
+    if not key:
+        raise EngineUnavailable("the model has no digest to key its engine cache on")
+    return key
+
+
+def _sha256(path: Path) -> str:
+    from training.model.modelfile import file_sha256
+
+    return file_sha256(path)
+
+
+class _ExportView(nn.Module):
+    """The traced forward: class logits, then the lesion logits (``forward_with_lesion``) and ``cam_layer``'s
+    output, each when the model has it."""
+
+    def __init__(self, model: nn.Module, lesion: bool, features: bool):
+        super().__init__()
+        self.model = model
+        self.lesion = lesion
+        self.features = features
+
+    def forward(self, x: torch.Tensor):
+        from training.inference.explain import capture_features
+
+        with capture_features(self.model) if self.features else contextlib.nullcontext() as got:
+            outs = list(self.model.forward_with_lesion(x)) if self.lesion else [self.model(x)]
+        if self.features:
+            outs.append(got.value)
+        return tuple(outs)
+
+
+def _has_lesion(model: nn.Module) -> bool:
+    return getattr(model, "lesion", None) is not None
+
+
+def _has_features(model: nn.Module) -> bool:
+    from training.inference.explain import cam_head
+
+    return cam_head(model) is not None
+
+
+def export_onnx(model: nn.Module, input_size: int) -> bytes:
+    """The fp32 ONNX graph of ``model`` (input ``x``: ``(N, 3, S, S)``, output ``logit``: ``(N,)`` or
+    ``(N, C)``; a model with a lesion decoder also ``lesion``: ``(N, 1, h, w)``; a model with a Grad-CAM
+    head also ``features``: ``cam_layer``'s output ``(N, C', h', w')``; all from the same pass)."""
+    work = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    lesion, features = _has_lesion(work), _has_features(work)
+    names = ["logit"] + (["lesion"] if lesion else []) + (["features"] if features else [])
+    if len(names) > 1:
+        work = _ExportView(work, lesion, features)
+    example = torch.rand(2, 3, int(input_size), int(input_size), generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(work, (example,), buf, dynamo=False, input_names=["x"], output_names=names,
+                              dynamic_axes={"x": {0: "n"}, **{o: {0: "n"} for o in names}}, opset_version=OPSET,
+                              do_constant_folding=True)
+    return buf.getvalue()
+
+
+def _facts(key: str, input_size: int) -> dict:
+    return {"format": FORMAT, "model": key, "input_size": int(input_size), "opset": OPSET, "torch": torch.__version__}
+
+
+def _usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
+    """'' when the cache entry matches ``facts`` and is undamaged, else why not."""
+    if not onnx_path.is_file():
+        return "not built yet"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its record is missing or unreadable ({type(exc).__name__})"
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in facts.items()):
+        return "it was built for another model, input size or program version"
+    if record.get("sha256") != _sha256(onnx_path):
+        return "the file is damaged (checksum mismatch)"
+    return ""
+
+
+def build_cached(model: nn.Module, digest: str, input_size: int, folder: Path | None = None,
+                 *, rebuild: bool = False) -> tuple[Path, bool]:
+    """The cached ONNX file for this model, exported when missing, stale or
+    damaged (or ``rebuild``).  Returns ``(path, exported_now)``."""
+    folder = Path(folder) if folder is not None else engine_cache_dir()
+    key = cache_key(digest)
+    onnx_path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
+    facts = _facts(key, input_size)
+    problem = "rebuild requested" if rebuild else _usable_entry(onnx_path, record_path, facts)
+    if not problem:
+        return onnx_path, False
+    if onnx_path.exists():
+        log.info("engine cache %s: %s; exporting again", onnx_path.name, problem)
+    try:
+        data = export_onnx(model, input_size)
+    except Exception as exc:
+        raise EngineUnavailable(f"the model could not be exported to ONNX ({type(exc).__name__}: {exc})") from None
+    try:
+        atomic.write_bytes(onnx_path, data)
+        atomic.write_text(record_path, json.dumps({**facts, "sha256": _sha256(onnx_path)}, indent=1))
+    except OSError as exc:
+        raise EngineUnavailable(f"the engine cache folder {folder} is not writable ({exc.strerror or exc})") from None
+    return onnx_path, True
+
+
+class OnnxEngine:
+    """An ONNX Runtime session on the CPU: ``logits(batch) -> (N,) float32``; ``outputs`` and
+    ``outputs_with_features`` (``has_features``) give the other outputs of the same run."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        ort = onnxruntime_module()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between runs: the decode threads and the GUI share these cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EngineUnavailable(f"ONNX Runtime cannot open {Path(path).name} ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        self.path = Path(path)
+        self.threads = opts.intra_op_num_threads
+        self.version = getattr(ort, "__version__", "?")
+
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_features = "features" in self.output_names
+        self._class_outputs = [n for n in self.output_names if n != "features"]
+
+    def _run(self, batch: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).contiguous().numpy())
+        outs = self.session.run(names, {"x": x})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs)}
+
+    @staticmethod
+    def _logit(outs: dict[str, np.ndarray]) -> torch.Tensor:
+        logit = outs["logit"].reshape(outs["logit"].shape[0], -1)
+        return torch.from_numpy(logit[:, 0] if logit.shape[1] == 1 else logit)
+
+    def outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, 3, S, S)`` -> (fp32 logits ``(N,)`` or ``(N, C)``, lesion logits ``(N, 1, h, w)`` or None)."""
+        outs = self._run(batch, self._class_outputs)
+        lesion = outs.get("lesion")
+        return self._logit(outs), None if lesion is None else torch.from_numpy(lesion)
+
+    def outputs_with_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`outputs` and ``cam_layer``'s activations ``(N, C, h, w)`` fp32, from the same run."""
+        if not self.has_features:
+            raise EngineUnavailable("this engine's graph has no features output")
+        outs = self._run(batch, self.output_names)
+        lesion = outs.get("lesion")
+        return (self._logit(outs), None if lesion is None else torch.from_numpy(lesion),
+                torch.from_numpy(outs["features"]))
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` -> ``(N,)`` or ``(N, C)`` fp32 logits (CPU tensor)."""
+        return self.outputs(batch)[0]
+
+
+def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float) -> str:
+    """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
+    (batch of N, then its first image alone), else what differs."""
+    from training.inference.explain import capture_features
+
+    features = _has_features(model)
+    with torch.inference_mode():
+        x = check.to(next(model.parameters()).device, torch.float32)
+        with capture_features(model) if features else contextlib.nullcontext() as grabbed:
+            ref, ref_lesion = model.forward_with_lesion(x) if _has_lesion(model) else (model(x), None)
+        ref = ref.float().cpu()
+        ref_features = grabbed.value.float().cpu() if features else None
+    if features:
+        if not engine.has_features:
+            return "the engine gives no features output"
+        got, got_lesion, got_features = engine.outputs_with_features(check)
+    else:
+        (got, got_lesion), got_features = engine.outputs(check), None
+    single = engine.logits(check[:1])
+    checks = [("batch", got, ref), ("single image", single, ref[:1])]
+    if ref_lesion is not None:
+        if got_lesion is None:
+            return "the engine gives no lesion map"
+        checks.append(("lesion map", got_lesion, ref_lesion.float().cpu()))
+    if ref_features is not None:
+        if tuple(got_features.shape) != tuple(ref_features.shape) or not bool(torch.isfinite(got_features).all()):
+            return f"features: output shape {tuple(got_features.shape)} or values invalid"
+        scale = max(1.0, float(ref_features.abs().max()))
+        dfeat = float((got_features - ref_features).abs().max()) / scale
+        if dfeat > FEATURE_TOLERANCE:
+            return f"features: |dA| / max|A| {dfeat:.2e} (limit {FEATURE_TOLERANCE:g})"
+    for name, out, want in checks:
+        if tuple(out.shape) != tuple(want.shape) or not bool(torch.isfinite(out).all()):
+            return f"{name}: output shape {tuple(out.shape)} or values invalid"
+        dlogit = (out - want).abs() / want.abs().clamp(min=1.0)
+        dp = (torch.sigmoid(out / temperature) - torch.sigmoid(want / temperature)).abs()
+        if float(dlogit.max()) > LOGIT_TOLERANCE or float(dp.max()) > P_TOLERANCE:
+            return (f"{name}: |dP| {float(dp.max()):.2e}, relative |dlogit| {float(dlogit.max()):.2e} "
+                    f"(limits {P_TOLERANCE:g}, {LOGIT_TOLERANCE:g})")
+    return ""
+
+
+def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.Tensor, temperature: float = 1.0,
+                   *, folder: Path | None = None, threads: int | None = None) -> OnnxEngine:
+    """A checked ONNX Runtime engine for ``model`` (exported and cached on first
+    use), or :class:`EngineUnavailable`.  A cached entry that cannot be opened or
+    disagrees with PyTorch is rebuilt once."""
+    onnxruntime_module()  # fail fast, before an export nobody could run
+    path, fresh = build_cached(model, digest, input_size, folder)
+    try:
+        engine = OnnxEngine(path, threads)
+        problem = disagreement(engine, model, check, temperature)
+    except EngineUnavailable as exc:
+        problem = str(exc)
+    if problem and not fresh:
+        log.info("engine cache %s rejected (%s); exporting again", path.name, problem)
+        path, fresh = build_cached(model, digest, input_size, folder, rebuild=True)
+        try:
+            engine = OnnxEngine(path, threads)
+            problem = disagreement(engine, model, check, temperature)
+        except EngineUnavailable as exc:
+            problem = str(exc)
+    if problem:
+        for stale in (path, path.with_suffix(".json")):  # never keep a file that failed its check
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+        raise EngineUnavailable(f"ONNX Runtime does not agree with PyTorch on this model ({problem})"
+                                if "|dP|" in problem or "|dA|" in problem or "invalid" in problem else problem)
+    return engine
+
+
+__all__ = ["ENGINES", "CACHE_ENV", "EngineUnavailable", "OnnxEngine", "engine_cache_dir", "build_cached",
+           "export_onnx", "prepare_engine", "disagreement", "onnxruntime_module", "P_TOLERANCE",
+           "FEATURE_TOLERANCE"]

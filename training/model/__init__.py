@@ -1,0 +1,1 @@
+"""Networks, model files, the model's lung view, calibration, metrics, model summaries and audit stamps."""

@@ -1,0 +1,171 @@
+"""The classifier's view of an image: the lung region, intensity-normalised.
+
+One function, :func:`model_view`, is used by training (once per image, when the
+data set is decoded), by prediction (single image and batch) and by Grad-CAM,
+so a model always sees what it was trained on.  What a model needs is stored
+in its file (``ModelInfo.preprocessing``) and read back by :class:`InputSpec`.
+
+* ``region = "whole"``: the image as the loader returns it (the paper's input).
+* ``region = "lungs"``: the bounding box of the lung mask (the lung segmenter's
+  two largest components), widened by ``margin`` of the box size on every side
+  and clamped to the image, cropped from the full-resolution pixels.  When the
+  segmenter finds almost no lung (< ``MIN_LUNG_SHARE`` of the image) the whole
+  image is used and the result says so.
+* ``intensity = "clahe"``: contrast-limited adaptive histogram equalisation
+  (OpenCV, clip limit 2, 8 x 8 tiles) on the crop resized to ``WORK_SIZE``
+  square, which removes most of the scanner's and the hospital's grey-level
+  style (exposure, processing curve) while keeping local contrast.
+  ``"none"`` leaves the grey levels alone.
+
+The view is returned at ``WORK_SIZE`` x ``WORK_SIZE`` (aspect not kept, like
+the rest of the pipeline); the model's own resize to its input size follows in
+:func:`training.imaging.resize.preprocess`.  ``Box`` fractions let Grad-CAM put a
+heatmap computed on the crop back in place on the full image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from training.imaging.resize import resize_grey
+
+REGIONS = ("whole", "lungs")
+INTENSITIES = ("none", "clahe")
+WORK_SIZE = 256
+DEFAULT_MARGIN = 0.10
+MIN_LUNG_SHARE = 0.02
+CLAHE_CLIP = 2.0
+CLAHE_TILES = 8
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region as fractions of the image: rows ``top..bottom``, columns ``left..right``."""
+
+    top: float = 0.0
+    left: float = 0.0
+    bottom: float = 1.0
+    right: float = 1.0
+
+    @property
+    def whole(self) -> bool:
+        return self == Box()
+
+    def pixels(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(r0, c0, r1, c1) in an image of ``shape``; at least 2 x 2 pixels."""
+        h, w = int(shape[0]), int(shape[1])
+        r0 = min(max(0, int(np.floor(self.top * h))), h - 2)
+        c0 = min(max(0, int(np.floor(self.left * w))), w - 2)
+        r1 = max(r0 + 2, min(h, int(np.ceil(self.bottom * h))))
+        c1 = max(c0 + 2, min(w, int(np.ceil(self.right * w))))
+        return r0, c0, r1, c1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model's input is made of (stored in the model file)."""
+
+    region: str = "whole"
+    intensity: str = "none"
+    margin: float = DEFAULT_MARGIN
+
+    def __post_init__(self):
+        if self.region not in REGIONS:
+            raise ValueError(f"unknown input region {self.region!r}; choose from {', '.join(REGIONS)}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"unknown intensity normalisation {self.intensity!r}; choose from {', '.join(INTENSITIES)}")
+        if not (0.0 <= float(self.margin) <= 0.5):
+            raise ValueError(f"lung margin {self.margin!r} must be between 0 and 0.5")
+
+    @property
+    def needs_lungs(self) -> bool:
+        return self.region == "lungs"
+
+    @property
+    def plain(self) -> bool:
+        """The paper's input: nothing to do before the model's resize."""
+        return self.region == "whole" and self.intensity == "none"
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"region": self.region, "intensity": self.intensity, "lung_margin": float(self.margin),
+                "work_size": WORK_SIZE}
+
+    @classmethod
+    def from_metadata(cls, prep: Mapping[str, Any] | None) -> "InputSpec":
+        prep = prep or {}
+        return cls(region=str(prep.get("region", "whole")), intensity=str(prep.get("intensity", "none")),
+                   margin=float(prep.get("lung_margin", DEFAULT_MARGIN)))
+
+    def describe(self) -> str:
+        where = (f"the lungs' box (+{self.margin:.0%} margin)" if self.needs_lungs else "the whole image")
+        how = {"none": "grey levels as loaded", "clahe": "CLAHE contrast normalisation"}[self.intensity]
+        return f"{where}, {how}"
+
+
+def lung_box(mask: np.ndarray | None, margin: float = DEFAULT_MARGIN) -> Box:
+    """The lungs' bounding box (two largest components) widened by ``margin``;
+    the whole image when the mask holds almost no lung."""
+    if mask is None:
+        return Box()
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or m.mean() < MIN_LUNG_SHARE:
+        return Box()
+    lab, n = ndimage.label(m)
+    if n > 2:
+        sizes = ndimage.sum_labels(m, lab, np.arange(1, n + 1))
+        keep = 1 + np.argsort(sizes)[::-1][:2]
+        m = np.isin(lab, keep)
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    h, w = m.shape
+    top, bottom = rows[0] / h, (rows[-1] + 1) / h
+    left, right = cols[0] / w, (cols[-1] + 1) / w
+    dh, dw = (bottom - top) * margin, (right - left) * margin
+    return Box(max(0.0, top - dh), max(0.0, left - dw), min(1.0, bottom + dh), min(1.0, right + dw))
+
+
+def clahe(pixels: np.ndarray) -> np.ndarray:
+    """CLAHE on a grey [0, 1] image (8-bit internally), back to float [0, 1]."""
+    import cv2
+
+    u8 = np.clip(np.asarray(pixels, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=(CLAHE_TILES, CLAHE_TILES)).apply(u8)
+    return out.astype(np.float32) / np.float32(255.0)
+
+
+def model_view(pixels: np.ndarray, spec: InputSpec, mask: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
+    """Loader pixels ``(H, W)`` in [0, 1] -> (the model's view, the box it came from).
+
+    ``mask``: the lung mask (any resolution, the image stretched to it), needed
+    when ``spec.region == 'lungs'``.  A plain spec returns the pixels unchanged."""
+    if spec.plain:
+        return pixels, Box()
+    box = lung_box(mask, spec.margin) if spec.needs_lungs else Box()
+    view = pixels
+    if not box.whole:
+        r0, c0, r1, c1 = box.pixels(pixels.shape)
+        view = pixels[r0:r1, c0:c1]
+    view = resize_grey(view, WORK_SIZE).numpy()
+    if spec.intensity == "clahe":
+        view = clahe(view)
+    return np.ascontiguousarray(view, dtype=np.float32), box
+
+
+def place_heatmap(heat: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """A heatmap computed on the model's view -> the full image's ``shape``
+    (zero outside the box)."""
+    out = np.zeros(tuple(int(s) for s in shape), dtype=np.float32)
+    r0, c0, r1, c1 = box.pixels(out.shape)
+    t = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))[None, None]
+    out[r0:r1, c0:c1] = F.interpolate(t, size=(r1 - r0, c1 - c0), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return out
+
+
+__all__ = ["Box", "InputSpec", "REGIONS", "INTENSITIES", "WORK_SIZE", "lung_box", "model_view", "place_heatmap",
+           "clahe"]

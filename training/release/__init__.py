@@ -1,0 +1,1 @@
+"""Shipping a model: evaluation on held-out sets, ablation tables, the model card."""
