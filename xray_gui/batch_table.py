@@ -208,80 +208,11 @@ class BatchTableModel(QAbstractTableModel):
             return None
         r = self.rows[index.row()]
         c = index.column()
-        p = r.pred
         stale = self.is_stale(r)
-        info = r.info
         if role == Qt.ItemDataRole.DisplayRole:
-            if c == COL_FILE:
-                return r.path.name
-            if c == COL_PRED:
-                if p is None or p.status != "ok":
-                    return "—"
-                text = (p.result or "—") if p.valid else "not valid"
-                return f"{text} (stale)" if stale else text
-            if c == COL_STUDY_DATE:
-                return info.study_date_text if info is not None else ""
-            if c == COL_ACCESSION:
-                return info.accession if info is not None else ""
-            if c == COL_SERIES:
-                if info is None:
-                    return ""
-                number = "" if info.series_number is None else f"{info.series_number} "
-                return (number + info.series_description).strip()
-            if c == COL_VIEW:
-                return info.view if info is not None else ""
-            if c == COL_PATH:
-                return r.rel
-            if c == COL_PATIENT:
-                if info is None or not self.show_identifiers:
-                    return ""
-                born = f", born {info.birth_date_text}" if info.birth_date else ""
-                return f"{info.patient_name} ({info.patient_id}){born}"
-            if c == COL_P:
-                if p is None or p.p_covid is None:
-                    return ""
-                return f"{p.p_covid:.3f}" + ("" if p.valid else " (not valid)")  # forced: the reason beside it
-            if c == COL_LUNGS:
-                share = _share(p)
-                return f"{share * 100:.0f} %" if share is not None else ""
-            if c == COL_P_PNEUMONIA:
-                pn = _p_pneumonia(p)
-                return "" if pn is None else f"{pn:.3f}" + ("" if p.valid else " (not valid)")
-            if c == COL_INVOLVEMENT:
-                inv = _involvement(p)
-                return f"{inv * 100:.0f} %" if inv is not None else ""
-            if c == COL_STATUS:
-                if r.status == "pending":
-                    return "waiting…"
-                if r.status == NOT_CLASSIFIED:
-                    return f"{NOT_CLASSIFIED} — {r.unprocessed}"
-                if r.problem:
-                    return f"{r.status}: {r.reason}"
-                if stale:
-                    return f"stale: computed by {r.stamp.label}, not the current model; classify again"
-                if not p.valid:
-                    if getattr(p.meta, "header_overridden", ()):
-                        return "not valid: classified anyway, the header says not a frontal chest film"
-                    return "not valid: classified anyway, not a frontal chest radiograph"
-                return "ok" + (" (warnings)" if p.warnings else "")
-            return None
+            return self._text(r, c, stale)
         if role == SORT_ROLE:
-            if c == COL_P:
-                return -1.0 if p is None or p.p_covid is None else float(p.p_covid)
-            if c == COL_LUNGS:
-                share = _share(p)
-                return -1.0 if share is None else share
-            if c == COL_P_PNEUMONIA:
-                pn = _p_pneumonia(p)
-                return -1.0 if pn is None else pn
-            if c == COL_INVOLVEMENT:
-                inv = _involvement(p)
-                return -1.0 if inv is None else inv
-            if c == COL_THUMB:
-                return r.reading_key
-            if c in (COL_STUDY_DATE, COL_SERIES, COL_PATIENT):
-                return r.reading_key  # chronological / by series number, not alphabetical
-            return str(self.data(index) or "").lower()
+            return self._sort_value(r, c, index)
         if role == Qt.ItemDataRole.DecorationRole and c == COL_THUMB:
             if r.thumb is None or r.thumb.isNull():
                 return None
@@ -289,32 +220,124 @@ class BatchTableModel(QAbstractTableModel):
                 r.icon = QIcon(QPixmap.fromImage(r.thumb))
             return r.icon
         if role == Qt.ItemDataRole.ToolTipRole:
-            tips = [str(r.path)]
-            if r.reason:
-                tips.append(r.reason)
-            if p is not None and p.warnings:
-                tips.append("Warnings: " + sentence_join(p.warnings))
-            if stale:
-                tips.append(f"Computed by {r.stamp.label}; the current model is another one. Classify the "
-                            "folder again for the current model's result.")
-            return "\n".join(tips)
+            return self._tooltip(r, stale)
         if role == Qt.ItemDataRole.BackgroundRole and r.bad:
             return BAD_BRUSH
-        if role == Qt.ItemDataRole.ForegroundRole and r.bad:
-            return BAD_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and r.status in ("skipped", NOT_CLASSIFIED):
-            return SKIPPED_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and (stale or (p is not None and p.ok and not p.valid)):
-            return STALE_TEXT  # grey: another model's result, or a forced one that is not valid
-        if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.indeterminate:
-            return CAUTION_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and c == COL_PRED and p is not None and p.label == PNEUMONIA:
-            return PNEUMONIA_TEXT
-        if role == Qt.ItemDataRole.ForegroundRole and c == COL_LUNGS:
-            share = _share(p)
-            return CAUTION_TEXT if share is not None and share < ATTENTION_OUTSIDE_THRESHOLD else None
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return self._foreground(r, c, stale)
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL_P, COL_LUNGS, COL_P_PNEUMONIA, COL_INVOLVEMENT):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _text(self, r: Row, c: int, stale: bool):
+        """What a cell shows (DisplayRole)."""
+        p, info = r.pred, r.info
+        if c == COL_FILE:
+            return r.path.name
+        if c == COL_PRED:
+            if p is None or p.status != "ok":
+                return "—"
+            text = (p.result or "—") if p.valid else "not valid"
+            return f"{text} (stale)" if stale else text
+        if c in (COL_STUDY_DATE, COL_ACCESSION, COL_SERIES, COL_VIEW, COL_PATIENT):
+            return self._study_text(info, c)
+        if c == COL_PATH:
+            return r.rel
+        if c == COL_P:
+            if p is None or p.p_covid is None:
+                return ""
+            return f"{p.p_covid:.3f}" + ("" if p.valid else " (not valid)")  # forced: the reason beside it
+        if c == COL_LUNGS:
+            share = _share(p)
+            return f"{share * 100:.0f} %" if share is not None else ""
+        if c == COL_P_PNEUMONIA:
+            pn = _p_pneumonia(p)
+            return "" if pn is None else f"{pn:.3f}" + ("" if p.valid else " (not valid)")
+        if c == COL_INVOLVEMENT:
+            inv = _involvement(p)
+            return f"{inv * 100:.0f} %" if inv is not None else ""
+        if c == COL_STATUS:
+            return self._status_text(r, stale)
+        return None
+
+    def _study_text(self, info, c: int) -> str:
+        """The study columns of a DICOM input (empty for other files; the patient only when shown)."""
+        if info is None:
+            return ""
+        if c == COL_STUDY_DATE:
+            return info.study_date_text
+        if c == COL_ACCESSION:
+            return info.accession
+        if c == COL_SERIES:
+            number = "" if info.series_number is None else f"{info.series_number} "
+            return (number + info.series_description).strip()
+        if c == COL_VIEW:
+            return info.view
+        if not self.show_identifiers:  # COL_PATIENT
+            return ""
+        born = f", born {info.birth_date_text}" if info.birth_date else ""
+        return f"{info.patient_name} ({info.patient_id}){born}"
+
+    @staticmethod
+    def _status_text(r: Row, stale: bool) -> str:
+        p = r.pred
+        if r.status == "pending":
+            return "waiting…"
+        if r.status == NOT_CLASSIFIED:
+            return f"{NOT_CLASSIFIED} — {r.unprocessed}"
+        if r.problem:
+            return f"{r.status}: {r.reason}"
+        if stale:
+            return f"stale: computed by {r.stamp.label}, not the current model; classify again"
+        if not p.valid:
+            if getattr(p.meta, "header_overridden", ()):
+                return "not valid: classified anyway, the header says not a frontal chest film"
+            return "not valid: classified anyway, not a frontal chest radiograph"
+        return "ok" + (" (warnings)" if p.warnings else "")
+
+    def _sort_value(self, r: Row, c: int, index):
+        """SORT_ROLE: numbers for the figures (-1 when none), reading order for the study columns."""
+        p = r.pred
+        if c == COL_P:
+            return -1.0 if p is None or p.p_covid is None else float(p.p_covid)
+        figure = {COL_LUNGS: _share, COL_P_PNEUMONIA: _p_pneumonia, COL_INVOLVEMENT: _involvement}.get(c)
+        if figure is not None:
+            v = figure(p)
+            return -1.0 if v is None else v
+        if c in (COL_THUMB, COL_STUDY_DATE, COL_SERIES, COL_PATIENT):
+            return r.reading_key  # chronological / by series number, not alphabetical
+        return str(self.data(index) or "").lower()
+
+    @staticmethod
+    def _tooltip(r: Row, stale: bool) -> str:
+        p = r.pred
+        tips = [str(r.path)]
+        if r.reason:
+            tips.append(r.reason)
+        if p is not None and p.warnings:
+            tips.append("Warnings: " + sentence_join(p.warnings))
+        if stale:
+            tips.append(f"Computed by {r.stamp.label}; the current model is another one. Classify the "
+                        "folder again for the current model's result.")
+        return "\n".join(tips)
+
+    @staticmethod
+    def _foreground(r: Row, c: int, stale: bool):
+        """The text colour: red rows, grey skipped / stale / not valid, amber indeterminate, blue pneumonia."""
+        p = r.pred
+        if r.bad:
+            return BAD_TEXT
+        if r.status in ("skipped", NOT_CLASSIFIED):
+            return SKIPPED_TEXT
+        if stale or (p is not None and p.ok and not p.valid):
+            return STALE_TEXT  # grey: another model's result, or a forced one that is not valid
+        if c == COL_PRED and p is not None and p.indeterminate:
+            return CAUTION_TEXT
+        if c == COL_PRED and p is not None and p.label == PNEUMONIA:
+            return PNEUMONIA_TEXT
+        if c == COL_LUNGS:
+            share = _share(p)
+            return CAUTION_TEXT if share is not None and share < ATTENTION_OUTSIDE_THRESHOLD else None
         return None
 
     # -- export -------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
+from training.inference.result import GATE_CODE
+
 from .display_state import (
     CUSTOM_PRESET,
     DEFAULT_HEATMAP_COLOURS,
@@ -28,7 +30,7 @@ from .display_state import (
     DisplayState,
 )
 from .images import grey_to_qimage, lesion_layer
-from .tasks import GATE_CODE, HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
+from .tasks import HEADER_CODES, gradcam_task, lung_mask_task, open_image_task, predict_task
 
 HEAT_CACHE_SIZE = 8
 
@@ -53,6 +55,8 @@ class ImageController(QObject):
         self.image = None
         self.display: DisplayState | None = None
         self.pred = None
+        self.user_turn: tuple[int, bool] = (0, False)  # the user's Rotate / Flip of the current image
+        self._turned_for = None  # the result whose turn upright the current image shows
         self.refusal = None  # ImageRefused (or _Reason) shown for the current path
         self.overridden = False  # the header refusal was overridden
         self.gate_overridden = False  # the gate refusal was overridden: results are not valid
@@ -98,6 +102,7 @@ class ImageController(QObject):
         """Show ``path``; classify it unless ``pred`` (a batch result) is given."""
         self.path = Path(path)
         self.image = self.display = self.pred = self.refusal = None
+        self.user_turn, self._turned_for = (0, False), None
         self.overridden = not check_header
         self.gate_overridden = False
         self._set_normal_hidden(False)
@@ -121,6 +126,7 @@ class ImageController(QObject):
         for job in ("image", "predict", "heatmap", "lungs"):
             self.jobs.cancel(job)
         self.path = self.image = self.display = self.pred = self.refusal = None
+        self.user_turn, self._turned_for = (0, False), None
         self.overridden = self.gate_overridden = False
         self.viewer.set_image(None)
         self._update_lesion()
@@ -243,6 +249,7 @@ class ImageController(QObject):
             self._show_refusal(_Reason(pred.reason, pred.code))
             return
         self.pred = pred
+        self._turn_upright(pred)
         self._set_gate_invert(pred.inverted)
         self.viewer.set_outline(outline)
         self._update_lesion()
@@ -263,6 +270,68 @@ class ImageController(QObject):
         self.panel.show_prediction(p.label, p.p_covid, p.threshold, positive, valid=p.valid, band=p.band,
                                    model=p.model_version, header_forced=header, probs=p.probs,
                                    involvement=p.lung_involvement)
+
+    def _turn_upright(self, pred) -> None:
+        """The gate turned the film upright to classify it: show it turned as classified (once per
+        result; the note stays with the image, so a later classification of it says it too)."""
+        if not pred.rotation % 4 or self.image is None or self._turned_for is pred:
+            return
+        from training.gate.notes import rotated_note
+        from training.imaging.turn import turned
+
+        self._turned_for = pred
+        self._replace_image(turned(self.image, pred.rotation, note=rotated_note(pred.rotation)))
+
+    def _replace_image(self, image) -> None:
+        """Show ``image`` (the current one turned) in place of the current one, keeping the
+        user's window/level and invert."""
+        from .display_state import DisplayState
+        from .tasks import _raw_range
+
+        old = self.display
+        self.image = image
+        self.display = DisplayState(image, _raw_range(image))
+        if old is not None:
+            self.display.user_invert, self.display.gate_invert = old.user_invert, old.gate_invert
+            if old.windowed and old.has_raw:  # the user's window/level stays
+                self.display.center, self.display.width = old.center, old.width
+                self.display._dirty_window = True
+        self.viewer.set_image(grey_to_qimage(self.display.pixels()))
+        self.meta_panel.set_window_text(self.display.center, self.display.width)
+        self._update_overlay_text()
+
+    def turn(self, quarter_turns: int = 0, mirror: bool = False) -> None:
+        """Viewer › Rotate / Flip: turn the shown image (counter-clockwise quarter turns, a
+        left-right mirror) and classify it again as turned; the result's notes, the CSV and
+        the PDF say so.  The automatic orientation check is off for an image the user turned."""
+        if self.image is None or (not quarter_turns % 4 and not mirror):
+            return
+        from training.imaging.turn import compose, turned, user_turn_note
+
+        old_note = user_turn_note(*self.user_turn) if any(self.user_turn) else None
+        self.user_turn = compose(self.user_turn, (quarter_turns, mirror))
+        image = turned(self.image, quarter_turns, mirror, by_user=True)
+        image.warnings = [w for w in image.warnings if w != old_note]
+        if any(self.user_turn):
+            image.warnings.append(user_turn_note(*self.user_turn))
+        for job in ("predict", "heatmap", "lungs"):  # their late results belong to the image as it was
+            self.jobs.cancel(job)
+        self.pred = None
+        self._turned_for = None
+        self.viewer.set_overlay(None)
+        self.viewer.set_outline(None)
+        self._replace_image(image)
+        self._update_lesion()
+        self.panel.show_warnings(list(image.warnings))
+        gate_refused = getattr(self.refusal, "code", "") == GATE_CODE
+        if gate_refused:  # turned, it may be a chest film after all: the gate judges it again
+            self.refusal = None
+            self.panel.show_refusal(None)
+        if self.refusal is None:
+            if self.classifier is not None:
+                self._predict()
+            else:
+                self.panel.clear("No model loaded — open one (File → Open Model…) to classify this image.")
 
     def _set_gate_invert(self, on: bool) -> None:
         """The gate found the image inverted: show it inverted back, as classified."""
@@ -350,7 +419,8 @@ class ImageController(QObject):
 
     # -- heatmap -------------------------------------------------------------------
     def _heat_key(self):
-        return (str(self.path), self.overridden, self.gate_overridden, id(self.classifier))
+        turn = self.image.meta.turn if self.image is not None else (0, False)
+        return (str(self.path), self.overridden, self.gate_overridden, id(self.classifier), turn)
 
     def heatmap(self):
         """(heatmap array, colour QImage in the chosen colour map) for the current image, or None."""
@@ -548,7 +618,7 @@ class ImageController(QObject):
         ids = self.meta_panel.patient_items() if self.meta_panel.patient_visible() else None
         self.viewer.set_corner_text({"top_left": ot.top_left(meta, identifiers=ids), "top_right": ot.top_right(meta),
                                      "bottom_left": [ot.window_line(self.display, self.preset_name)]},
-                                    ot.orientation_markers(meta))
+                                    ot.orientation_markers(meta, turn=meta.turn))
 
 
 class _Reason:

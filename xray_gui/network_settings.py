@@ -65,6 +65,24 @@ class NetworkSettingsDialog(QDialog):
         self._base = config
         self.jobs = jobs
         lay = QVBoxLayout(self)
+        form = self._node_form(config)
+        self._tls_rows(form, config)
+        lay.addLayout(form)
+        lay.addWidget(QLabel("Peers (PACS, archives):"))
+        self._build_peers(lay, config)
+        self.result = QLabel("")
+        self.result.setObjectName("echoResult")
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.result)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self._update_note()
+
+    def _node_form(self, config) -> QFormLayout:
+        """This node: AE title, address, port, store, allowed callers, sending results."""
         form = QFormLayout()
         self.ae_title = QLineEdit(config.ae_title)
         self.ae_title.setMaxLength(16)
@@ -90,7 +108,10 @@ class NetworkSettingsDialog(QDialog):
         form.addRow("Allowed calling AE titles", self.callers)
         form.addRow("", self.any_caller)
         form.addRow("", self.auto_send)
-        # DICOM over TLS (docs/DICOM_NODE.md): this node's certificate and key, the CAs it trusts
+        return form
+
+    def _tls_rows(self, form: QFormLayout, config) -> None:
+        """DICOM over TLS (docs/DICOM_NODE.md): this node's certificate and key, the CAs it trusts."""
         self.tls = QCheckBox("Also listen with TLS (mutual TLS: callers need a certificate from a trusted CA)")
         self.tls.setChecked(config.tls)
         self.tls_port = QSpinBox()
@@ -110,8 +131,9 @@ class NetworkSettingsDialog(QDialog):
         form.addRow("TLS private key", self.tls_key)
         form.addRow("TLS CA bundle", self.tls_ca)
         form.addRow("", self.tls_client_cert)
-        lay.addLayout(form)
-        lay.addWidget(QLabel("Peers (PACS, archives):"))
+
+    def _build_peers(self, lay: QVBoxLayout, config) -> None:
+        """The peers' table and its buttons (add, remove, Test connection)."""
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -133,16 +155,6 @@ class NetworkSettingsDialog(QDialog):
             rl.addWidget(b)
         rl.addStretch(1)
         lay.addWidget(row)
-        self.result = QLabel("")
-        self.result.setObjectName("echoResult")
-        self.result.setWordWrap(True)
-        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.result)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self._accept)
-        buttons.rejected.connect(self.reject)
-        lay.addWidget(buttons)
-        self._update_note()
 
     def _update_note(self) -> None:
         host = self.host.text().strip()

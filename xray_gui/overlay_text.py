@@ -27,8 +27,16 @@ def _extra(meta) -> dict:
     return dict(getattr(meta, "extra", None) or {})
 
 
-def orientation_markers(meta) -> dict[str, str]:
-    """Edge markers ``{"left", "right", "top", "bottom"}`` (only those known)."""
+def orientation_markers(meta, turn: tuple[int, bool] = (0, False)) -> dict[str, str]:
+    """Edge markers ``{"left", "right", "top", "bottom"}`` (only those known), turned with
+    the image when it was rotated or flipped (``ImageMeta.turn``)."""
+    from training.imaging.turn import turn_markers
+
+    return turn_markers(_file_markers(meta), turn) if any(turn) else _file_markers(meta)
+
+
+def _file_markers(meta) -> dict[str, str]:
+    """Edge markers of the image as stored in the file."""
     if meta is None:
         return {}
     po = _extra(meta).get("PatientOrientation", "")

@@ -114,7 +114,23 @@ class PredictionPanel(QWidget):
         lay.addWidget(self.summary)
         top = QVBoxLayout(self.summary)
         top.setContentsMargins(6, 6, 6, 0)
+        top.addWidget(self._build_verdict())
+        top.addWidget(self._build_refusal())
+        self.warnings = QLabel()
+        self.warnings.setTextFormat(Qt.TextFormat.PlainText)
+        self.warnings.setWordWrap(True)
+        self.warnings.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.warnings.setObjectName("warningsLabel")
+        self.warnings.setStyleSheet("#warningsLabel { background: #5b4a14; color: #fff4d6; "
+                                    "border-radius: 4px; padding: 6px; }")
+        lay.addWidget(self.warnings)
+        lay.addWidget(self._build_heatmap())
+        lay.addWidget(self._build_lesion())
+        lay.addWidget(self._build_model())
+        self.clear()
 
+    def _build_verdict(self) -> QGroupBox:
+        """The verdict, P(COVID) and its bar, P per class, lung involvement, the threshold."""
         box = QGroupBox("Prediction")
         self.verdict_box = box
         b = QVBoxLayout(box)
@@ -161,9 +177,10 @@ class PredictionPanel(QWidget):
         row.addWidget(self.threshold)
         row.addWidget(self.reset_threshold)
         b.addLayout(row)
-        top.addWidget(box)
+        return box
 
-        # refusal / warnings
+    def _build_refusal(self) -> QFrame:
+        """The red box with a refusal's reason and "Classify anyway"."""
         self.refusal = QFrame()
         self.refusal.setObjectName("refusalBox")
         self.refusal.setStyleSheet("#refusalBox { background: #5a1f1f; border-radius: 4px; } "
@@ -178,16 +195,10 @@ class PredictionPanel(QWidget):
         self.classify_anyway.clicked.connect(self.classifyAnywayRequested)
         r.addWidget(self.refusal_text)
         r.addWidget(self.classify_anyway, 0, Qt.AlignmentFlag.AlignLeft)
-        top.addWidget(self.refusal)
-        self.warnings = QLabel()
-        self.warnings.setTextFormat(Qt.TextFormat.PlainText)
-        self.warnings.setWordWrap(True)
-        self.warnings.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.warnings.setObjectName("warningsLabel")
-        self.warnings.setStyleSheet("#warningsLabel { background: #5b4a14; color: #fff4d6; "
-                                    "border-radius: 4px; padding: 6px; }")
-        lay.addWidget(self.warnings)
+        return self.refusal
 
+    def _build_heatmap(self) -> QGroupBox:
+        """Heatmap on/off and opacity, its state, its share inside the lungs, the lung outline."""
         heat = QGroupBox("Grad-CAM heatmap")
         h = QVBoxLayout(heat)
         hrow = QHBoxLayout()
@@ -215,8 +226,9 @@ class PredictionPanel(QWidget):
         h.addWidget(self.heat_state)
         h.addWidget(self.lung_share)
         h.addWidget(self.lung_outline)
-        lay.addWidget(heat)
+        return heat
 
+    def _build_lesion(self) -> QGroupBox:
         lesion = QGroupBox("Lesion map")
         self.lesion_box = lesion
         lz = QVBoxLayout(lesion)
@@ -230,8 +242,9 @@ class PredictionPanel(QWidget):
         lz.addWidget(self.lesion)
         lz.addWidget(self.lesion_text)
         lesion.setVisible(False)  # only for a result with a lesion map (model v2)
-        lay.addWidget(lesion)
+        return lesion
 
+    def _build_model(self) -> QGroupBox:
         mbox = QGroupBox("Model")
         m = QHBoxLayout(mbox)
         self.model_text = QLabel("loading model…")
@@ -242,8 +255,7 @@ class PredictionPanel(QWidget):
         self.open_model.clicked.connect(self.openModelRequested)
         m.addWidget(self.model_text, 1)
         m.addWidget(self.open_model, 0, Qt.AlignmentFlag.AlignTop)
-        lay.addWidget(mbox)
-        self.clear()
+        return mbox
 
     def detach_summary(self) -> QWidget:
         """Take the verdict box out of this panel's layout, for a window to pin

@@ -77,7 +77,10 @@ def predict_task(classifier, image, enforce_gate: bool = True):
     Yields ``("prediction", pred, lung outline QPainterPath | None)``."""
     with MODEL_LOCK:
         pred = classifier.predict_image(image, enforce_gate=enforce_gate)
-    yield ("prediction", pred, lung_outline_path(pred.lung_mask, image.pixels.shape))
+    shape = image.pixels.shape[:2]
+    if pred.rotation % 2:  # the gate turned the film upright: its mask is on the turned frame
+        shape = shape[::-1]
+    yield ("prediction", pred, lung_outline_path(pred.lung_mask, shape))
 
 
 def lung_mask_task(key, classifier, image, mask=None):

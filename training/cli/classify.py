@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmaps", metavar="DIR",
                    help="write a Grad-CAM overlay PNG per classified image into DIR (with a lesion-map model, the "
                         "lesion contours at P >= 0.5 are drawn on it as thin magenta lines, as in the app)")
+    p.add_argument("--lung-masks", metavar="DIR",
+                   help="write each input's lung mask (the gate's segmentation) as DIR/<input stem>_lungs.png: "
+                        "0 / 255, the size of the image as loaded from the file; a second input with the same "
+                        "stem gets _lungs_2.png and so on (the CSV's lung_mask column names each file)")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in the overlays (default 0.4)")
     p.add_argument("--csv", metavar="OUT",
                    help="write the results as CSV, one row per input as soon as it is done (into a hidden "
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             _err(f"error: {exc.reason}")
             return 2
     if args.csv:  # checked before any image is read
-        extra = (["heatmap"] if args.heatmaps else []) + (["dicom_sr"] if args.dicom_out else [])
+        extra = ((["heatmap"] if args.heatmaps else []) + (["dicom_sr"] if args.dicom_out else [])
+                 + (["lung_mask"] if args.lung_masks else []))
         try:
             out = CsvResults(args.csv, list(CSV_COLUMNS) + list(AUDIT_COLUMNS) + extra)
         except XrayError as exc:
@@ -187,14 +192,58 @@ def _find_files(args):
     return files, skipped
 
 
-def _heat_dir(args) -> Path | None:
-    heat_dir = Path(args.heatmaps) if args.heatmaps else None
-    if heat_dir is not None:
+def _out_dir(folder: str | None, what: str) -> Path | None:
+    out = Path(folder) if folder else None
+    if out is not None:
         try:
-            heat_dir.mkdir(parents=True, exist_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _UsageError(f"error: cannot create the heatmap folder {heat_dir}: {exc.strerror or exc}") from None
-    return heat_dir
+            raise _UsageError(f"error: cannot create the {what} folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _heat_dir(args) -> Path | None:
+    return _out_dir(args.heatmaps, "heatmap")
+
+
+class _MaskWriter:
+    """``--lung-masks``: one PNG per input whose lungs were segmented (0 / 255, the image's size as
+    loaded), named ``<stem>_lungs.png`` (``_lungs_2.png`` ... for a stem already used in this run)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.used: set[str] = set()
+        self.written = 0
+        self.failures = 0
+
+    def write(self, pred) -> str:
+        """The mask's path for the CSV ('' when there is none).  Never raises."""
+        import numpy as np
+        from PIL import Image
+
+        from training.common import atomic
+        from training.common.csv_out import csv_cell
+
+        size = getattr(pred.meta, "original_size", None) if pred.meta is not None else None
+        if pred.path is None or size is None or pred.lung_mask is None:
+            return ""
+        try:
+            mask = pred.lung_mask_as_loaded(tuple(size))
+            stem, n = pred.path.stem[:80], 1
+            name = f"{stem}_lungs.png"
+            while name in self.used:
+                n += 1
+                name = f"{stem}_lungs_{n}.png"
+            self.used.add(name)
+            target = self.folder / name
+            png = Image.fromarray(mask.astype(np.uint8) * np.uint8(255))
+            atomic.write_with(target, lambda tmp: png.save(tmp, format="PNG"))
+            self.written += 1
+            return csv_cell(target)
+        except Exception as exc:  # one mask that cannot be written never stops the batch
+            self.failures += 1
+            _err(f"lung mask failed for {pred.path}: {exception_text(exc)}")
+            return ""
 
 
 class _Tally:
@@ -243,7 +292,7 @@ def _heatmap_cell(args, clf, pred, heat_dir: Path, model_digest: str, tally: _Ta
         from training.inference.explain import gradcam
 
         img = load_image(pred.path, check_header=not args.allow_any_header)
-        pixels = 1.0 - img.pixels if pred.inverted else img.pixels
+        pixels = pred.model_frame(img.pixels)
         heat_png = heat_dir / _heatmap_name(pred.path, model_digest)
         explained = (pixels, gradcam(clf, pixels, pred.lung_mask))
         lesion = None if args.no_lesion_contours else pred.lesion_map(pixels.shape)
@@ -260,6 +309,7 @@ def _classify(args, out, started: list[bool]) -> int:
         clf, model_path = _load_classifier(args)
         files, skipped = _find_files(args)
         heat_dir = _heat_dir(args)
+        mask_dir = _out_dir(args.lung_masks, "lung mask")
     except _UsageError as exc:
         _err(str(exc))
         return 2
@@ -280,15 +330,19 @@ def _classify(args, out, started: list[bool]) -> int:
         for path, why in skipped:
             out.write({"path": csv_cell(path), "status": "skipped", "reason": csv_cell(why)})
     tally = _Tally()
-    _run(args, out, clf, files, heat_dir, dicom, tally)
-    print(_summary(args, files, skipped, heat_dir, dicom, tally), file=sys.stderr)
+    masks = _MaskWriter(mask_dir) if mask_dir is not None else None
+    _run(args, out, clf, files, heat_dir, dicom, tally, masks)
+    summary = _summary(args, files, skipped, heat_dir, dicom, tally)
+    if masks is not None:
+        summary += f"; {masks.written} lung mask(s) in {mask_dir}"
+    print(summary, file=sys.stderr)
     if tally.interrupted:
         _err("interrupted.")
         return 130
     return 0
 
 
-def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
+def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally, masks: _MaskWriter | None = None) -> None:
     """Classify every file, writing one CSV row and one stdout line each, until done or interrupted."""
     from tqdm import tqdm
 
@@ -308,6 +362,8 @@ def _run(args, out, clf, files, heat_dir, dicom, tally: _Tally) -> None:
             explained = None
             if heat_dir is not None:
                 row["heatmap"], explained = _heatmap_cell(args, clf, pred, heat_dir, model_digest, tally)
+            if masks is not None:
+                row["lung_mask"] = masks.write(pred)
             if dicom is not None:
                 row["dicom_sr"] = _write_dicom(dicom, clf, pred, explained, not args.allow_any_header,
                                                tally.dicom_notes)

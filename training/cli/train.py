@@ -17,6 +17,7 @@ from pathlib import Path
 
 from training.common.errors import TrainingCancelled, XrayError
 from training.model.networks import ARCHITECTURES
+from training.train import run_folder
 from training.train.config import RECIPES, TrainConfig, make_config
 
 
@@ -77,9 +78,9 @@ def main(argv=None) -> int:
             print(write_report(Path(a.report)))
             return 0
         if a.resume:
-            cfg_path = Path(a.resume) / "config.json"
+            cfg_path = run_folder.config_file(a.resume)
             if not cfg_path.exists():
-                print(f"xray-train: {a.resume} is not a run folder (no config.json).", file=sys.stderr)
+                print(f"xray-train: {a.resume} is not a run folder (no {run_folder.CONFIG}).", file=sys.stderr)
                 return 2
             cfg = TrainConfig.load(cfg_path)
             cfg.out_dir = str(a.resume)

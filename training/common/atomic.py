@@ -5,6 +5,7 @@ leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -76,6 +77,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """``obj`` as indented JSON (numbers JSON does not know, e.g. numpy floats, as floats), ending in a newline."""
+    write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

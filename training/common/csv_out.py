@@ -1,4 +1,10 @@
-"""Result CSVs that lose nothing: rows are written as they are produced.
+"""The core's one CSV writer: result CSVs that lose nothing (rows written as they are produced), and whole tables written atomically.
+
+One dialect (a header row, ``\\n`` line ends, keys that are not columns
+ignored): :class:`CsvResults` streams rows to a file as they come;
+:func:`write_csv` writes a whole table at once, atomically (the run folder's
+history and split, the evaluation's per-file predictions); :func:`csv_text`
+gives the same table as text.
 
 ``CsvResults(path, columns)`` checks the target before any image is read
 (a folder, or a folder that cannot be created or written, is refused at once
@@ -17,11 +23,12 @@ written with ``\\xNN`` escapes instead of crashing the writer.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
-from training.common.atomic import _final_mode
+from training.common.atomic import _final_mode, write_text
 from training.common.errors import XrayError
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -33,6 +40,25 @@ def csv_cell(value: object) -> str:
     text = "" if value is None else str(value)
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _writer(fh, columns: Sequence[str]) -> csv.DictWriter:
+    """The one dialect: the given columns, ``\\n`` line ends, keys not in ``columns`` ignored."""
+    return csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> str:
+    """A whole CSV (header, then ``rows``) as text."""
+    buf = io.StringIO()
+    w = _writer(buf, columns)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    """Write a whole CSV at once, atomically (``training.common.atomic``)."""
+    write_text(path, csv_text(columns, rows))
 
 
 class CsvResults:
@@ -51,7 +77,7 @@ class CsvResults:
             self._fh = open(self.partial, "w", newline="", encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise XrayError(f"Cannot write the CSV {self.path}: {exc.strerror or exc}.", code="output") from None
-        self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+        self._writer = _writer(self._fh, columns)
         self._writer.writeheader()
         self._fh.flush()
         self.rows = 0
@@ -81,4 +107,4 @@ class CsvResults:
             pass
 
 
-__all__ = ["CsvResults", "csv_cell"]
+__all__ = ["CsvResults", "csv_cell", "csv_text", "write_csv"]

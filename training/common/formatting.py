@@ -9,6 +9,7 @@ Torch-free, so the GUI, reports, model cards and command lines share it.
   exactly one final full stop, clauses joined with "; " (never ".." or ".;").
 * :func:`exception_text` - an exception as one bounded line: a typed core
   error's ``reason``, anything else as ``Type: first line``.
+* :func:`version_label` - a model's name and version: "name vVERSION".
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def num_text(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+def version_label(name: Any, version: Any) -> str:
+    """A model as users see it named: ``name vVERSION`` (the app, CSV audit columns, PDF, DICOM SR/SC)."""
+    return f"{name} v{version}"
+
+
 def duration_text(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     if s < 60:
@@ -82,4 +88,4 @@ def exception_text(exc: BaseException, limit: int = 240) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "\u2026"
 
 
-__all__ = ["ci_text", "num_text", "duration_text", "exception_text", "sentence", "clause", "sentence_join"]
+__all__ = ["ci_text", "num_text", "duration_text", "exception_text", "sentence", "clause", "sentence_join", "version_label"]

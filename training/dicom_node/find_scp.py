@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
+from training.imaging.dicom_header import header_text, value_text
+
 from .store import NodeStore
 
 log = logging.getLogger("xray_node")
@@ -42,7 +44,7 @@ def study_record(files: list[Path]) -> Dataset | None:
             rec = Dataset()
             for kw in STUDY_KEYS:
                 setattr(rec, kw, ds.get(kw, ""))
-        mod = str(ds.get("Modality", "") or "")
+        mod = header_text(ds, "Modality")
         if mod and mod not in modalities:
             modalities.append(mod)
     if rec is not None:
@@ -51,21 +53,13 @@ def study_record(files: list[Path]) -> Dataset | None:
     return rec
 
 
-def _text(v) -> str:
-    from pydicom.multival import MultiValue
-
-    if isinstance(v, (list, tuple, MultiValue)):
-        return "\\".join(str(x) for x in v)
-    return "" if v is None else str(v)
-
-
 def matches(rec: Dataset, ident: Dataset) -> bool:
     for elem in ident:
         kw = elem.keyword
-        want = _text(elem.value).strip()
+        want = value_text(elem.value).strip()
         if not want or kw in ("QueryRetrieveLevel", "NumberOfStudyRelatedInstances", "SpecificCharacterSet"):
             continue
-        have = _text(rec.get(kw, "")).strip()
+        have = header_text(rec, kw).strip()
         if kw == "ModalitiesInStudy":
             if not set(want.split("\\")) & set(have.split("\\")):
                 return False

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (
 
 from training.common.errors import XrayError
 from training.common.formatting import exception_text
+from training.imaging.dicom_header import header_text
 
 from .config import NodeConfig
 from .privacy import quiet_dicom_libraries, redact
@@ -105,16 +106,11 @@ class Refusal:
         self.comment = (self.comment or self.reason)[:64]
 
 
-def _text(ds, kw: str) -> str:
-    v = ds.get(kw, "")
-    return "\\".join(str(x) for x in v) if not isinstance(v, str) and hasattr(v, "__iter__") else str(v or "")
-
-
 def check_dataset(ds) -> Refusal | None:
     """Why this node will not take ``ds`` (None: it takes it).  Reading a value may raise."""
     from training.dicom_out.source import valid_uid
 
-    lacking = [name for kw, name in UID_ATTRIBUTES if not str(ds.get(kw, "") or "").strip()]
+    lacking = [name for kw, name in UID_ATTRIBUTES if not header_text(ds, kw).strip()]
     if lacking:
         return Refusal(STATUS_CANNOT_UNDERSTAND, f"it has no {' and no '.join(lacking)}",
                        f"no {' and no '.join(lacking)}")
@@ -130,9 +126,9 @@ def check_dataset(ds) -> Refusal | None:
         return Refusal(STATUS_SOP_CLASS_NOT_SUPPORTED, f"it is a {sop_class_name(sop_class)}; this node takes "
                                                        f"{ACCEPTED_TEXT} only", "not a CR, DX or chest SC image")
     if sop_class == SC_CLASS:
-        modality = _text(ds, "Modality").strip().upper()
-        words = " ".join(_text(ds, kw) for kw in ("BodyPartExamined", "StudyDescription", "SeriesDescription",
-                                                   "ProtocolName")).upper()
+        modality = header_text(ds, "Modality").strip().upper()
+        words = " ".join(header_text(ds, kw) for kw in ("BodyPartExamined", "StudyDescription",
+                                                        "SeriesDescription", "ProtocolName")).upper()
         if modality not in RADIOGRAPH_MODALITIES and not any(w in words for w in CHEST_WORDS):
             return Refusal(STATUS_NOT_A_CHEST_IMAGE, f"a Secondary Capture with modality '{modality or 'none'}' "
                                                      "and no chest body part: not a chest radiograph",
@@ -144,8 +140,8 @@ def _is_own_result(ds) -> bool:
     from training.dicom_out.sc import SC_SERIES_DESCRIPTION
     from training.dicom_out.sr import MANUFACTURER, SR_SERIES_DESCRIPTION
 
-    return _text(ds, "Manufacturer") == MANUFACTURER or \
-        _text(ds, "SeriesDescription") in (SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION)
+    return header_text(ds, "Manufacturer") == MANUFACTURER or \
+        header_text(ds, "SeriesDescription") in (SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION)
 
 
 def status_dataset(code: int, comment: str = "") -> Dataset:

@@ -44,6 +44,8 @@ from pynetdicom.sop_class import (
 
 from training.common.errors import XrayError
 from training.common.formatting import exception_text
+from training.imaging.dicom_header import header_text
+from training.imaging.study_info import StudyInfo
 
 from .config import NodeConfig, Peer
 from .privacy import redact
@@ -270,17 +272,18 @@ class StudyQuery:
         return ds
 
 
-@dataclass
-class StudyMatch:
-    study_uid: str
-    patient_id: str = ""
-    patient_name: str = ""
-    study_date: str = ""
-    accession: str = ""
-    description: str = ""
+@dataclass(frozen=True)
+class StudyMatch(StudyInfo):
+    """A C-FIND answer: the study record (``training.imaging.study_info.StudyInfo``) plus what the PACS says
+    about the whole study."""
+
     modalities: str = ""
     instances: int | None = None
     sop_classes: str = ""  # SOPClassesInStudy when the PACS answers it (Orthanc does)
+
+    @property
+    def description(self) -> str:
+        return self.study_description
 
     @property
     def will_retrieve(self) -> bool:
@@ -345,8 +348,7 @@ def find_studies(config: NodeConfig, peer: Peer, query: StudyQuery) -> list[Stud
 
 def _match(ds: Dataset) -> StudyMatch:
     def g(kw):
-        v = ds.get(kw, "")
-        return "\\".join(str(x) for x in v) if isinstance(v, (list, tuple)) or getattr(v, "VM", 1) > 1 else str(v or "")
+        return header_text(ds, kw)
 
     n = ds.get("NumberOfStudyRelatedInstances", None)
     try:
@@ -354,7 +356,7 @@ def _match(ds: Dataset) -> StudyMatch:
     except (TypeError, ValueError):
         n = None
     return StudyMatch(study_uid=g("StudyInstanceUID"), patient_id=g("PatientID"), patient_name=g("PatientName"),
-                      study_date=g("StudyDate"), accession=g("AccessionNumber"), description=g("StudyDescription"),
+                      study_date=g("StudyDate"), accession=g("AccessionNumber"), study_description=g("StudyDescription"),
                       modalities=g("ModalitiesInStudy"), instances=n, sop_classes=g("SOPClassesInStudy"))
 
 
@@ -468,7 +470,7 @@ def retrieve_study(config: NodeConfig, peer: Peer, study_uid: str, store: NodeSt
 
 def _comment(status) -> str:
     try:
-        return str(status.get("ErrorComment", "") or "").strip() if status else ""
+        return header_text(status, "ErrorComment").strip() if status else ""
     except Exception:  # pragma: no cover - defensive
         return ""
 

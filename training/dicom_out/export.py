@@ -162,7 +162,7 @@ def heatmap_for_export(classifier, pred, *, check_header: bool = False):
     if not pred.ok or pred.path is None:
         return None
     img = load_image(pred.path, check_header=check_header)
-    pixels = np.float32(1.0) - img.pixels if pred.inverted else img.pixels
+    pixels = pred.model_frame(img.pixels)
     return pixels, gradcam(classifier, pixels, pred.lung_mask)  # the gate's mask: no second segmentation
 
 

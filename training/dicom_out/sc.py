@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.imaging.dicom_header import header_text
 from training.inference.lesion_overlay import LESION_RGB
 from training.inference.result import CATEGORY_PNEUMONIA, LESION_LEVEL, PNEUMONIA
 from training.model.audit import ModelStamp
@@ -162,7 +163,7 @@ def build_sc(source, picture: np.ndarray, *, series_uid: str, series_number: int
     from pydicom.uid import ExplicitVRLittleEndian
 
     orientation = source.get("PatientOrientation")
-    laterality = str(source.get("Laterality", "") or "").upper()
+    laterality = header_text(source, "Laterality").upper()
     known = orientation is not None and len(orientation) == 2 and all(str(v) for v in orientation)
     sc = SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=np.ascontiguousarray(picture), photometric_interpretation="RGB",
@@ -175,13 +176,13 @@ def build_sc(source, picture: np.ndarray, *, series_uid: str, series_number: int
         software_versions=stamp.app_version)
     if not known:
         sc.PatientOrientation = ""  # Type 2: the source does not say; we do not guess
-    body_part = str(source.get("BodyPartExamined", "") or "")
+    body_part = header_text(source, "BodyPartExamined")
     if body_part:
         sc.BodyPartExamined = body_part
     if "Laterality" not in sc and not body_part:
         sc.Laterality = ""  # Type 2C: the body part is not recorded, so whether it is paired is unknown
     for key in ("StudyDescription", "PatientAge"):  # descriptive study / patient-study attributes, as the SR has
-        if key not in sc and str(source.get(key, "") or ""):
+        if key not in sc and header_text(source, key):
             sc[key] = source[key]
     sc.BurnedInAnnotation = "YES"
     contours = f", lesion-map contours at P >= {LESION_LEVEL:g}" if lesion_contours else ""

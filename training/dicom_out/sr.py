@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pydicom.sr.coding import Code
 
 from training.common.constants import APP_NAME
+from training.common.formatting import version_label
 from training.dicom_out.uids import DEVICE_UID
 from training.inference.result import (
     CATEGORY_COVID,
@@ -196,7 +197,7 @@ def build_sr(result: SrResult, source, *, series_uid: str, series_number: int, s
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=DEVICE_UID, name=APP_NAME, manufacturer_name=MANUFACTURER,
-            model_name=f"{result.model_name} v{result.model_version}"[:64])))
+            model_name=version_label(result.model_name, result.model_version)[:64])))
     items.append(inferred_from_source(CodeContentItem(name=CODE_CATEGORY, value=CATEGORY_CODES[result.category],
                                                       relationship_type="CONTAINS")))
     if result.finding:

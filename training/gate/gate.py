@@ -36,7 +36,7 @@ segmenter's model file (``SegmenterInfo.gate``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -45,14 +45,19 @@ from training.gate.notes import (
     ATTENTION_OUTSIDE_NOTE,
     ATTENTION_OUTSIDE_THRESHOLD,
     INVERTED_NOTE,
+    MIRRORED_NOTE,
     REFUSAL_PREFIX,
     REFUSED,
     SUITABLE,
     WARNING,
     WARNING_PREFIX,
     heatmap_in_lungs,
+    rotated_note,
 )
 from training.gate.segmenter import LungSegmenter, Segmentation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from training.gate.orientation import OrientationDetector
 
 GATE_VERSION = 1
 
@@ -91,6 +96,8 @@ class GateResult:
     inverted: bool = False
     scores: dict[str, float] = field(default_factory=dict)
     segmentation: Segmentation | None = None
+    rotation: int = 0  # counter-clockwise quarter turns that made the film upright (it was stored rotated)
+    mirrored: bool = False  # the film looks mirrored left-right: flagged, never flipped
 
     @property
     def refused(self) -> bool:
@@ -101,7 +108,10 @@ class GateResult:
         return f"{REFUSAL_PREFIX}: {sentence_join(self.reasons[:2])}" if self.reasons else ""
 
     def warning_texts(self) -> list[str]:
-        out = [INVERTED_NOTE] if self.inverted else []
+        out = [rotated_note(self.rotation)] if self.rotation % 4 else []
+        out += [INVERTED_NOTE] if self.inverted else []
+        if self.mirrored and not self.refused:
+            out.append(MIRRORED_NOTE)
         if self.decision == WARNING:
             out.append(f"{WARNING_PREFIX}: {sentence_join(self.warnings)}")
         return out
@@ -280,15 +290,21 @@ def _finite(x: float) -> float:
 class ChestGate:
     """Applies calibrated thresholds (``SegmenterInfo.gate``) to images."""
 
-    def __init__(self, segmenter: LungSegmenter, thresholds: dict[str, Any] | None = None):
+    def __init__(self, segmenter: LungSegmenter, thresholds: dict[str, Any] | None = None,
+                 orientation: "OrientationDetector | None" = None):
         self.segmenter = segmenter
+        self.orientation = orientation  # None: no orientation check (films are taken as stored)
         self.t = thresholds if thresholds is not None else dict(segmenter.info.gate or {})
         self._novelty = {name: (np.asarray(g["mean"]), np.asarray(g["precision"]), float(g["scale"]))
                          for name, g in (self.t.get("novelty") or {}).items()}
 
     @classmethod
-    def from_file(cls, path, device="cpu") -> "ChestGate":
-        return cls(LungSegmenter.from_file(path, device))
+    def from_file(cls, path, device="cpu", orientation: "str | None" = "default") -> "ChestGate":
+        """The gate of the segmenter file ``path``; ``orientation``: ``'default'`` (the shipped
+        orientation model, when installed), a model file, or None (no orientation check)."""
+        from training.gate.orientation import load_detector
+
+        return cls(LungSegmenter.from_file(path, device), orientation=load_detector(orientation))
 
     @property
     def calibrated(self) -> bool:
@@ -330,26 +346,44 @@ class ChestGate:
         decision = REFUSED if reasons else (WARNING if warns else SUITABLE)
         return decision, reasons, warns
 
-    def check_batch(self, images: Sequence[np.ndarray], colours: Sequence[float] | None = None) -> list[tuple[GateResult, np.ndarray]]:
-        """Gate several images; returns ``(result, pixels)`` per image, where
-        ``pixels`` are inverted back when the image was found inverted."""
+    def check_batch(self, images: Sequence[np.ndarray], colours: Sequence[float] | None = None, *,
+                    orient: bool = True) -> list[tuple[GateResult, np.ndarray]]:
+        """Gate several images; returns ``(result, pixels)`` per image, where ``pixels`` are
+        turned upright when the orientation check found the film stored rotated (``orient``
+        and an orientation model), and inverted back when the image was found inverted.
+
+        A turn or an inversion is kept only when the film so changed passes the gate: an
+        image that is not a chest film either way is judged as stored, with no such claim."""
         colours = list(colours) if colours is not None else [0.0] * len(images)
-        segs = self.segmenter.segment_batch(list(images))
+        found = (self.orientation.detect_batch(list(images)) if orient and self.orientation is not None
+                 else [None] * len(images))
+        turns = [int(o.rotation_deg // 90) % 4 if o is not None else 0 for o in found]
+        first = [np.ascontiguousarray(np.rot90(im, k)) if k else im for im, k in zip(images, turns)]
+        segs = self.segmenter.segment_batch(first)
         out = []
-        margin = float(self.t.get("polarity_margin", 0.0))
-        for im, seg, col in zip(images, segs, colours):
-            pol = polarity_score(seg)
-            res = None
-            if pol < -margin and seg.mask.mean() >= 0.01:
-                fixed = np.float32(1.0) - np.asarray(im, dtype=np.float32)
-                res = self._result(self.segmenter.segment(fixed), col, pol, inverted=True)
-                if res.refused:  # not a chest film either way: judge it as it is, no "inverted" claim
-                    res = None
-                else:
-                    out.append((res, fixed))
-            if res is None:
-                out.append((self._result(seg, col, pol, inverted=False), im))
+        for im, px, seg, col, k, o in zip(images, first, segs, colours, turns, found):
+            res, judged = self._polarity_checked(px, seg, col)
+            if k and res.refused:  # not a chest film turned either: judge it as stored, no turn claimed
+                res, judged = self._polarity_checked(im, self.segmenter.segment(im), col)
+            elif k:
+                res.rotation = k
+            res.mirrored = bool(o is not None and o.mirrored)
+            if o is not None:
+                res.scores.update({"p_upright": float(o.p_rotation[0]), "p_mirrored": float(o.p_mirrored)})
+            out.append((res, judged))
         return out
+
+    def _polarity_checked(self, im: np.ndarray, seg: Segmentation, col: float) -> tuple[GateResult, np.ndarray]:
+        """The gate's result for ``im`` (segmented as ``seg``) and the pixels it judged: inverted
+        back when found inverted and the inverted film passes."""
+        pol = polarity_score(seg)
+        margin = float(self.t.get("polarity_margin", 0.0))
+        if pol < -margin and seg.mask.mean() >= 0.01:
+            fixed = np.float32(1.0) - np.asarray(im, dtype=np.float32)
+            res = self._result(self.segmenter.segment(fixed), col, pol, inverted=True)
+            if not res.refused:
+                return res, fixed
+        return self._result(seg, col, pol, inverted=False), im
 
     def _result(self, seg: Segmentation, colour: float, polarity_before: float, inverted: bool) -> GateResult:
         f = self.measure(seg, colour)
@@ -357,8 +391,8 @@ class ChestGate:
         decision, reasons, warns = self.decide(f)
         return GateResult(decision, reasons, warns, inverted, f, seg)
 
-    def check(self, pixels: np.ndarray, colour: float = 0.0) -> tuple[GateResult, np.ndarray]:
-        return self.check_batch([pixels], [colour])[0]
+    def check(self, pixels: np.ndarray, colour: float = 0.0, *, orient: bool = True) -> tuple[GateResult, np.ndarray]:
+        return self.check_batch([pixels], [colour], orient=orient)[0]
 
 
 

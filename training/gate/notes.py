@@ -11,6 +11,9 @@ REFUSAL_PREFIX = "This does not look like a frontal chest radiograph"
 WARNING_PREFIX = "Unusual image for this model"
 INVERTED_NOTE = ("The image looked inverted (lungs brighter than the mediastinum); it was inverted back "
                  "for display and classification.")
+ROTATED_NOTE = "The film was stored rotated {deg}\u00b0; it was turned upright for display and classification."
+MIRRORED_NOTE = ("The film looks mirrored left-right (the heart on the patient's right): check the side marker. "
+                 "It was not flipped (situs inversus exists).")
 ATTENTION_OUTSIDE_THRESHOLD = 0.5
 ATTENTION_OUTSIDE_NOTE = ("The model's attention was mostly outside the lungs; treat this result with caution.")
 
@@ -23,3 +26,9 @@ def heatmap_in_lungs(heat: np.ndarray, lung_mask: np.ndarray) -> float | None:
     if total <= 0:
         return None
     return float(h[np.asarray(lung_mask, dtype=bool)].sum() / total)
+
+
+def rotated_note(quarter_turns: int) -> str:
+    """The note for a film turned upright by ``quarter_turns`` counter-clockwise quarter turns
+    (it was stored rotated ``90 * quarter_turns`` degrees clockwise)."""
+    return ROTATED_NOTE.format(deg=90 * (int(quarter_turns) % 4))

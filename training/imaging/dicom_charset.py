@@ -36,6 +36,8 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from training.imaging.dicom_header import value_text
+
 TEXT_VRS = ("SH", "LO", "ST", "LT", "UT", "UC", "PN")
 MULTILINE_VRS = ("ST", "LT", "UT")  # may hold CR, LF, FF and TAB
 UTF8 = "ISO_IR 192"
@@ -185,12 +187,7 @@ def decode_element(ds, keyword: str) -> Decoded | None:
         return None
     if value is None:
         return Decoded("", "ascii", "ascii")
-    from pydicom.multival import MultiValue
-
-    if isinstance(value, (list, tuple, MultiValue)):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
+    text = value_text(value)
     return Decoded(text, "ascii" if text.isascii() else "declared", "")
 
 

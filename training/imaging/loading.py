@@ -32,6 +32,7 @@ import numpy as np
 
 from training.common.errors import ImageRefused
 from training.common.formatting import clause
+from training.imaging.dicom_header import has_dicm, value_text
 
 # pydicom warns (with its site-packages path) about header values that break the
 # standard's length/VR rules - common in real files and harmless for reading the
@@ -49,6 +50,7 @@ __all__ = [
     "load_image",
     "apply_window",
     "find_images",
+    "walk_folder",
     "unique_paths",
 ]
 
@@ -91,6 +93,11 @@ class ImageMeta:
     colour: float = 0.0  # mean chroma (max - min of R, G, B, in [0, 1]) before conversion to grey; 0 for grey
     # header refusals the user overrode ("Classify anyway" / --allow-any-header): a result is then not valid
     header_overridden: tuple[str, ...] = ()
+    # how the pixels were turned from the file's: (counter-clockwise quarter turns, mirrored left-right first),
+    # by the orientation check or the user (``training.imaging.turn``); ``user_turned``: the user chose it,
+    # so no automatic orientation check runs on them
+    turn: tuple[int, bool] = (0, False)
+    user_turned: bool = False
 
 
 @dataclass
@@ -184,7 +191,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _sniff(head: bytes) -> str | None:
     # DICOM first: some DICOM preambles are TIFF headers (dual-personality files)
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    if has_dicm(head):
         return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
@@ -356,6 +363,12 @@ def _not_image(fmt: str | None = None) -> ImageRefused:
 # --------------------------------------------------------------------------- Pillow
 
 
+# EXIF orientation values other than 1 (as stored) and what applying them does
+EXIF_ORIENTATION_WORDS = {2: "mirrored left-right", 3: "rotated 180\u00b0", 4: "mirrored top-bottom",
+                          5: "mirrored and rotated", 6: "rotated 90\u00b0 clockwise", 7: "mirrored and rotated",
+                          8: "rotated 90\u00b0 counter-clockwise"}
+
+
 def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | None:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -400,12 +413,14 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
             if "truncat" in msg or "broken" in msg or isinstance(exc, EOFError):
                 raise _refuse("The image file is damaged or incomplete (truncated).", "corrupt") from None
             raise _refuse(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).", "corrupt") from None
-        if kind in ("jpeg", "tiff"):
-            try:  # phone photos of films: honour the EXIF orientation (no copy when upright)
-                if im.getexif().get(0x0112, 1) not in (1, None):
-                    im = ImageOps.exif_transpose(im)
-            except Exception:  # a bad EXIF block never refuses an image
-                pass
+        try:  # phone photos of films (JPEG, TIFF, and PNG's eXIf chunk): honour the EXIF orientation
+            tag = im.getexif().get(0x0112, 1)
+            if tag in EXIF_ORIENTATION_WORDS:
+                im = ImageOps.exif_transpose(im)
+                warnings.append(f"The file's EXIF orientation tag ({tag}) was applied: the picture was "
+                                f"{EXIF_ORIENTATION_WORDS[tag]}, as the camera recorded.")
+        except Exception:  # a bad EXIF block never refuses an image
+            pass
         mode = im.mode
         if mode == "1":
             im = im.convert("L")
@@ -590,7 +605,7 @@ def _get_str(ds, keyword: str) -> str | None:
 
         if isinstance(value, (MultiValue, list, tuple)):
             if keyword in ("ImageType", "PixelSpacing", "ImagerPixelSpacing", "PatientOrientation"):
-                value = "\\".join(str(v) for v in value)
+                value = value_text(value)
             elif len(value) == 0:
                 return None
             else:
@@ -1178,15 +1193,6 @@ def _special_file(path: Path) -> str:
     return ""
 
 
-def _has_dicm(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def find_images(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand files and folders into the image files to classify.
 
@@ -1212,28 +1218,54 @@ def find_images(paths) -> tuple[list[Path], list[tuple[Path, str]]]:
         if not p.is_dir():
             add(p)
             continue
-        found: list[Path] = []
-        errors: list[OSError] = []
-        for root, dirs, names in os.walk(p, onerror=errors.append):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in names:
-                if not name.startswith("."):
-                    found.append(Path(root) / name)
-        for err in errors:
-            why = "permission denied" if isinstance(err, PermissionError) else (err.strerror or type(err).__name__)
-            skipped.append((Path(err.filename or p), f"folder cannot be read ({why})"))
-        for f in sorted(found, key=lambda q: q.relative_to(p).parts):
-            suffix = f.suffix.lower()
-            special = _special_file(f)
-            if special:  # never opened: a named pipe would block the scan
-                skipped.append((f, f"not a regular file ({special})"))
-            elif f.name.upper() == "DICOMDIR":
-                skipped.append((f, "DICOM directory index (DICOMDIR), not an image"))
-            elif suffix in SUPPORTED_SUFFIXES or suffix == "" or _has_dicm(f):
-                add(f)
+        entries, unreadable = walk_folder(p)
+        skipped.extend(unreadable)
+        for f, why in sorted(entries, key=lambda e: e[0].relative_to(p).parts):
+            if why:
+                skipped.append((f, why))
             else:
-                skipped.append((f, f"not an image file ({suffix})"))
+                add(f)
     return unique_paths(files), skipped
+
+
+def walk_folder(folder: str | os.PathLike) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """The one folder walk (:func:`find_images`, ``training.train.data.scan_folders``).
+
+    Returns ``(entries, unreadable)``.  ``entries``: every file below ``folder``
+    in walk order (each folder's files by name, then its sub-folders by name;
+    hidden files and folders - name starting with "." - are ignored), each with
+    ``""`` when it is an image file to read, else the reason it is passed over:
+    a named pipe, device or socket (never opened: it would block the scan), a
+    ``DICOMDIR`` index, or a suffix that is not an image's (a file with the
+    DICOM signature or without a suffix is kept).  ``unreadable``: the
+    sub-folders that could not be listed, with the reason."""
+    root_path = Path(folder)
+    entries: list[tuple[Path, str]] = []
+    errors: list[OSError] = []
+    for root, dirs, names in os.walk(root_path, onerror=errors.append):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith("."):
+                f = Path(root) / name
+                entries.append((f, _passed_over(f)))
+    unreadable = []
+    for err in errors:
+        why = "permission denied" if isinstance(err, PermissionError) else (err.strerror or type(err).__name__)
+        unreadable.append((Path(err.filename or root_path), f"folder cannot be read ({why})"))
+    return entries, unreadable
+
+
+def _passed_over(f: Path) -> str:
+    """Why the walk passes over the file ``f`` ("" when it is an image file to read)."""
+    suffix = f.suffix.lower()
+    special = _special_file(f)
+    if special:  # never opened: a named pipe would block the scan
+        return f"not a regular file ({special})"
+    if f.name.upper() == "DICOMDIR":
+        return "DICOM directory index (DICOMDIR), not an image"
+    if suffix in SUPPORTED_SUFFIXES or suffix == "" or has_dicm(f):
+        return ""
+    return f"not an image file ({suffix})"
 
 
 def unique_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -14,6 +14,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.imaging.dicom_header import has_dicm, header_text
+
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 _TAGS = ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "StudyDate", "StudyTime",
@@ -71,12 +73,7 @@ class StudyInfo:
 
 
 def _looks_like_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return (len(head) == 132 and head[128:132] == b"DICM") or path.suffix.lower() in DICOM_SUFFIXES
+    return has_dicm(path) or path.suffix.lower() in DICOM_SUFFIXES
 
 
 def _int(value) -> int | None:
@@ -99,8 +96,7 @@ def read_study_info(path) -> StudyInfo | None:
             return None
 
         def s(key: str) -> str:
-            v = ds.get(key)
-            return "" if v is None else str(v).strip()
+            return header_text(ds, key).strip()
 
         from training.imaging.dicom_charset import (
             decoded_text,  # bytes without a valid declared charset: documented fallback

@@ -32,30 +32,28 @@ small head's gradient is computed in torch (``training.inference.explain``;
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from training.common.device import pick_device
-from training.common.errors import ImageRefused, XrayError
-from training.common.formatting import clause, exception_text
-from training.imaging.loading import load_image
+from training.common.errors import XrayError
+from training.common.formatting import clause
 from training.imaging.resize import preprocess
-from training.model.lung_input import Box, InputSpec, model_view, place_heatmap
+from training.model.lung_input import Box, InputSpec, model_view
 from training.model.modelfile import LoadedModel, ModelInfo, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from training.gate.gate import ChestGate
     from training.imaging.loading import LoadedImage
 
+from training.inference.batch import BatchMixin, default_decode_workers, mask_of
+from training.inference.engine import EngineMixin
 from training.inference.result import (
     FORCED_NOTE,
     GATE_CODE,
@@ -69,42 +67,7 @@ from training.inference.result import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Decoded:
-    """A file after the worker thread: preprocessed tensor or a failure."""
-
-    path: Path
-    status: str
-    tensor: torch.Tensor | None = None
-    meta: Any = None
-    warnings: list[str] = field(default_factory=list)
-    reason: str = ""
-    code: str = ""
-    preview: np.ndarray | None = None
-    gate: Any = None  # GateResult when the gate ran
-    box: Box | None = None  # the model's input region
-
-
-def _preview(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """A decimated copy whose longer side is about ``max_side`` (aspect kept)."""
-    step = max(1, int(max(pixels.shape) // max_side))
-    return np.ascontiguousarray(pixels[::step, ::step])
-
-
-def _default_decode_workers() -> int:
-    n = os.cpu_count() or 1
-    return max(1, min(4, n // 2))
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
-class Classifier:
+class Classifier(EngineMixin, BatchMixin):
     """P(COVID) for grey chest X-rays with one loaded model.
 
     ``device``: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``,
@@ -142,7 +105,7 @@ class Classifier:
         if int(batch_size) < 1:
             raise XrayError(f"The batch size must be at least 1, got {batch_size}.", code="batch_size")
         self.batch_size = int(batch_size)
-        self.decode_workers = int(decode_workers) if decode_workers else _default_decode_workers()
+        self.decode_workers = int(decode_workers) if decode_workers else default_decode_workers()
         self._threshold = validate_threshold(loaded.info.threshold)
         model = loaded.model
         model.eval().to(self.device)
@@ -183,45 +146,6 @@ class Classifier:
         clf.self_test()
         return clf
 
-    def self_test(self) -> None:
-        """Run the model once on two different synthetic images (one batch of 2
-        at the model's input size) and raise ``ModelFileError`` when its output
-        has the wrong shape, is not finite, or is the same for both - a model
-        that cannot tell images apart (zeroed or damaged weights that passed
-        the checksums, e.g. re-hashed by whoever altered them)."""
-        from training.common.errors import ModelFileError
-
-        name = Path(self.loaded.path).name if self.loaded.path else self.loaded.display_name
-        batch = self._test_batch()
-        try:
-            with torch.inference_mode(), self._autocast():
-                x = batch.to(self.device)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out = self.model(x)
-        except Exception as exc:
-            raise ModelFileError(f"{name}: the model fails to run on a test image ({exception_text(exc)}); the file is "
-                                 "damaged or does not match this program.", code="self_test") from None
-        want = (2, len(self.info.class_names)) if self.multiclass else (2,)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelFileError(f"{name}: the model gives an output of the wrong shape ({shape} instead of one "
-                                 "value per image and class); the file does not match this program.",
-                                 code="self_test")
-        logits = out.detach().float().cpu()
-        if not bool(torch.isfinite(logits).all()):
-            raise ModelFileError(f"{name}: the model gives invalid outputs (not a number) on a test image; the "
-                                 "file is damaged.", code="self_test")
-        if self.multiclass:  # the COVID logit against the others: the score the app shows
-            logits = logits[:, self.covid_index] - torch.logsumexp(
-                logits[:, [i for i in range(logits.shape[1]) if i != self.covid_index]], dim=1)
-        probs = torch.sigmoid(logits)
-        a, b = float(logits[0]), float(logits[1])
-        if abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) or float(probs[0]) == float(probs[1]):
-            raise ModelFileError(f"{name}: the model gives the same output (P(COVID) {float(probs[0]):.4g}) for two "
-                                 "very different test images, so it cannot tell images apart; the file is damaged "
-                                 "or the model untrained.", code="self_test")
-
     def warm_up(self, explain: bool = True) -> None:
         """Run the gate, the classification engine (building the ONNX Runtime
         session, see :meth:`fast_engine`) and, with ``explain``, Grad-CAM once on
@@ -239,14 +163,6 @@ class Classifier:
             from training.inference.explain import gradcam
 
             gradcam(self, film)
-
-    def _test_batch(self) -> torch.Tensor:
-        """Two very different synthetic inputs at the model's size (self-test, engine check)."""
-        s = self.input_size
-        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)
-        first = np.outer(ramp, np.ones(s, dtype=np.float32))  # dark top, bright bottom
-        second = np.random.default_rng(13).random((s, s), dtype=np.float32)  # noise
-        return torch.stack([preprocess(first, s), preprocess(second, s)])
 
     @property
     def info(self) -> ModelInfo:
@@ -323,137 +239,6 @@ class Classifier:
         view, box = model_view(pixels, self.spec, lung_mask)
         return preprocess(view, self.input_size), box
 
-    def _autocast(self):
-        from training.common.autocast import autocast, mixed_precision_for
-
-        return autocast(mixed_precision_for(self.device, self.mixed_precision), self.device)
-
-    # ----------------------------------------------------------------- engine
-    @property
-    def active_engine(self) -> str:
-        """``'onnx'`` once the fast engine runs, else ``'torch'`` (before the first classification too)."""
-        return "onnx" if self._fast is not None else "torch"
-
-    def _fast_skip_reason(self) -> str:
-        """Why the fast engine is not even tried ('' = try it)."""
-        if self.engine == "torch":
-            return "PyTorch (chosen)"
-        if self.device.type != "cpu":
-            return f"PyTorch on {self.device.type} (ONNX Runtime is used on the CPU only)"
-        if self.mixed_precision:
-            return "PyTorch (mixed precision was asked for; the ONNX engine is fp32)"
-        if self.engine == "auto" and self.loaded.path is None:
-            return "PyTorch (the model is not from a file)"
-        return ""
-
-    def fast_engine(self):
-        """The ONNX Runtime engine when chosen and working, else None.  Built
-        once, on the first call, in the calling thread (a worker in the app)."""
-        if self._fast_tried:
-            return self._fast
-        with self._engine_lock:
-            if not self._fast_tried:
-                self._fast = self._build_fast_engine()
-                self._fast_tried = True
-        return self._fast
-
-    def _build_fast_engine(self):
-        from training.inference.engine_onnx import EngineUnavailable, prepare_engine
-        from training.model.audit import model_stamp
-
-        skip = self._fast_skip_reason()
-        if skip:
-            self.engine_note = skip
-            return None
-        try:
-            engine = prepare_engine(self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(),
-                                    self.temperature)
-        except EngineUnavailable as exc:
-            note = str(exc)
-        except Exception as exc:  # whatever goes wrong, classification goes on with PyTorch
-            note = exception_text(exc)
-        else:
-            self.engine_note = f"ONNX Runtime {engine.version} ({engine.threads} thread(s), {engine.path.name})"
-            log.info("%s: classifying with %s", self.version_text, self.engine_note)
-            return engine
-        self._fast_off(note)
-        return None
-
-    def _fast_off(self, why: str) -> None:
-        self._fast = None
-        self.engine_note = f"PyTorch (the ONNX engine is off: {why})"
-        log.warning("%s: %s", self.version_text, self.engine_note)
-
-    def _torch_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with self._autocast():
-            x = x.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.has_lesion_map:
-                logits, lesion = self.model.forward_with_lesion(x)
-                return logits.float(), lesion.float()
-            return self.model(x).float(), None
-
-    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(class logits, lesion logits or None) from ONE forward pass."""
-        fast = self.fast_engine()
-        if fast is not None:
-            try:
-                return fast.outputs(x)
-            except Exception as exc:  # a session error: this batch and the rest run on PyTorch
-                self._fast_off(f"it failed on a batch: {exception_text(exc)}")
-        return self._torch_outputs(x)
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._outputs(x)[0]
-
-    # -------------------------------------------------------------- inference
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated probabilities ``(N, C)`` in the order of the model's class names."""
-        z = logits.float() / self.temperature
-        if self.multiclass:
-            return torch.softmax(z, dim=1)
-        p = torch.sigmoid(z)
-        probs = torch.stack([1.0 - p, p], dim=1)  # [negative, positive] for class_names [Normal, COVID]
-        return probs if self.covid_index == 1 else probs.flip(1)
-
-    def predict_full(self, batch: torch.Tensor, *, with_cam: bool = False):
-        """A preprocessed ``(N, 3, S, S)`` batch -> (calibrated probabilities ``(N, C)`` float32, lesion
-        probability maps ``(N, h, w)`` float32 or None), from one forward pass per chunk.
-
-        ``with_cam``: a third item, the heatmaps ``(N, S, S)`` float32 in [0, 1] at the model's input size
-        (``training.inference.explain.gradcam_maps``), Grad-CAM from the same pass for the convolutional models; None
-        when the explanation failed (logged; the classification stands)."""
-        n_cls = len(self.info.class_names)
-        if batch.shape[0] == 0:
-            empty = (np.empty((0, n_cls), dtype=np.float32), None)
-            return (*empty, np.empty((0, *batch.shape[-2:]), dtype=np.float32)) if with_cam else empty
-        probs, lesions, cams = [], [], []
-        self.fast_engine()  # built here on the first call, outside inference mode (the export traces the model)
-        with torch.inference_mode():
-            for start in range(0, batch.shape[0], self.batch_size):
-                chunk = batch[start:start + self.batch_size]
-                if with_cam:
-                    from training.inference.explain import pass_with_cams
-
-                    logits, lesion, cam = pass_with_cams(self, chunk)
-                    cams.append(cam)
-                else:
-                    logits, lesion = self._outputs(chunk)
-                probs.append(self._probabilities(logits).cpu())
-                if lesion is not None:
-                    lesions.append(torch.sigmoid(lesion.float())[:, 0].cpu())
-        out = (torch.cat(probs).numpy().astype(np.float32, copy=False),
-               torch.cat(lesions).numpy().astype(np.float32, copy=False) if lesions else None)
-        if not with_cam:
-            return out
-        return (*out, None if any(c is None for c in cams) else np.concatenate(cams))
-
-    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
-        """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
-        probs, _ = self.predict_full(batch)
-        return np.ascontiguousarray(probs[:, self.covid_index], dtype=np.float32)
-
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Grey ``(H, W)`` images in [0, 1] -> P(COVID) per image (float32)."""
         images = list(images)
@@ -505,11 +290,12 @@ class Classifier:
         pixels = image.pixels
         gres = None
         if self.gate is not None:
-            gres, pixels = self.gate.check(pixels, float(getattr(meta, "colour", 0.0) or 0.0))
+            gres, pixels = self.gate.check(pixels, float(getattr(meta, "colour", 0.0) or 0.0),
+                                           orient=not getattr(meta, "user_turned", False))
             pred = self._gated(path, gres, meta, warnings, enforce_gate)
             if pred is not None:
                 return pred
-        tensor, box = self.model_input(pixels, _mask_of(gres))
+        tensor, box = self.model_input(pixels, mask_of(gres))
         probs, lesions = self.predict_full(tensor[None])
         pred = self._ok(path, probs[0], meta, warnings, None if lesions is None else lesions[0])
         pred.input_box = box
@@ -525,151 +311,21 @@ class Classifier:
         pred = Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
                           reason=gres.refusal_text(), warnings=warnings + gres.warning_texts(), meta=meta,
                           code=GATE_CODE, suitability=gres.decision, inverted=gres.inverted,
-                          gate_scores=dict(gres.scores))
-        pred.lung_mask = _mask_of(gres)
+                          gate_scores=dict(gres.scores), rotation=gres.rotation, mirrored=gres.mirrored)
+        pred.lung_mask = mask_of(gres)
         return pred
 
     @staticmethod
     def _apply_gate(pred: Prediction, gres) -> None:
         pred.suitability = gres.decision
         pred.inverted = gres.inverted
+        pred.rotation, pred.mirrored = gres.rotation, gres.mirrored
         pred.gate_scores = dict(gres.scores)
-        pred.lung_mask = _mask_of(gres)  # kept: Grad-CAM, the lung outline and DICOM export need not segment again
+        pred.lung_mask = mask_of(gres)  # kept: Grad-CAM, the lung outline and DICOM export need not segment again
         pred.warnings.extend(gres.warning_texts())
         if gres.refused:
             pred.valid = False
             pred.warnings.insert(0, f"{clause(FORCED_NOTE)} ({clause(gres.refusal_text())}).")
-
-    # ----------------------------------------------------------- file batches
-    def _decode(self, path: Path, check_header: bool, preview: int = 0, enforce_gate: bool = True) -> _Decoded:
-        try:
-            img = load_image(path, check_header=check_header)
-        except ImageRefused as exc:
-            return _Decoded(path, "refused", reason=exc.reason, code=exc.code)
-        except Exception as exc:  # a decoder bug, MemoryError, ... never stops the batch
-            return _Decoded(path, "error", reason=exception_text(exc), code="error")
-        pixels, gres = img.pixels, None
-        try:
-            if self.gate is not None:
-                gres, pixels = self.gate.check(pixels, float(img.meta.colour or 0.0))
-                if gres.refused and enforce_gate:
-                    return _Decoded(path, "refused", meta=img.meta, warnings=list(img.warnings), gate=gres,
-                                    preview=_preview(pixels, preview) if preview else None)
-            tensor, box = self.model_input(pixels, _mask_of(gres))
-        except Exception as exc:
-            return _Decoded(path, "error", reason=exception_text(exc), code="error", meta=img.meta,
-                            warnings=list(img.warnings))
-        return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings), gate=gres,
-                        preview=_preview(pixels, preview) if preview else None, box=box)
-
-    def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
-                       check_header: bool = True, preview: int = 0, *, enforce_gate: bool = True,
-                       explain: bool = False) -> Iterator[Prediction]:
-        """One :class:`Prediction` per path, in input order (fewer if cancelled).
-
-        ``preview > 0`` keeps a decimated copy of each classified image (longer
-        side about ``preview`` px) in ``Prediction.preview``, so a front end can
-        show thumbnails without decoding the file again.  ``explain`` computes
-        Grad-CAM for every classified image from the classification pass itself
-        (``predict_full(with_cam=True)``) to fill ``heat_in_lungs``.  ``enforce_gate=False`` classifies gate-refused
-        images anyway (``valid=False``).  Decoding runs ``decode_workers`` threads ahead (at most two batches in
-        flight, so memory stays bounded for any number of files)."""
-        it = iter(paths)
-        window = 2 * self.batch_size
-        pending: collections.deque[tuple[Path, cf.Future]] = collections.deque()
-        pool = cf.ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="xray-decode")
-        exhausted = False
-
-        def fill() -> None:
-            nonlocal exhausted
-            while not exhausted and len(pending) < window:
-                try:
-                    raw = next(it)
-                except StopIteration:
-                    exhausted = True
-                    return
-                p = Path(raw)
-                pending.append((p, pool.submit(self._decode, p, check_header, preview, enforce_gate)))
-
-        try:
-            fill()
-            while pending:
-                if _is_cancelled(cancel):
-                    return
-                chunk = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
-                fill()  # the next batch decodes while this one runs through the model
-                decoded = [fut.result() for _, fut in chunk]
-                ok = [d for d in decoded if d.status == "ok"]
-                probs: dict[int, np.ndarray] = {}
-                lesions: dict[int, np.ndarray] = {}
-                shares: dict[int, float | None] = {}
-                failure = ""
-                cams = None
-                if ok:
-                    try:
-                        batch = torch.stack([d.tensor for d in ok])
-                        if explain and self.gate is not None:  # shares need lung masks; the CAM from this pass
-                            values, maps, cams = self.predict_full(batch, with_cam=True)
-                        else:
-                            values, maps = self.predict_full(batch)
-                        probs = {id(d): v for d, v in zip(ok, values)}
-                        if maps is not None:
-                            lesions = {id(d): m for d, m in zip(ok, maps)}
-                    except Exception as exc:  # e.g. out of memory: report, keep going
-                        failure = exception_text(exc)
-                    if cams is not None and not failure:
-                        shares = self._lung_shares(ok, batch, cams)
-                for d in decoded:
-                    if d.status == "ok" and not failure:
-                        pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings, lesions.get(id(d)))
-                        pred.preview = d.preview
-                        pred.input_box = d.box
-                        if d.gate is not None:
-                            self._apply_gate(pred, d.gate)
-                        pred.lung_involvement = lung_involvement(pred)
-                        if id(d) in shares:
-                            pred.set_heat_share(shares[id(d)])
-                        yield pred
-                    elif d.status == "refused" and d.gate is not None:
-                        pred = self._gated(d.path, d.gate, d.meta, d.warnings, True)
-                        pred.preview = d.preview
-                        yield pred
-                    elif d.status == "ok":
-                        yield Prediction(path=d.path, status="error", threshold=self._threshold,
-                                         reason=f"the model failed on this batch: {failure}",
-                                         warnings=d.warnings, meta=d.meta, code="error", preview=d.preview)
-                    else:
-                        yield Prediction(path=d.path, status=d.status, threshold=self._threshold,
-                                         reason=d.reason, warnings=d.warnings, meta=d.meta, code=d.code)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _lung_shares(self, decoded: list[_Decoded], batch: torch.Tensor,
-                     maps: np.ndarray | None = None) -> dict[int, float | None]:
-        """Grad-CAM share inside the lungs for each decoded image with a lung mask.  ``maps``: the
-        heatmaps at the model's input (``predict_full(with_cam=True)``); None computes them."""
-        from training.gate.notes import heatmap_in_lungs
-        from training.inference.explain import gradcam_maps
-
-        out: dict[int, float | None] = {}
-        try:
-            if maps is None:
-                maps = gradcam_maps(self, batch)
-        except Exception:  # an explanation failure never stops the batch
-            return out
-        for d, heat in zip(decoded, maps):
-            if d.gate is None or d.gate.segmentation is None:
-                continue
-            seg = d.gate.segmentation
-            placed = place_heatmap(heat, d.box or Box(), seg.mask.shape)  # the model's view -> the mask's frame
-            out[id(d)] = heatmap_in_lungs(placed, seg.mask)
-        return out
-
-
-def _mask_of(gres) -> np.ndarray | None:
-    """The gate's lung mask (bool, ``SEG_SIZE`` square), or None."""
-    return gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
-
 
 def load_gate(gate) -> "ChestGate | None":
     """``'default'`` -> the shipped gate or None; a path -> that segmenter's gate."""

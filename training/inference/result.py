@@ -60,6 +60,10 @@ class Prediction:
     suitability: str = ""  # the gate's decision: suitable | warning | refused ('' = no gate ran)
     valid: bool = True  # False when a gate-refused image was classified anyway: no verdict to show
     inverted: bool = False  # the gate found the image inverted and classified it inverted back
+    # quarter turns (numpy ``rot90``, counter-clockwise) that turned the file's image upright: the film was
+    # stored rotated ``90 * rotation`` degrees clockwise (the orientation check or a user rotation)
+    rotation: int = 0
+    mirrored: bool = False  # the orientation check found the film mirrored left-right (flagged, never flipped)
     heat_in_lungs: float | None = None  # share of the Grad-CAM heatmap inside the lung mask
     # the gate's lung mask, bit-packed (8 KB, not 64 KB: a batch keeps one per row); read it as ``lung_mask``
     _lung_bits: "tuple[np.ndarray, tuple[int, int]] | None" = field(default=None, repr=False, compare=False)
@@ -88,6 +92,27 @@ class Prediction:
         else:
             m = np.asarray(mask, dtype=bool)
             self._lung_bits = (np.packbits(m, axis=None), (int(m.shape[0]), int(m.shape[1])))
+
+    def model_frame(self, pixels: np.ndarray) -> np.ndarray:
+        """The image as loaded from the file, put the way the gate and the model saw it: turned
+        upright (``rotation``) and inverted back (``inverted``).  Heatmaps, lung masks and lesion
+        maps of this result are in this frame."""
+        out = np.rot90(pixels, self.rotation % 4) if self.rotation % 4 else pixels
+        return (np.float32(1.0) - out).astype(np.float32, copy=False) if self.inverted else out
+
+    def lung_mask_as_loaded(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The gate's lung mask (bool) on the file's own frame: turned back by ``rotation`` and
+        resized to ``shape``, the image's size as loaded (None when no gate ran)."""
+        mask = self.lung_mask
+        if mask is None:
+            return None
+        k = self.rotation % 4
+        upright = (int(shape[1]), int(shape[0])) if k % 2 else (int(shape[0]), int(shape[1]))
+        from PIL import Image
+
+        img = Image.fromarray(mask.astype(np.uint8) * 255).resize((upright[1], upright[0]), Image.BILINEAR)
+        out = np.asarray(img) >= 128
+        return np.rot90(out, -k) if k else out
 
     @property
     def ok(self) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from training import __version__ as APP_VERSION
 from training.common.constants import APP_NAME  # noqa: E402,F401  (audit rows name the program)
+from training.common.formatting import version_label
 
 AUDIT_COLUMNS = ("model", "model_sha256", "app_version", "result_time")
 
@@ -29,7 +30,7 @@ class ModelStamp:
     @property
     def label(self) -> str:
         """``name vVERSION`` as shown to users (= ``LoadedModel.display_name``)."""
-        return f"{self.name} v{self.version}"
+        return version_label(self.name, self.version)
 
     @property
     def key(self) -> str:

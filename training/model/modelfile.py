@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from training.common import atomic
 from training.common.errors import ModelFileError, XrayError
+from training.common.formatting import version_label
 from training.model.networks import ARCH_LABELS, ARCHITECTURES, build_model
 
 FORMAT = "xray-cxr-model"
@@ -156,7 +157,7 @@ class LoadedModel:
 
     @property
     def display_name(self) -> str:
-        return f"{self.info.label} v{self.info.version}"
+        return version_label(self.info.label, self.info.version)
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from training.common import atomic
 from training.model.calibration import Calibration, apply_temperature, fit, in_band
 from training.model.metrics import evaluate
+from training.train import run_folder
 
 CLASSES = {"COVID": 1, "Normal": 0, "Pneumonia": 2}
 ROWS = [  # run folder name, arch, what the row changes (in ablation order)
@@ -193,8 +194,8 @@ def render_goals(row: dict) -> str:
 
 
 def _load_run(run: Path, arch: str) -> tuple[dict, Path] | None:
-    pred_path = run / arch / "predictions.json"
-    model = run / "models" / f"{arch}.safetensors"
+    pred_path = run_folder.predictions_file(run, arch)
+    model = run_folder.model_file(run, arch)
     if not pred_path.is_file():
         return None
     return json.loads(pred_path.read_text(encoding="utf-8")), model
@@ -253,15 +254,14 @@ def main(argv=None) -> int:
         print(f"{name}: T={cal.temperature:.3f} thr {cal.threshold:.3f} band {tuple(round(b, 3) for b in cal.band)} | "
               f"test AUC {r['test']['roc_auc']:.3f} | external AUC "
               f"{r['external_dev']['roc_auc'] if 'external_dev' in r else float('nan'):.3f}", flush=True)
-    atomic.write_text(out / "ablation.json", json.dumps(rows, indent=2, default=float) + "\n")
+    atomic.write_json(out / "ablation.json", rows)
     atomic.write_text(out / "ablation.md", render_table(rows) + "\n\n" + _legend() + "\n")
     print(render_table(rows))
     if a.ship:
         arch = next(r[1] for r in ROWS if r[0] == a.ship)
         preds, model = _load_run(runs / a.ship, arch)
         ship(model, cals[a.ship], next(r for r in rows if r["name"] == a.ship), Path(a.ship_to), a.version, a.name)
-        atomic.write_text(out / "shipped_evaluation.json",
-                          json.dumps(next(r for r in rows if r["name"] == a.ship), indent=2, default=float) + "\n")
+        atomic.write_json(out / "shipped_evaluation.json", next(r for r in rows if r["name"] == a.ship))
         print(f"shipped {a.ship} -> {a.ship_to}")
     return 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from training.common import atomic
+from training.common.csv_out import write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
@@ -120,11 +120,7 @@ def predict_all(model_file: Path, data_root: Path, split_file: Path, explain: bo
 
 
 def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
+    write_csv(path, COLUMNS, rows)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -388,7 +384,7 @@ def evaluate_file(model_file: Path, out: Path, name: str, what: str, data_root: 
                "classes": info.class_names, "seconds": round(time.time() - t0, 1),
                "command": f"python -m training.release.evaluate_v2 {model_file.name} --out {out} --name {name!r}",
                "figures": figures(rows, info.threshold, info.band)}
-    atomic.write_text(out / "evaluation.json", json.dumps(summary, indent=2, default=float) + "\n")
+    atomic.write_json(out / "evaluation.json", summary)
     return summary
 
 

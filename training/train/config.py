@@ -20,6 +20,7 @@ from typing import Any
 from training.common import atomic
 from training.common.errors import DataError
 from training.model.networks import ARCHITECTURES
+from training.train import run_folder
 
 
 @dataclass
@@ -73,10 +74,19 @@ class TrainConfig:
             kw["split"] = tuple(kw["split"])
         return cls(**kw)
 
-    def validate(self) -> None:
+    def validate(self, *, new_run: bool = False) -> None:
+        """Refuse settings a run cannot use: ``DataError`` with the reason in
+        words (``xray-train`` and the wizard show it as it is).  ``new_run``
+        (``make_config``): also what matters only when a run is set up: the
+        split percentages add up (a resumed run keeps its split.csv) and the
+        files named exist (a local weights file, a split file)."""
+        if not self.models:
+            raise DataError("Choose at least one model to train.")
         bad = [m for m in self.models if m not in ARCHITECTURES]
-        if bad or not self.models:
-            raise DataError(f"Unknown model(s) {bad or '(none)'}; choose from {', '.join(ARCHITECTURES)}.")
+        if bad:
+            raise DataError(f"Unknown model(s) {bad}; choose from {', '.join(ARCHITECTURES)}.")
+        if not str(self.out_dir).strip():
+            raise DataError("Choose a run folder.")
         if self.input_size < 32:
             raise DataError("Input size must be at least 32 pixels.")
         if self.batch_size < 2:
@@ -107,6 +117,17 @@ class TrainConfig:
                             "ResNet50 too (tick it, or --models resnet50 resnet50_lstm), or choose the 'paper' recipe.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DataError("precision must be auto, fp32, bf16 or fp16.")
+        if new_run:
+            self._check_new_run()
+
+    def _check_new_run(self) -> None:
+        if not self.split_file and abs(sum(self.split) - 1.0) > 1e-6:
+            raise DataError("The split percentages must add up to 100 %.")
+        if self.init and self.init not in ("scratch", "imagenet") and not Path(self.init).is_file():
+            raise DataError(f"Weights file not found: {self.init}")
+        if self.split_file and not Path(self.split_file).is_file():
+            raise DataError(f"Split file not found: {self.split_file}. Choose an existing split file (split.csv of "
+                            "an earlier run), or make a new split.")
 
     RUN_NEUTRAL = ("out_dir", "device", "threads")  # may differ when a run is resumed
 
@@ -119,7 +140,7 @@ class TrainConfig:
     def check_run_folder(self) -> bool:
         """Refuse a run folder that holds another run (``DataError``); True when
         it holds this same run (a resume), False when it holds none."""
-        existing = Path(self.out_dir) / "config.json"
+        existing = run_folder.config_file(self.out_dir)
         if not existing.exists():
             return False
         if not TrainConfig.load(existing).same_run_as(self):
@@ -162,5 +183,5 @@ def make_config(data_dirs, out_dir, recipe: str = "paper", **overrides) -> Train
         raise DataError(f"Unknown recipe '{recipe}'; choose from {', '.join(RECIPES)}.")
     kw = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
     cfg = TrainConfig(data_dirs=[str(d) for d in data_dirs], out_dir=str(out_dir), recipe=recipe, **kw)
-    cfg.validate()
+    cfg.validate(new_run=True)
     return cfg

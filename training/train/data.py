@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ import numpy as np
 
 from training.common import atomic
 from training.common.constants import CLASS_NAMES, MIN_PER_CLASS, POSITIVE  # noqa: F401  (torch-free home of the names)
+from training.common.csv_out import write_csv
 from training.common.errors import DataError, ImageRefused
 from training.common.formatting import exception_text
-from training.imaging.loading import SUPPORTED_SUFFIXES, load_image
+from training.imaging.loading import load_image, walk_folder
 from training.imaging.resize import resize_grey
 from training.train.split_rule import split_counts
 
@@ -95,16 +95,13 @@ def scan_folders(data_dirs: Sequence[str | os.PathLike]) -> Scan:
                 f"{root.name}: no '{'/'.join(missing)}' sub-folder. The data folder needs one sub-folder per "
                 "class: COVID/ and Normal/.")
         for cls, sd in sorted(found.items()):
-            for dirpath, dirnames, filenames in os.walk(sd):
-                dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-                for fn in sorted(filenames):
-                    if fn.startswith("."):
-                        continue
-                    p = Path(dirpath) / fn
-                    if p.suffix.lower() not in SUPPORTED_SUFFIXES and p.suffix != "":
-                        skipped.append((str(p), f"not an image file ({p.suffix})"))
-                        continue
-                    items.append(Item(root.resolve().name, p.relative_to(root).as_posix(), cls, p.resolve()))
+            entries, unreadable = walk_folder(sd)  # the loader's walk: special files and DICOMDIR passed over
+            skipped.extend((str(p), why) for p, why in unreadable)
+            for p, why in entries:
+                if why:
+                    skipped.append((str(p), why))
+                    continue
+                items.append(Item(root.resolve().name, p.relative_to(root).as_posix(), cls, p.resolve()))
     return Scan(items, skipped)
 
 
@@ -223,13 +220,12 @@ def stratified_split(labels: Sequence[int], fractions=(0.8, 0.1, 0.1), seed: int
     return list(out)
 
 
+MANIFEST_COLUMNS = ("dataset", "file", "label", "split")
+
+
 def write_manifest(path: str | os.PathLike, items: Sequence[Item], splits: Sequence[str]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "file", "label", "split"])
-    for it, s in zip(items, splits):
-        w.writerow([it.dataset, it.file, CLASS_NAMES[it.label], s])
-    atomic.write_text(path, buf.getvalue())
+    write_csv(path, MANIFEST_COLUMNS, ({"dataset": it.dataset, "file": it.file, "label": CLASS_NAMES[it.label],
+                                        "split": s} for it, s in zip(items, splits)))
 
 
 def read_manifest(path: str | os.PathLike) -> dict[tuple[str, str], tuple[int, str]]:
@@ -239,7 +235,7 @@ def read_manifest(path: str | os.PathLike) -> dict[tuple[str, str], tuple[int, s
         rows = list(csv.DictReader(p.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
         raise DataError(f"Cannot read the split file {p}: {exc.strerror or exc}") from exc
-    need = {"dataset", "file", "label", "split"}
+    need = set(MANIFEST_COLUMNS)
     if not rows or not need <= set(rows[0]):
         raise DataError(f"{p.name} is not a split file (needs columns {', '.join(sorted(need))}).")
     out = {}

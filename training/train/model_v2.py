@@ -65,11 +65,12 @@ import torch.nn.functional as F
 from training.common import atomic
 from training.common.errors import DataError
 from training.common.formatting import exception_text
+from training.train import run_folder
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
-SHIPPED_SPLIT = REPO / "results" / "shipped" / "split.csv"
-V2_SPLIT = REPO / "results" / "v2" / "split.csv"
+SHIPPED_SPLIT = REPO / "results" / "shipped" / run_folder.SPLIT
+V2_SPLIT = REPO / "results" / "v2" / run_folder.SPLIT
 V1_MODEL = REPO / "resources" / "models" / "covid_cxr_v1.safetensors"
 KAGGLE_SETS = ("covid-cxr-1000", "covid-cxr-extra-3000")
 NEW_SET = "cxr-infection-3class"
@@ -393,7 +394,7 @@ def train(cfg: V2Config, log=print) -> Path:
     torch.set_num_threads(max(1, int(cfg.threads)))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "config.json", json.dumps(asdict(cfg), indent=2))
+    atomic.write_text(out / run_folder.CONFIG, json.dumps(asdict(cfg), indent=2))
     data_root = Path(cfg.data_root)
     items = read_items(data_root, cfg.classes)
     cache = build_cache(items, cfg.input_size, out.parent / "cache" / f"v2_{cfg.classes}c_{cfg.input_size}px.npz",
@@ -466,7 +467,7 @@ def train(cfg: V2Config, log=print) -> Path:
             _save_ckpt(best_path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": epoch})
         _save_ckpt(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
                                "history": json.dumps(history)})
-        atomic.write_text(out / "history.json", json.dumps(history, indent=2))
+        atomic.write_text(out / run_folder.HISTORY_JSON, json.dumps(history, indent=2))
     return finish(cfg, items, cache, log)
 
 
@@ -486,7 +487,7 @@ def finish(cfg: V2Config, items, cache, log=print) -> Path:
     logits, _ = predict_split(model, cache["images"], val_idx)
     y = np.array([items[i].label for i in val_idx])
     fit = cal.fit_classes(logits, y, cfg.classes)
-    history = json.loads((out / "history.json").read_text())
+    history = json.loads((out / run_folder.HISTORY_JSON).read_text())
     info = ModelInfo(
         arch=cfg.arch, name=cfg.extra.get("name", "COVID-19 / pneumonia / Normal"),
         version=cfg.extra.get("version", "2"),
@@ -520,7 +521,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.resume or a.finish:
         folder = Path(a.resume or a.finish)
-        d = json.loads((folder / "config.json").read_text())
+        d = json.loads((folder / run_folder.CONFIG).read_text())
         cfg = V2Config(**d)
         cfg.out = str(folder)
         if a.resume and a.epochs is not None and a.epochs > cfg.epochs:

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from training.common import atomic
+from training.train import run_folder
 
 
 def draw_curves(fig: Figure, history: Sequence[dict], title: str = "", best_epoch: int | None = None) -> None:
@@ -81,13 +82,13 @@ def save_model_plots(folder: str | Path, history: Sequence[dict], result: dict[s
     label = result["label"]
     fig = Figure(figsize=(9, 3.6))
     draw_curves(fig, history, f"{label}: loss and accuracy", result.get("best_epoch"))
-    save_figure(fig, folder / "curves.png")
+    save_figure(fig, folder / run_folder.CURVES)
     test = result["evaluations"]["test"]["at_0.5"]
     fig = Figure(figsize=(3.8, 3.4))
     draw_confusion(fig.add_subplot(111), test["confusion"], f"{label} (test, n={test['n']})")
     fig.tight_layout()
-    save_figure(fig, folder / "confusion.png")
+    save_figure(fig, folder / run_folder.CONFUSION)
     fig = Figure(figsize=(4, 3.8))
     draw_reliability(fig.add_subplot(111), test["reliability"], test["ece"], f"{label}: reliability (test)")
     fig.tight_layout()
-    save_figure(fig, folder / "reliability.png")
+    save_figure(fig, folder / run_folder.RELIABILITY)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Tuple, Union
 from training.common import atomic
 from training.common.constants import ARCH_LABELS
 from training.common.formatting import ci_text, num_text
+from training.train import run_folder
 from training.train.paper_reference import CONFUSION, PAPER_CITATION, TABLE2, TABLE6
 
 SCRATCH_NOTE = (
@@ -169,8 +170,9 @@ def _cm(cm: dict) -> str:
 def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
     """The report of a run folder as blocks (for :func:`to_markdown` / :func:`to_html`) and report.json's data."""
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    data = json.loads((run_dir / "data.json").read_text(encoding="utf-8")) if (run_dir / "data.json").exists() else {}
+    cfg = json.loads(run_folder.config_file(run_dir).read_text(encoding="utf-8"))
+    data_path = run_folder.data_file(run_dir)
+    data = json.loads(data_path.read_text(encoding="utf-8")) if data_path.exists() else {}
     res = load_results(run_dir)
     js: dict[str, Any] = {"config": cfg, "data": {k: v for k, v in data.items() if k != "skipped"},
                           "skipped": len(data.get("skipped", [])), "paper": {"table2": TABLE2, "confusion": CONFUSION,
@@ -242,10 +244,11 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
                     "test accuracy"), tuple(rows)))
     B.append(Heading(2, "Figures"))
     B.append(Bullets(tuple(
-        [(f"{ARCH_LABELS[arch]}: ", Link("curves", f"{arch}/curves.png"), ", ",
-          Link("confusion", f"{arch}/confusion.png"), ", ", Link("reliability", f"{arch}/reliability.png"))
+        [(f"{ARCH_LABELS[arch]}: ", Link("curves", f"{arch}/{run_folder.CURVES}"), ", ",
+          Link("confusion", f"{arch}/{run_folder.CONFUSION}"), ", ",
+          Link("reliability", f"{arch}/{run_folder.RELIABILITY}"))
          for arch in res]
-        + [("All confusion matrices: ", Link("confusion_all.png", "confusion_all.png"))])))
+        + [("All confusion matrices: ", Link(run_folder.CONFUSION_ALL, run_folder.CONFUSION_ALL))])))
     for arch, r in res.items():
         js["models"][arch] = {"best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"],
                               "chosen_epoch": r["chosen_epoch"], "threshold": r["threshold"],
@@ -282,7 +285,7 @@ def write_report(run_dir: str | Path) -> Path:
             m = r["evaluations"]["test"]["at_0.5"]
             draw_confusion(fig.add_subplot(1, len(res), i + 1), m["confusion"], f"{ARCH_LABELS[arch]} (n={m['n']})")
         fig.tight_layout()
-        save_figure(fig, run_dir / "confusion_all.png")
-    atomic.write_text(run_dir / "report.json", json.dumps(js, indent=2, default=float) + "\n")
-    atomic.write_text(run_dir / "report.md", md)
-    return run_dir / "report.md"
+        save_figure(fig, run_folder.confusion_all(run_dir))
+    atomic.write_json(run_folder.report_json(run_dir), js)
+    atomic.write_text(run_folder.report_md(run_dir), md)
+    return run_folder.report_md(run_dir)

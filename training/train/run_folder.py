@@ -1,4 +1,15 @@
-"""The training run folder's file-system failures, in words a user can act on.
+"""The training run folder: the one module that knows its layout (every file name), and its file-system failures in words a user can act on.
+
+Layout (the classifier trainer, ``training.train.trainer``; every other
+module asks the functions here for a path)::
+
+    config.json  split.csv  data.json  events.jsonl
+    checkpoints/<arch>_last.pt   (each epoch, atomic: resume point)
+    checkpoints/<arch>_best.pt   (best epoch by the paper's rule)
+    <arch>/history.csv|json  predictions.json  metrics.json (written last: the model is finished)
+    <arch>/curves.png  confusion.png  reliability.png
+    models/<arch>.safetensors    (written once a model is finished and tested)
+    report.md  report.json  confusion_all.png
 
 A full disk, a read-only or unwritable output folder, or a run folder deleted
 while training runs surface deep inside ``torch.save``, safetensors or
@@ -15,10 +26,58 @@ import errno
 import re
 import shutil
 from pathlib import Path
+from typing import Callable, Union
 
 from training.common.errors import DataError
 
-__all__ = ["write_error", "require"]
+__all__ = ["write_error", "require", "config_file", "split_file", "data_file", "events_file", "report_md",
+           "report_json", "confusion_all", "checkpoint_files", "model_file", "arch_dir", "history_csv",
+           "history_json", "predictions_file", "metrics_file", "CONFIG", "SPLIT", "DATA", "EVENTS", "REPORT_MD",
+           "REPORT_JSON", "CONFUSION_ALL", "HISTORY_CSV", "HISTORY_JSON", "PREDICTIONS", "METRICS", "CURVES",
+           "CONFUSION", "RELIABILITY"]
+
+# -- layout: the file names, and the path of each file in a run folder ``run_dir`` --
+CONFIG, SPLIT, DATA, EVENTS = "config.json", "split.csv", "data.json", "events.jsonl"
+REPORT_MD, REPORT_JSON, CONFUSION_ALL = "report.md", "report.json", "confusion_all.png"
+CHECKPOINTS, MODELS = "checkpoints", "models"
+# in <arch>/ (metrics.json is written last: its presence marks the model finished)
+HISTORY_CSV, HISTORY_JSON, PREDICTIONS, METRICS = "history.csv", "history.json", "predictions.json", "metrics.json"
+CURVES, CONFUSION, RELIABILITY = "curves.png", "confusion.png", "reliability.png"
+
+RunPath = Callable[[Union[str, Path]], Path]
+ModelPath = Callable[[Union[str, Path], str], Path]
+
+
+def _in_run(name: str) -> RunPath:
+    return lambda run_dir: Path(run_dir) / name
+
+
+def _in_model(name: str) -> ModelPath:
+    return lambda run_dir, arch: arch_dir(run_dir, arch) / name
+
+
+config_file, split_file, data_file, events_file = map(_in_run, (CONFIG, SPLIT, DATA, EVENTS))
+report_md, report_json, confusion_all = map(_in_run, (REPORT_MD, REPORT_JSON, CONFUSION_ALL))
+history_csv, history_json, predictions_file, metrics_file = map(_in_model, (HISTORY_CSV, HISTORY_JSON, PREDICTIONS,
+                                                                           METRICS))
+
+
+def arch_dir(run_dir: str | Path, arch: str) -> Path:
+    """The folder of one model's results (history, predictions, metrics, figures)."""
+    return Path(run_dir) / arch
+
+
+def model_file(run_dir: str | Path, arch: str) -> Path:
+    return Path(run_dir) / MODELS / f"{arch}.safetensors"
+
+
+def checkpoint_files(run_dir: str | Path, arch: str) -> tuple[Path, Path]:
+    """(last epoch, best epoch) checkpoints of ``arch``."""
+    ck = Path(run_dir) / CHECKPOINTS
+    return ck / f"{arch}_last.pt", ck / f"{arch}_best.pt"
+
+
+# -- failures ----------------------------------------------------------------
 
 _RESUME = "finished epochs are kept in the run folder, and the run can be resumed once this is fixed"
 

@@ -1,6 +1,5 @@
-"""Reading a finished (or partly finished) training run folder: the one place
-that knows where a run keeps its report and per-model results.  Torch-free,
-so the app's wizard can read a run on the GUI thread."""
+"""Reading a finished (or partly finished) training run folder: its report and per-model results, at the paths
+``training.train.run_folder`` gives.  Torch-free, so the app's wizard can read a run on the GUI thread."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from training.common.constants import ARCHITECTURES
+from training.train.run_folder import history_json, metrics_file, report_json
 
 
 def _json(path: Path) -> Any:
@@ -17,14 +17,13 @@ def _json(path: Path) -> Any:
 
 def load_results(run_dir: str | Path) -> dict[str, dict]:
     """{arch: metrics.json} for every finished model of the run."""
-    run_dir = Path(run_dir)
-    return {arch: _json(run_dir / arch / "metrics.json") for arch in ARCHITECTURES
-            if (run_dir / arch / "metrics.json").exists()}
+    return {arch: _json(metrics_file(run_dir, arch)) for arch in ARCHITECTURES
+            if metrics_file(run_dir, arch).exists()}
 
 
 def load_history(run_dir: str | Path, arch: str) -> list[dict]:
     """The epochs a model has finished so far ([] when none)."""
-    p = Path(run_dir) / arch / "history.json"
+    p = history_json(run_dir, arch)
     try:
         return list(_json(p))
     except (OSError, ValueError):
@@ -33,8 +32,7 @@ def load_history(run_dir: str | Path, arch: str) -> list[dict]:
 
 def load_run(run_dir: str | Path) -> tuple[dict, dict[str, dict]]:
     """(report.json or {}, {arch: metrics.json}) of a run folder."""
-    run_dir = Path(run_dir)
-    p = run_dir / "report.json"
+    p = report_json(run_dir)
     return (_json(p) if p.exists() else {}), load_results(run_dir)
 
 

@@ -5,14 +5,10 @@
 on_event, should_stop)`` drives it for callers that prefer a callback; it
 checks ``should_stop()`` between batches.  Nothing here touches a widget.
 
-Run folder::
-
-    config.json  split.csv  data.json  events.jsonl
-    checkpoints/<arch>_last.pt   (each epoch, atomic: resume point)
-    checkpoints/<arch>_best.pt   (best epoch by the paper's rule)
-    <arch>/history.csv|json  metrics.json  curves.png  confusion.png  reliability.png
-    models/<arch>.safetensors    (written once a model is finished and tested)
-    report.md  report.json
+Run folder: config, split, data summary, events, checkpoints per model
+(last and best epoch), per-model history, predictions, metrics and figures,
+the model files and the report; the layout (every file name) is
+``training.train.run_folder``'s.
 
 Selection rule (the paper's "highest validation accuracy, lowest validation
 loss"): the epoch with the highest validation accuracy; ties go to the lower
@@ -26,7 +22,6 @@ writes files.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -42,6 +37,7 @@ import torch.nn as nn
 
 from training.common import atomic
 from training.common.autocast import choose_precision
+from training.common.csv_out import write_csv
 from training.common.device import pick_device
 from training.common.errors import DataError, TrainingCancelled, XrayError
 from training.common.events import Event, EventKind
@@ -49,6 +45,7 @@ from training.model.lung_input import InputSpec, model_view
 from training.model.metrics import evaluate, threshold_for_sensitivity
 from training.model.modelfile import ModelInfo, save_model
 from training.model.networks import ARCH_LABELS, build_model
+from training.train import run_folder
 from training.train.augment import augment_batch
 from training.train.config import TrainConfig
 from training.train.data import (
@@ -155,18 +152,15 @@ def _load_torch(path: Path):
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic.write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
-def _history_csv(history: list[dict]) -> str:
-    buf = io.StringIO()
-    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for h in history:
-        w.writerow({k: (f"{h[k]:.6f}" if isinstance(h.get(k), float) else h.get(k)) for k in cols})
-    return buf.getvalue()
+def _write_history(run_dir: Path, arch: str, history: list[dict]) -> None:
+    """history.csv (floats with 6 decimals) and history.json of one model."""
+    write_csv(run_folder.history_csv(run_dir, arch), HISTORY_COLUMNS,
+              ({k: (f"{h[k]:.6f}" if isinstance(h.get(k), float) else h.get(k)) for k in HISTORY_COLUMNS}
+               for h in history))
+    atomic.write_json(run_folder.history_json(run_dir, arch), history)
 
 
 # --------------------------------------------------------------------------- data
@@ -219,7 +213,7 @@ class Prepared:
 def prepare_data(cfg: TrainConfig, run_dir: Path, dist: Dist, *, should_stop=None,
                  progress: Callable[[int, int], None] | None = None) -> Prepared:
     scan = scan_folders(cfg.data_dirs)
-    split_path = run_dir / "split.csv"
+    split_path = run_folder.split_file(run_dir)
     manifest_src = Path(cfg.split_file) if cfg.split_file else (split_path if split_path.exists() else None)
     if manifest_src is not None:
         manifest = read_manifest(manifest_src)
@@ -338,7 +332,7 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
     stale: list[Path] = []
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = run_dir / "config.json"
+        cfg_path = run_folder.config_file(run_dir)
         if cfg.check_run_folder():
             stale = atomic.remove_stale_temp_files(run_dir)  # left by a killed process's interrupted write
         else:
@@ -351,7 +345,7 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
             row = ev.to_dict()
             if kind in (EventKind.MODEL_SKIPPED, EventKind.MODEL_STARTED, EventKind.MODEL_RESUMED):
                 row.pop("metrics", None)  # the history and results live in their own files
-            with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
+            with open(run_folder.events_file(run_dir), "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"t": round(time.time(), 1), **row}) + "\n")
         return ev
 
@@ -364,14 +358,14 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
     prep = prepare_data(cfg, run_dir, dist, should_stop=stop, progress=lambda i, n: progress_box.append((i, n)))
     s = prep.summary
     if dist.main:
-        _write_json(run_dir / "data.json", s)
+        atomic.write_json(run_folder.data_file(run_dir), s)
     yield Event("data", message=(f"{s['images_used']} images ({', '.join(f'{k} {v}' for k, v in s['class_counts'].items())}); "
                                  f"{len(s['skipped'])} skipped; read in {time.time() - t0:.0f} s"),
                 metrics=s)
     for sk in s["skipped"][:20]:
         yield log(f"skipped {sk['path']}: {sk['reason']}")
     if len(s["skipped"]) > 20:
-        yield log(f"… and {len(s['skipped']) - 20} more skipped (see data.json)")
+        yield log(f"… and {len(s['skipped']) - 20} more skipped (see {run_folder.DATA})")
     if s["imbalance_ratio"] > 1.5:
         yield log(f"Class imbalance {s['imbalance_ratio']}:1"
                   + (" - balanced sampling is on." if cfg.balanced_sampling else " - consider balanced sampling."))
@@ -381,8 +375,8 @@ def _train_events(cfg: TrainConfig, should_stop: Callable[[], bool] | None) -> I
     run = _Run(cfg, run_dir, prep, images, labels, device, precision, dist, stop, log)
     results = {}
     for mi, arch in enumerate(cfg.models):
-        done_path = run_dir / arch / "metrics.json"
-        if done_path.exists() and (run_dir / "models" / f"{arch}.safetensors").exists():
+        done_path = run_folder.metrics_file(run_dir, arch)
+        if done_path.exists() and run_folder.model_file(run_dir, arch).exists():
             results[arch] = json.loads(done_path.read_text())
             yield log(f"{ARCH_LABELS[arch]} already finished in this run; skipped.", EventKind.MODEL_SKIPPED,
                       model=arch, metrics={"result": results[arch], "history": load_history(run_dir, arch)})
@@ -465,7 +459,7 @@ def _model_init(run: _Run, arch: str) -> str:
     cfg = run.cfg
     init = cfg.lstm_init if (arch == "resnet50_lstm" and cfg.lstm_init) else cfg.init
     if init == "from_resnet50":
-        src = run.run_dir / "models" / "resnet50.safetensors"
+        src = run_folder.model_file(run.run_dir, "resnet50")
         if not src.exists():
             raise DataError("The two-stage ResNet50-LSTM needs the ResNet50 of the same run: train 'resnet50' first.")
         init = str(src)
@@ -491,10 +485,10 @@ def _build_model_state(run: _Run, arch: str, mi: int) -> _ModelState:
     batches = max(1, math.ceil(per_rank / cfg.batch_size))
     if cfg.max_train_batches:
         batches = min(batches, cfg.max_train_batches)
-    ck_dir = run.run_dir / "checkpoints"
+    last_path, best_path = run_folder.checkpoint_files(run.run_dir, arch)
     return _ModelState(arch=arch, index=mi, label=ARCH_LABELS[arch], seed=seed, init=init, model=model, core=core,
                        opt=opt, scaler=scaler, channels_last=channels_last, batches=batches, per_rank=per_rank,
-                       last_path=ck_dir / f"{arch}_last.pt", best_path=ck_dir / f"{arch}_best.pt")
+                       last_path=last_path, best_path=best_path)
 
 
 def _resume(run: _Run, st: _ModelState) -> Iterator[Event]:
@@ -622,8 +616,7 @@ def _record_epoch(run: _Run, st: _ModelState, row: dict[str, Any]) -> bool:
         _save_torch({"model": st.core.state_dict(), "optimizer": st.opt.state_dict(),
                      "scaler": st.scaler.state_dict() if st.scaler is not None else None,
                      "epoch": row["epoch"], "history": st.history, "best": st.best}, st.last_path)
-        atomic.write_text(run.run_dir / st.arch / "history.csv", _history_csv(st.history))
-        _write_json(run.run_dir / st.arch / "history.json", st.history)
+        _write_history(run.run_dir, st.arch, st.history)
     run.dist.barrier()
     return improved
 
@@ -682,16 +675,16 @@ def _finish_model(run: _Run, st: _ModelState) -> Iterator[Event]:
               "chosen_epoch": chosen, "threshold": threshold, "operating_point_sens": thr_sens,
               "target_sensitivity": cfg.target_sensitivity, "precision": run.precision,
               "world_size": run.dist.world, "evaluations": evals,
-              "model_file": str(run_dir / "models" / f"{st.arch}.safetensors")}
+              "model_file": str(run_folder.model_file(run_dir, st.arch))}
     if run.dist.main:
         info = _model_info(run, st, evals, threshold, thr_sens)
         require_run_folder(run_dir)
-        save_model(st.core, info, run_dir / "models" / f"{st.arch}.safetensors", half=cfg.half_weights)
-        _write_json(run_dir / st.arch / "predictions.json", probs)
+        save_model(st.core, info, run_folder.model_file(run_dir, st.arch), half=cfg.half_weights)
+        atomic.write_json(run_folder.predictions_file(run_dir, st.arch), probs)
         from training.train.plots import save_model_plots
 
-        save_model_plots(run_dir / st.arch, st.history, result)
-        _write_json(run_dir / st.arch / "metrics.json", result)  # written last: marks the model finished
+        save_model_plots(run_folder.arch_dir(run_dir, st.arch), st.history, result)
+        atomic.write_json(run_folder.metrics_file(run_dir, st.arch), result)  # written last: marks the model finished
     run.dist.barrier()
     t = evals["test"]["at_0.5"]
     yield Event(EventKind.MODEL_DONE, message=(f"{st.label}: test accuracy {t['accuracy']:.3f}, precision "

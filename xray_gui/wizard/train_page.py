@@ -1,6 +1,6 @@
 """Page 3 - Training: runs ``training.train.trainer.train_events`` in a generator
 worker and shows every event: live loss/accuracy curves per model (redrawn on
-each 'epoch' event with ``training.train.plots.draw_curves``), a progress bar with
+each 'epoch' event with ``training.train.plots.draw_curves``; ``curve_tabs``), a progress bar with
 the time left (from 'batch' events), and the log.
 
 Cancel sets the trainer's ``should_stop`` flag and quits the worker; either
@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
-    QTabWidget,
     QVBoxLayout,
     QWizardPage,
 )
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
 from training.common.events import EventKind
 
 from .common import JOB_TRAIN, MODEL_LABELS, MessageLabel, error_text, esc, fmt_duration
-from .figure import FigureWidget, integer_epochs
+from .curve_tabs import CurveTabs
 from .tasks import train_task
 
 CANCELLED_TEXT = "Cancelled - the run folder keeps finished epochs; you can resume it."
@@ -56,10 +55,9 @@ class TrainPage(QWizardPage):
         self._stop = threading.Event()
         self.cfg = None
         self.events: list = []
-        self.histories: dict[str, list[dict]] = {}
-        self.best_epoch: dict[str, int] = {}
         self.results: dict[str, dict] = {}
-        self.figures: dict[str, FigureWidget] = {}
+        self.tabs = CurveTabs()  # one tab of curves per model
+        self.figures, self.histories, self.best_epoch = self.tabs.figures, self.tabs.histories, self.tabs.best_epoch
         self._t_model: dict[str, tuple[float, float]] = {}
         self._finished_key = None
 
@@ -90,10 +88,6 @@ class TrainPage(QWizardPage):
         self.message = MessageLabel()
         self.message.setObjectName("trainMessage")
 
-        self.tabs = QTabWidget()
-        self.tabs.setObjectName("curveTabs")
-        self._dirty: set[str] = set()
-        self.tabs.currentChanged.connect(self._tab_shown)
         self.log = QPlainTextEdit()
         self.log.setObjectName("trainLog")
         self.log.setReadOnly(True)
@@ -136,21 +130,9 @@ class TrainPage(QWizardPage):
     def _reset_view(self) -> None:
         self.done, self.cancelled, self.failed = False, False, ""
         self.events.clear()
-        self.histories.clear()
-        self.best_epoch.clear()
         self.results.clear()
         self._t_model.clear()
-        self._dirty.clear()
-        self.figures.clear()
-        while self.tabs.count():
-            w = self.tabs.widget(0)
-            self.tabs.removeTab(0)
-            w.deleteLater()
-        for arch in self.cfg.models:
-            fw = FigureWidget((8, 3.2))
-            fw.message(f"{MODEL_LABELS[arch]}: curves appear after its first epoch")
-            self.figures[arch] = fw
-            self.tabs.addTab(fw, MODEL_LABELS[arch])
+        self.tabs.reset(self.cfg.models)
         self.log.clear()
         self.progress.setValue(0)
         self.time_left.setText("")
@@ -208,23 +190,19 @@ class TrainPage(QWizardPage):
         if kind == "data":
             self.status.setText(f"Images read: {ev.message}")
         elif kind in (EventKind.MODEL_RESUMED, EventKind.MODEL_STARTED):
-            self._set_history(ev.model, ev.metrics.get("history") or [])
+            self.tabs.set_history(ev.model, ev.metrics.get("history") or [])
         elif kind == EventKind.EVALUATING:
             self.status.setText(f"{MODEL_LABELS.get(ev.model, ev.model)}: testing epoch {ev.epoch} (best validation "
                                 "accuracy, ties by lower loss)…")
         elif kind == EventKind.MODEL_SKIPPED:
-            self._set_history(ev.model, ev.metrics.get("history") or [])
-            self._model_finished(ev.model, ev.metrics.get("result") or {})
+            self.tabs.set_history(ev.model, ev.metrics.get("history") or [])
+            self.results[ev.model] = ev.metrics.get("result") or {}
+            self.tabs.model_finished(ev.model, self.results[ev.model])
         elif kind == "epoch":
-            hist = self.histories.setdefault(ev.model, [])
-            hist[:] = [h for h in hist if h["epoch"] < ev.epoch] + [ev.metrics]
-            self.best_epoch[ev.model] = ev.metrics.get("best_epoch", 0)
-            self._draw(ev.model)
+            self.tabs.add_epoch(ev.model, ev.epoch, ev.metrics)
         elif kind == "model_done":
             self.results[ev.model] = ev.metrics
-            self._mark_tab(ev.model)
-            self.best_epoch[ev.model] = ev.metrics.get("best_epoch", 0)
-            self._draw(ev.model)
+            self.tabs.model_finished(ev.model, ev.metrics)
         elif kind == "done":
             self.done = True
             self.progress.setRange(0, 1000)
@@ -237,8 +215,8 @@ class TrainPage(QWizardPage):
     def _on_batch(self, ev) -> None:
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1000)
-        if self.tabs.currentWidget() is not self.figures.get(ev.model) and ev.batch == 1 and ev.epoch <= 1:
-            self.tabs.setCurrentWidget(self.figures[ev.model])
+        if ev.batch == 1 and ev.epoch <= 1:
+            self.tabs.show_model(ev.model)
         frac_model = ((ev.epoch - 1) + ev.batch / max(1, ev.batches)) / max(1, ev.epochs)
         overall = (ev.model_index + frac_model) / max(1, ev.model_count)
         self.progress.setValue(int(overall * 1000))
@@ -258,46 +236,6 @@ class TrainPage(QWizardPage):
             for arch in rest:
                 left += est[arch] * scale if (scale and est.get(arch)) else per_model
             self.time_left.setText(f"about {fmt_duration(left)} left")
-
-    def _set_history(self, arch: str, hist: list[dict]) -> None:
-        """A resumed or finished model's earlier epochs, as the core's event carries them."""
-        self.histories[arch] = list(hist)
-        if hist:
-            self._draw(arch)
-
-    def _model_finished(self, arch: str, result: dict) -> None:
-        self.results[arch] = result
-        self.best_epoch[arch] = result.get("best_epoch", 0)
-        self._mark_tab(arch)
-        self._draw(arch)
-
-    def _mark_tab(self, arch: str) -> None:
-        i = self.tabs.indexOf(self.figures[arch])
-        if i >= 0:
-            self.tabs.setTabText(i, f"{MODEL_LABELS[arch]} ✓")
-
-    def _draw(self, arch: str) -> None:
-        """Redraw one model's curves; a hidden tab is drawn when it is shown
-        (matplotlib draws on the GUI thread: a few hundred ms on a slow CPU)."""
-        from training.train.plots import draw_curves
-
-        hist = self.histories.get(arch) or []
-        fw = self.figures.get(arch)
-        if fw is None or not hist:
-            return
-        if self.tabs.currentWidget() is not fw:
-            self._dirty.add(arch)
-            return
-        self._dirty.discard(arch)
-        draw_curves(fw.figure, hist, f"{MODEL_LABELS[arch]}: loss and accuracy (train vs validation)",
-                    self.best_epoch.get(arch) or None)
-        integer_epochs(fw.figure)
-        fw.redraw()
-
-    def _tab_shown(self, _index: int) -> None:
-        for arch, fw in self.figures.items():
-            if fw is self.tabs.currentWidget() and arch in self._dirty:
-                self._draw(arch)
 
     # -- end of the worker -----------------------------------------------------------------
     def _on_error(self, exc) -> bool:

@@ -1,0 +1,202 @@
+"""The model pass of a :class:`~training.inference.classifier.Classifier`: which engine runs
+the network (ONNX Runtime on the CPU in fp32 when it works, PyTorch otherwise, with the one
+autocast rule), the self-test of a freshly loaded model, and one forward pass from a
+preprocessed batch to calibrated probabilities, the lesion map and (optionally) Grad-CAM.
+
+A mixin: it works on the classifier's ``model``, ``device``, ``loaded``, ``info``,
+``batch_size``, ``temperature``, ``channels_last``, ``mixed_precision`` and ``engine``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.common.formatting import exception_text
+from training.imaging.resize import preprocess
+
+log = logging.getLogger("training.inference.classifier")
+
+
+class EngineMixin:
+    """Engine choice, self-test and the one forward pass (see the module docstring)."""
+
+    def self_test(self) -> None:
+        """Run the model once on two different synthetic images (one batch of 2
+        at the model's input size) and raise ``ModelFileError`` when its output
+        has the wrong shape, is not finite, or is the same for both - a model
+        that cannot tell images apart (zeroed or damaged weights that passed
+        the checksums, e.g. re-hashed by whoever altered them)."""
+        from training.common.errors import ModelFileError
+
+        name = Path(self.loaded.path).name if self.loaded.path else self.loaded.display_name
+        batch = self._test_batch()
+        try:
+            with torch.inference_mode(), self._autocast():
+                x = batch.to(self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = self.model(x)
+        except Exception as exc:
+            raise ModelFileError(f"{name}: the model fails to run on a test image ({exception_text(exc)}); the file is "
+                                 "damaged or does not match this program.", code="self_test") from None
+        want = (2, len(self.info.class_names)) if self.multiclass else (2,)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelFileError(f"{name}: the model gives an output of the wrong shape ({shape} instead of one "
+                                 "value per image and class); the file does not match this program.",
+                                 code="self_test")
+        logits = out.detach().float().cpu()
+        if not bool(torch.isfinite(logits).all()):
+            raise ModelFileError(f"{name}: the model gives invalid outputs (not a number) on a test image; the "
+                                 "file is damaged.", code="self_test")
+        if self.multiclass:  # the COVID logit against the others: the score the app shows
+            logits = logits[:, self.covid_index] - torch.logsumexp(
+                logits[:, [i for i in range(logits.shape[1]) if i != self.covid_index]], dim=1)
+        probs = torch.sigmoid(logits)
+        a, b = float(logits[0]), float(logits[1])
+        if abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) or float(probs[0]) == float(probs[1]):
+            raise ModelFileError(f"{name}: the model gives the same output (P(COVID) {float(probs[0]):.4g}) for two "
+                                 "very different test images, so it cannot tell images apart; the file is damaged "
+                                 "or the model untrained.", code="self_test")
+
+    def _test_batch(self) -> torch.Tensor:
+        """Two very different synthetic inputs at the model's size (self-test, engine check)."""
+        s = self.input_size
+        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)
+        first = np.outer(ramp, np.ones(s, dtype=np.float32))  # dark top, bright bottom
+        second = np.random.default_rng(13).random((s, s), dtype=np.float32)  # noise
+        return torch.stack([preprocess(first, s), preprocess(second, s)])
+
+    def _autocast(self):
+        from training.common.autocast import autocast, mixed_precision_for
+
+        return autocast(mixed_precision_for(self.device, self.mixed_precision), self.device)
+
+    @property
+    def active_engine(self) -> str:
+        """``'onnx'`` once the fast engine runs, else ``'torch'`` (before the first classification too)."""
+        return "onnx" if self._fast is not None else "torch"
+
+    def _fast_skip_reason(self) -> str:
+        """Why the fast engine is not even tried ('' = try it)."""
+        if self.engine == "torch":
+            return "PyTorch (chosen)"
+        if self.device.type != "cpu":
+            return f"PyTorch on {self.device.type} (ONNX Runtime is used on the CPU only)"
+        if self.mixed_precision:
+            return "PyTorch (mixed precision was asked for; the ONNX engine is fp32)"
+        if self.engine == "auto" and self.loaded.path is None:
+            return "PyTorch (the model is not from a file)"
+        return ""
+
+    def fast_engine(self):
+        """The ONNX Runtime engine when chosen and working, else None.  Built
+        once, on the first call, in the calling thread (a worker in the app)."""
+        if self._fast_tried:
+            return self._fast
+        with self._engine_lock:
+            if not self._fast_tried:
+                self._fast = self._build_fast_engine()
+                self._fast_tried = True
+        return self._fast
+
+    def _build_fast_engine(self):
+        from training.inference.engine_onnx import EngineUnavailable, prepare_engine
+        from training.model.audit import model_stamp
+
+        skip = self._fast_skip_reason()
+        if skip:
+            self.engine_note = skip
+            return None
+        try:
+            engine = prepare_engine(self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(),
+                                    self.temperature)
+        except EngineUnavailable as exc:
+            note = str(exc)
+        except Exception as exc:  # whatever goes wrong, classification goes on with PyTorch
+            note = exception_text(exc)
+        else:
+            self.engine_note = f"ONNX Runtime {engine.version} ({engine.threads} thread(s), {engine.path.name})"
+            log.info("%s: classifying with %s", self.version_text, self.engine_note)
+            return engine
+        self._fast_off(note)
+        return None
+
+    def _fast_off(self, why: str) -> None:
+        self._fast = None
+        self.engine_note = f"PyTorch (the ONNX engine is off: {why})"
+        log.warning("%s: %s", self.version_text, self.engine_note)
+
+    def _torch_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with self._autocast():
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.has_lesion_map:
+                logits, lesion = self.model.forward_with_lesion(x)
+                return logits.float(), lesion.float()
+            return self.model(x).float(), None
+
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class logits, lesion logits or None) from ONE forward pass."""
+        fast = self.fast_engine()
+        if fast is not None:
+            try:
+                return fast.outputs(x)
+            except Exception as exc:  # a session error: this batch and the rest run on PyTorch
+                self._fast_off(f"it failed on a batch: {exception_text(exc)}")
+        return self._torch_outputs(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._outputs(x)[0]
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities ``(N, C)`` in the order of the model's class names."""
+        z = logits.float() / self.temperature
+        if self.multiclass:
+            return torch.softmax(z, dim=1)
+        p = torch.sigmoid(z)
+        probs = torch.stack([1.0 - p, p], dim=1)  # [negative, positive] for class_names [Normal, COVID]
+        return probs if self.covid_index == 1 else probs.flip(1)
+
+    def predict_full(self, batch: torch.Tensor, *, with_cam: bool = False):
+        """A preprocessed ``(N, 3, S, S)`` batch -> (calibrated probabilities ``(N, C)`` float32, lesion
+        probability maps ``(N, h, w)`` float32 or None), from one forward pass per chunk.
+
+        ``with_cam``: a third item, the heatmaps ``(N, S, S)`` float32 in [0, 1] at the model's input size
+        (``training.inference.explain.gradcam_maps``), Grad-CAM from the same pass for the convolutional models; None
+        when the explanation failed (logged; the classification stands)."""
+        n_cls = len(self.info.class_names)
+        if batch.shape[0] == 0:
+            empty = (np.empty((0, n_cls), dtype=np.float32), None)
+            return (*empty, np.empty((0, *batch.shape[-2:]), dtype=np.float32)) if with_cam else empty
+        probs, lesions, cams = [], [], []
+        self.fast_engine()  # built here on the first call, outside inference mode (the export traces the model)
+        with torch.inference_mode():
+            for start in range(0, batch.shape[0], self.batch_size):
+                chunk = batch[start:start + self.batch_size]
+                if with_cam:
+                    from training.inference.explain import pass_with_cams
+
+                    logits, lesion, cam = pass_with_cams(self, chunk)
+                    cams.append(cam)
+                else:
+                    logits, lesion = self._outputs(chunk)
+                probs.append(self._probabilities(logits).cpu())
+                if lesion is not None:
+                    lesions.append(torch.sigmoid(lesion.float())[:, 0].cpu())
+        out = (torch.cat(probs).numpy().astype(np.float32, copy=False),
+               torch.cat(lesions).numpy().astype(np.float32, copy=False) if lesions else None)
+        if not with_cam:
+            return out
+        return (*out, None if any(c is None for c in cams) else np.concatenate(cams))
+
+    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed ``(N, 3, S, S)`` batch -> P(COVID) as float32 numpy."""
+        probs, _ = self.predict_full(batch)
+        return np.ascontiguousarray(probs[:, self.covid_index], dtype=np.float32)
+
