@@ -31,13 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
-CHEST_CORPORA = ("covid-cxr-1000", "covid-cxr-extra-3000", "external-dev", "dicom-samples (chest)")
+CHEST_CORPORA = ("covid-cxr-1000", "covid-cxr-extra-3000", "external-dev", "cxr-infection-3class",
+                 "dicom-samples (chest)")
 
 
 def corpus_files(name: str) -> list[Path]:
     if name == "dicom-samples (chest)":
         return sorted((DATA / "dicom-samples").glob("cxr*.dcm"))
     folder = DATA / name
+    if name == "cxr-infection-3class":  # the films only, not their lung / infection masks
+        return sorted(folder.glob("*/images/*.png"))
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in (".csv", ".md"))
 
 
@@ -84,8 +87,11 @@ def run_corpus(gate, name: str, files: list[Path], polarity: bool) -> dict:
         if res.decision == "warning":
             for w in res.warnings:
                 reasons[f"warn: {w}"] += 1
-        if polarity and name in CHEST_CORPORA and res.refused and len(examples) < 8:
-            examples.append(f"{f.name}: {'; '.join(res.reasons)}")
+        if polarity and name in CHEST_CORPORA and res.refused:  # every refused chest film, to look at each
+            examples.append(f"{f.relative_to(DATA / name) if f.is_relative_to(DATA / name) else f.name}: "
+                            f"{'; '.join(res.reasons)}")
+        if res.rotation or res.mirrored:
+            counts["orientation_flagged"] += 1
         if polarity:
             r2, _ = gate.check(np.float32(1.0) - img.pixels, 0.0)
             inv_total += 1
@@ -95,6 +101,7 @@ def run_corpus(gate, name: str, files: list[Path], polarity: bool) -> dict:
            "gate_refused": counts["refused"], "gate_warned": counts["warning"],
            "pipeline_refused": counts["pipeline_refused"], "pipeline_warned": counts["pipeline_warned"],
            "reasons": dict(reasons.most_common()), "examples_refused": examples,
+           "orientation_turned_or_flagged": counts["orientation_flagged"],
            "by_kind": {k: dict(v) for k, v in sorted(by_kind.items()) if k}}
     if polarity:
         out.update(inverted_total=inv_total, inverted_detected=inv_detected, originals_flagged=false_flags)

@@ -14,8 +14,6 @@ Prediction column) and the threshold no longer relabels it."""
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from training.common.csv_out import csv_cell
+from training.common.csv_out import csv_cell, csv_text
 from training.common.formatting import sentence_join
 from training.gate.notes import ATTENTION_OUTSIDE_THRESHOLD
 from training.inference.result import PNEUMONIA
@@ -345,20 +343,16 @@ class BatchTableModel(QAbstractTableModel):
         """CSV for ``rows`` in the given order: the core's ``CSV_COLUMNS``, then
         the audit columns of the model that made each row, and whether that row
         is stale (made by another model than the current one)."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(columns) + list(AUDIT_COLUMNS) + [STALE_COLUMN],
-                           lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        for i in rows:
-            r = self.rows[i]
-            if r.pred is not None:
-                row = r.pred.as_row()
-                row.update(audit_cells(r.stamp, r.when))
-                row[STALE_COLUMN] = "yes" if self.is_stale(r) else ""
-                w.writerow(row)
-            else:
-                w.writerow({"path": csv_cell(r.path), "status": r.status, "reason": csv_cell(r.reason)})
-        return buf.getvalue()
+        return csv_text(list(columns) + list(AUDIT_COLUMNS) + [STALE_COLUMN], (self._csv_row(i) for i in rows))
+
+    def _csv_row(self, i: int) -> dict:
+        r = self.rows[i]
+        if r.pred is None:
+            return {"path": csv_cell(r.path), "status": r.status, "reason": csv_cell(r.reason)}
+        row = r.pred.as_row()
+        row.update(audit_cells(r.stamp, r.when))
+        row[STALE_COLUMN] = "yes" if self.is_stale(r) else ""
+        return row
 
 
 class BatchFilterProxy(QSortFilterProxyModel):

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout
 
+from training.common.formatting import version_label
+
 SESSION, DEFAULT = "session", "default"
 
 
@@ -42,7 +44,7 @@ def comparison_html(current, candidate) -> str:
         if side is None:
             return ["no model loaded", "—", "—"]
         info, path, _s = side
-        return [f"<b>{_esc(info.label)} v{_esc(info.version)}</b>", _esc(Path(path).name if path else "—"),
+        return [f"<b>{_esc(version_label(info.label, info.version))}</b>", _esc(Path(path).name if path else "—"),
                 _esc(f"{ARCH_LABELS.get(info.arch, info.arch)}, {info.input_size} px")]
 
     def figures(side):
@@ -75,8 +77,8 @@ class ModelSwitchDialog(QDialog):
         self.choice: str | None = None
         info, path, summary = candidate
         lay = QVBoxLayout(self)
-        title = QLabel(f"<h3>Use {_esc(info.label)} v{_esc(info.version)} instead of "
-                       f"{_esc(current[0].label + ' v' + current[0].version) if current else 'no model'}?</h3>")
+        now = _esc(version_label(current[0].label, current[0].version)) if current else "no model"
+        title = QLabel(f"<h3>Use {_esc(version_label(info.label, info.version))} instead of {now}?</h3>")
         title.setWordWrap(True)
         lay.addWidget(title)
         self.table = QLabel(comparison_html(current, candidate))
@@ -186,7 +188,8 @@ def switch_model(window, path) -> str | None:
     choice = dlg.choice
     dlg.deleteLater()
     if choice is None:
-        window.notifier.info(f"Model not switched: {candidate[0].label} v{candidate[0].version} was not loaded.")
+        window.notifier.info(f"Model not switched: {version_label(candidate[0].label, candidate[0].version)} "
+                             "was not loaded.")
         return None
     models.load(path, remember=choice == DEFAULT)
     return choice

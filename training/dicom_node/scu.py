@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
@@ -390,72 +390,91 @@ def retrieve_study(config: NodeConfig, peer: Peer, study_uid: str, store: NodeSt
         raise NetworkError(f"Unknown retrieve method {method!r} (get or move).")
     result = RetrieveResult()
     ae = _new_ae(config)
-    kwargs = {}
     if method == "get":
-        model = StudyRootQueryRetrieveInformationModelGet
-        ae.add_requested_context(model)
-        roles = []
-        for uid in RADIOGRAPH_CLASSES:
-            ae.add_requested_context(uid, _UNCOMPRESSED)
-            for ts in _COMPRESSED:
-                ae.add_requested_context(uid, [ts])
-            roles.append(build_role(uid, scp_role=True))
-        for uid in OTHER_STUDY_CLASSES:  # taken only to say why not (sub-operation failed, with the reason)
-            ae.add_requested_context(uid, _UNCOMPRESSED)
-            roles.append(build_role(uid, scp_role=True))
-
-        def filed(path):  # classification can start while the rest of the study arrives
-            result.stored.append(path)
-            if on_received is not None:
-                on_received(path)
-
-        def on_store(event):
-            return receive_dataset(event, store, filed, source=f"{peer.name} (C-GET)", refusals=result.refused)
-
-        kwargs = {"ext_neg": roles, "evt_handlers": [(evt.EVT_C_STORE, on_store)]}
+        model, kwargs = _get_contexts(ae, peer, store, result, on_received)
     else:  # the images arrive at this node's Storage SCP, which files and announces them itself
-        model = StudyRootQueryRetrieveInformationModelMove
+        model, kwargs = StudyRootQueryRetrieveInformationModelMove, {}
         ae.add_requested_context(model)
     ident = Dataset()
     ident.QueryRetrieveLevel = "STUDY"
     ident.StudyInstanceUID = study_uid
     assoc = _associate(ae, config, peer, **kwargs)
-    status = None
     try:
-        t0 = time.monotonic()
-        responses = assoc.send_c_get(ident, model) if method == "get" else \
-            assoc.send_c_move(ident, config.ae_title, model)
-        status = None
-        for status, _ in responses:
-            if cancel is not None and cancel():
-                assoc.abort()
-                result.cancelled = True
-                break
-            if not status:
-                raise NetworkError(_dimse_failure(config, peer, assoc, "retrieve", t0))
-            t0 = time.monotonic()
-            code = status.Status
-            done = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
-            rem = int(status.get("NumberOfRemainingSuboperations", 0) or 0)
-            result.completed = done
-            result.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
-            result.warning = int(status.get("NumberOfWarningSuboperations", 0) or 0)
-            if progress is not None:
-                progress(done + result.failed + result.warning, done + result.failed + result.warning + rem)
-            if code in (0xFF00, 0xFF01):
-                continue
-            if code in (0x0000, 0xB000):
-                break
-            if code == 0xFE00:
-                result.cancelled = True
-                break
-            if code == 0xA801:
-                raise NetworkError(f"{peer.name} does not know this node's AE title '{config.ae_title}' as a C-MOVE "
-                                   "destination: add it on the PACS, or retrieve with C-GET.")
-            raise NetworkError(_retrieve_failure(peer, status, result, method))
+        status = _follow_retrieve(config, peer, assoc, ident, model, method, result, progress, cancel)
     finally:
         if assoc.is_established:
             assoc.release()
+    result.message = _retrieve_message(peer, result, status)
+    return result
+
+
+def _get_contexts(ae, peer: Peer, store: NodeStore, result: RetrieveResult,
+                  on_received: Callable | None) -> tuple[Any, dict]:
+    """C-GET: the presentation contexts and SCP roles for the images that come back on the
+    association, and the handler that files them; (query model, association arguments)."""
+    model = StudyRootQueryRetrieveInformationModelGet
+    ae.add_requested_context(model)
+    roles = []
+    for uid in RADIOGRAPH_CLASSES:
+        ae.add_requested_context(uid, _UNCOMPRESSED)
+        for ts in _COMPRESSED:
+            ae.add_requested_context(uid, [ts])
+        roles.append(build_role(uid, scp_role=True))
+    for uid in OTHER_STUDY_CLASSES:  # taken only to say why not (sub-operation failed, with the reason)
+        ae.add_requested_context(uid, _UNCOMPRESSED)
+        roles.append(build_role(uid, scp_role=True))
+
+    def filed(path):  # classification can start while the rest of the study arrives
+        result.stored.append(path)
+        if on_received is not None:
+            on_received(path)
+
+    def on_store(event):
+        return receive_dataset(event, store, filed, source=f"{peer.name} (C-GET)", refusals=result.refused)
+
+    return model, {"ext_neg": roles, "evt_handlers": [(evt.EVT_C_STORE, on_store)]}
+
+
+def _follow_retrieve(config: NodeConfig, peer: Peer, assoc, ident, model, method: str, result: RetrieveResult,
+                     progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None):
+    """Send the C-GET / C-MOVE and follow its pending responses into ``result`` until it ends,
+    is cancelled or fails (NetworkError); returns the last status."""
+    t0 = time.monotonic()
+    responses = assoc.send_c_get(ident, model) if method == "get" else \
+        assoc.send_c_move(ident, config.ae_title, model)
+    status = None
+    for status, _ in responses:
+        if cancel is not None and cancel():
+            assoc.abort()
+            result.cancelled = True
+            break
+        if not status:
+            raise NetworkError(_dimse_failure(config, peer, assoc, "retrieve", t0))
+        t0 = time.monotonic()
+        code = status.Status
+        done = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+        rem = int(status.get("NumberOfRemainingSuboperations", 0) or 0)
+        result.completed = done
+        result.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+        result.warning = int(status.get("NumberOfWarningSuboperations", 0) or 0)
+        if progress is not None:
+            progress(done + result.failed + result.warning, done + result.failed + result.warning + rem)
+        if code in (0xFF00, 0xFF01):
+            continue
+        if code in (0x0000, 0xB000):
+            break
+        if code == 0xFE00:
+            result.cancelled = True
+            break
+        if code == 0xA801:
+            raise NetworkError(f"{peer.name} does not know this node's AE title '{config.ae_title}' as a C-MOVE "
+                               "destination: add it on the PACS, or retrieve with C-GET.")
+        raise NetworkError(_retrieve_failure(peer, status, result, method))
+    return status
+
+
+def _retrieve_message(peer: Peer, result: RetrieveResult, status) -> str:
+    """The one-line summary of a retrieve: images retrieved, objects not taken or not sent, cancelled."""
     parts = [f"{result.completed} image(s) retrieved from {peer.name}"]
     if result.refused:
         parts.append(f"{len(result.refused)} object(s) not taken by this node: {result.refused_text()}")
@@ -464,8 +483,7 @@ def retrieve_study(config: NodeConfig, peer: Peer, study_uid: str, store: NodeSt
                      f"'{_comment(status) or 'nothing more'}'; this node takes {ACCEPTED_TEXT})")
     if result.cancelled:
         parts.append("cancelled; images already received are kept")
-    result.message = "; ".join(parts) + "."
-    return result
+    return "; ".join(parts) + "."
 
 
 def _comment(status) -> str:

@@ -370,10 +370,36 @@ EXIF_ORIENTATION_WORDS = {2: "mirrored left-right", 3: "rotated 180\u00b0", 4: "
 
 
 def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | None:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    im = _open_pillow(p, magic=magic, quiet=quiet)
+    if im is None:
+        return None
+    with im:
+        fmt = (im.format or "").upper()
+        kind = _PILLOW_KINDS.get(fmt)
+        if kind is None:
+            raise _not_image(fmt or "unknown")
+        warnings: list[str] = []
+        arr, mode = _pillow_array(im, kind, warnings)
+    pixels, bits, chroma = _pillow_pixels(arr, warnings)
+    meta = ImageMeta(
+        path=str(p),
+        kind=kind,
+        bits=bits,
+        original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
+        window=None,
+        window_source="none",
+        extra={"Format": fmt, "Mode": mode},
+        colour=chroma,
+    )
+    return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=None, invert=False)
+
+
+def _open_pillow(p: Path, *, magic: bool, quiet: bool):
+    """Pillow's image of ``p``, its header read (None: not readable and ``quiet``)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        im = Image.open(p)
+        return Image.open(p)
     except Image.DecompressionBombError:
         raise _refuse(
             f"The image is too large to load safely (over {MAX_PIXELS // 1_000_000} megapixels).", "too_large"
@@ -394,42 +420,46 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
             raise _not_image() from None
         raise _refuse("The image file is damaged or incomplete (its header cannot be read).", "corrupt") from None
 
-    with im:
-        fmt = (im.format or "").upper()
-        kind = _PILLOW_KINDS.get(fmt)
-        if kind is None:
-            raise _not_image(fmt or "unknown")
-        cols, rows = im.size
-        _size_checks(rows, cols)  # before decoding
-        warnings: list[str] = []
-        if getattr(im, "n_frames", 1) > 1 and kind == "tiff":
-            warnings.append(f"The TIFF holds {im.n_frames} pages; only the first was used.")
-        try:
-            im.load()
-        except Image.DecompressionBombError:
-            raise _refuse("The image is too large to load safely.", "too_large") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            msg = str(exc).lower()
-            if "truncat" in msg or "broken" in msg or isinstance(exc, EOFError):
-                raise _refuse("The image file is damaged or incomplete (truncated).", "corrupt") from None
-            raise _refuse(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).", "corrupt") from None
-        try:  # phone photos of films (JPEG, TIFF, and PNG's eXIf chunk): honour the EXIF orientation
-            tag = im.getexif().get(0x0112, 1)
-            if tag in EXIF_ORIENTATION_WORDS:
-                im = ImageOps.exif_transpose(im)
-                warnings.append(f"The file's EXIF orientation tag ({tag}) was applied: the picture was "
-                                f"{EXIF_ORIENTATION_WORDS[tag]}, as the camera recorded.")
-        except Exception:  # a bad EXIF block never refuses an image
-            pass
-        mode = im.mode
-        if mode == "1":
-            im = im.convert("L")
-        elif mode in ("P", "PA"):
-            im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")
-        arr = np.asarray(im)
 
+def _pillow_array(im, kind: str, warnings: list[str]) -> tuple[np.ndarray, str]:
+    """Decode an opened Pillow image (size checked first, EXIF orientation applied) into
+    (array, the file's mode); notes go to ``warnings``."""
+    from PIL import Image, ImageOps
+
+    cols, rows = im.size
+    _size_checks(rows, cols)  # before decoding
+    if getattr(im, "n_frames", 1) > 1 and kind == "tiff":
+        warnings.append(f"The TIFF holds {im.n_frames} pages; only the first was used.")
+    try:
+        im.load()
+    except Image.DecompressionBombError:
+        raise _refuse("The image is too large to load safely.", "too_large") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc).lower()
+        if "truncat" in msg or "broken" in msg or isinstance(exc, EOFError):
+            raise _refuse("The image file is damaged or incomplete (truncated).", "corrupt") from None
+        raise _refuse(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).", "corrupt") from None
+    try:  # phone photos of films (JPEG, TIFF, and PNG's eXIf chunk): honour the EXIF orientation
+        tag = im.getexif().get(0x0112, 1)
+        if tag in EXIF_ORIENTATION_WORDS:
+            im = ImageOps.exif_transpose(im)
+            warnings.append(f"The file's EXIF orientation tag ({tag}) was applied: the picture was "
+                            f"{EXIF_ORIENTATION_WORDS[tag]}, as the camera recorded.")
+    except Exception:  # a bad EXIF block never refuses an image
+        pass
+    mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    return np.asarray(im), mode
+
+
+def _pillow_pixels(arr: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, int, float]:
+    """(grey float32 pixels in [0, 1], bits, colour measure) of a decoded Pillow array;
+    notes on transparency, colour and stretched contrast go to ``warnings``."""
     bits = 8
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         alpha = arr[..., -1]
@@ -448,38 +478,33 @@ def _load_pillow(p: Path, *, magic: bool, quiet: bool = False) -> LoadedImage | 
         bits = 16
         pixels = _to_grey(arr) * np.float32(1.0 / 65535.0)
     elif np.issubdtype(dt, np.integer):  # mode 'I' (32-bit): normally 16-bit data
-        grey = _to_grey(arr)
-        lo, hi = float(grey.min()), float(grey.max())
-        if lo >= 0 and hi <= 65535:
-            bits = 16
-            pixels = grey * np.float32(1.0 / 65535.0)
-        else:
-            bits = 32
-            pixels = (grey - np.float32(lo)) / np.float32(max(hi - lo, 1.0))
-            warnings.append("Unusual 32-bit image: contrast stretched to its own range.")
+        bits, pixels = _wide_int_pixels(_to_grey(arr), warnings)
     else:  # float TIFF
         bits = 32
-        grey = np.nan_to_num(_to_grey(arr), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(grey.min()), float(grey.max())
-        if lo >= 0.0 and hi <= 1.0:
-            pixels = grey
-        else:
-            pixels = (grey - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
-            warnings.append("Floating-point image: contrast stretched to its own range.")
+        pixels = _float_pixels(arr, warnings)
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if dt != np.uint8:
         np.clip(pixels, 0.0, 1.0, out=pixels)
-    meta = ImageMeta(
-        path=str(p),
-        kind=kind,
-        bits=bits,
-        original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
-        window=None,
-        window_source="none",
-        extra={"Format": fmt, "Mode": mode},
-        colour=chroma,
-    )
-    return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=None, invert=False)
+    return pixels, bits, chroma
+
+
+def _wide_int_pixels(grey: np.ndarray, warnings: list[str]) -> tuple[int, np.ndarray]:
+    """A 32-bit integer image: 16-bit data on the 16-bit scale, else stretched to its own range."""
+    lo, hi = float(grey.min()), float(grey.max())
+    if lo >= 0 and hi <= 65535:
+        return 16, grey * np.float32(1.0 / 65535.0)
+    warnings.append("Unusual 32-bit image: contrast stretched to its own range.")
+    return 32, (grey - np.float32(lo)) / np.float32(max(hi - lo, 1.0))
+
+
+def _float_pixels(arr: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """A floating-point image: kept when in [0, 1], else stretched to its own range."""
+    grey = np.nan_to_num(_to_grey(arr), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(grey.min()), float(grey.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return grey
+    warnings.append("Floating-point image: contrast stretched to its own range.")
+    return (grey - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
 
 
 # --------------------------------------------------------------------------- DICOM

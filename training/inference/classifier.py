@@ -225,7 +225,8 @@ class Classifier(EngineMixin, BatchMixin):
 
     @property
     def version_text(self) -> str:
-        return f"{self.info.label} v{self.info.version}"
+        """``name vVERSION`` of the loaded model (``LoadedModel.display_name``)."""
+        return self.loaded.display_name
 
     def model_input(self, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
         """Loader pixels -> the model's input ``(3, S, S)`` and the region it shows.

@@ -174,9 +174,13 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
     data_path = run_folder.data_file(run_dir)
     data = json.loads(data_path.read_text(encoding="utf-8")) if data_path.exists() else {}
     res = load_results(run_dir)
-    js: dict[str, Any] = {"config": cfg, "data": {k: v for k, v in data.items() if k != "skipped"},
-                          "skipped": len(data.get("skipped", [])), "paper": {"table2": TABLE2, "confusion": CONFUSION,
-                                                                            "table6": TABLE6}, "models": {}}
+    B = (_intro_blocks(cfg, data) + _paper_table_blocks(res) + _extra_set_blocks(res)
+         + _operating_point_blocks(cfg, res) + _figure_blocks(res))
+    return B, _report_json(cfg, data, res)
+
+
+def _intro_blocks(cfg: dict, data: dict) -> list[Block]:
+    """Title, paper, data and settings of the run (and the note on a run from scratch)."""
     B: list[Block] = [
         Heading(1, ("Training report: recipe ", Code(cfg["recipe"]))),
         Para(f"Paper: {PAPER_CITATION}."),
@@ -195,9 +199,15 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
         n_train = sum(data.get("split_counts", {}).get("train", {}).values()) or "the"
         a, b = SCRATCH_NOTE.format(n_train=n_train).split("`init: scratch`")
         B.append(Quote((a, Code("init: scratch"), b)))
-    B += [Para("Checkpoint rule: the epoch with the highest validation accuracy; ties go to the lower validation "
-               "loss (the paper's \"highest validation accuracy, lowest validation loss\")."),
-          Heading(2, "Table 2 - chosen epoch, train vs validation")]
+    return B
+
+
+def _paper_table_blocks(res: dict) -> list[Block]:
+    """The paper's Table 2, Tables 3-5 and Table 6, each beside this run's numbers."""
+    B: list[Block] = [
+        Para("Checkpoint rule: the epoch with the highest validation accuracy; ties go to the lower validation "
+             "loss (the paper's \"highest validation accuracy, lowest validation loss\")."),
+        Heading(2, "Table 2 - chosen epoch, train vs validation")]
     rows = []
     for arch, r in res.items():
         c, p = r["chosen_epoch"], TABLE2[arch]
@@ -222,6 +232,12 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
                      f"{p['accuracy']:.2f} / {p['precision']:.2f} / {p['recall']:.2f} / {p['f1']:.2f}"))
     B.append(Table(("model", "n", "accuracy", "precision", "recall", "F1", "ROC AUC", "ECE",
                     "paper acc / prec / rec / F1"), tuple(rows)))
+    return B
+
+
+def _extra_set_blocks(res: dict) -> list[Block]:
+    """One table per evaluation set beyond the run's own validation and test splits."""
+    B: list[Block] = []
     extra = sorted({n for r in res.values() for n in r["evaluations"] if n not in ("val", "test")})
     for name in extra:
         B.append(Heading(2, ("Extra evaluation set ", Code(name), " (threshold 0.5)")))
@@ -232,9 +248,15 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
                 rows.append((ARCH_LABELS[arch], str(m["n"]), _ci(m, "accuracy"), _ci(m, "precision"),
                              _ci(m, "recall"), _ci(m, "f1"), _ci(m, "roc_auc"), _cm(m["confusion"])))
         B.append(Table(("model", "n", "accuracy", "precision", "recall", "F1", "ROC AUC", "TP/FN/FP/TN"), tuple(rows)))
-    B += [Heading(2, "Operating point"),
-          Para(f"Threshold reaching >= {int(cfg['target_sensitivity'] * 100)} % COVID sensitivity on the validation "
-               "split, and the test metrics at that threshold:")]
+    return B
+
+
+def _operating_point_blocks(cfg: dict, res: dict) -> list[Block]:
+    """The threshold stored in each model file and the test metrics at it."""
+    B: list[Block] = [
+        Heading(2, "Operating point"),
+        Para(f"Threshold reaching >= {int(cfg['target_sensitivity'] * 100)} % COVID sensitivity on the validation "
+             "split, and the test metrics at that threshold:")]
     rows = []
     for arch, r in res.items():
         m = r["evaluations"]["test"]["at_operating_point"]
@@ -242,20 +264,32 @@ def report_blocks(run_dir: str | Path) -> tuple[list[Block], dict[str, Any]]:
                      _ci(m, "specificity"), _ci(m, "accuracy")))
     B.append(Table(("model", "threshold", "stored in model file", "test sensitivity", "test specificity",
                     "test accuracy"), tuple(rows)))
-    B.append(Heading(2, "Figures"))
-    B.append(Bullets(tuple(
-        [(f"{ARCH_LABELS[arch]}: ", Link("curves", f"{arch}/{run_folder.CURVES}"), ", ",
-          Link("confusion", f"{arch}/{run_folder.CONFUSION}"), ", ",
-          Link("reliability", f"{arch}/{run_folder.RELIABILITY}"))
-         for arch in res]
-        + [("All confusion matrices: ", Link(run_folder.CONFUSION_ALL, run_folder.CONFUSION_ALL))])))
+    return B
+
+
+def _figure_blocks(res: dict) -> list[Block]:
+    """Links to each model's figures in the run folder."""
+    return [Heading(2, "Figures"),
+            Bullets(tuple(
+                [(f"{ARCH_LABELS[arch]}: ", Link("curves", f"{arch}/{run_folder.CURVES}"), ", ",
+                  Link("confusion", f"{arch}/{run_folder.CONFUSION}"), ", ",
+                  Link("reliability", f"{arch}/{run_folder.RELIABILITY}"))
+                 for arch in res]
+                + [("All confusion matrices: ", Link(run_folder.CONFUSION_ALL, run_folder.CONFUSION_ALL))]))]
+
+
+def _report_json(cfg: dict, data: dict, res: dict) -> dict[str, Any]:
+    """report.json's data: the configuration, the data summary, the paper's figures and each model's results."""
+    js: dict[str, Any] = {"config": cfg, "data": {k: v for k, v in data.items() if k != "skipped"},
+                          "skipped": len(data.get("skipped", [])), "paper": {"table2": TABLE2, "confusion": CONFUSION,
+                                                                            "table6": TABLE6}, "models": {}}
     for arch, r in res.items():
         js["models"][arch] = {"best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"],
                               "chosen_epoch": r["chosen_epoch"], "threshold": r["threshold"],
                               "operating_point_sens": r["operating_point_sens"],
                               "evaluations": {n: {k: {kk: vv for kk, vv in v.items() if kk != "reliability"}
                                                   for k, v in e.items()} for n, e in r["evaluations"].items()}}
-    return B, js
+    return js
 
 
 def build_report(run_dir: str | Path) -> tuple[str, dict[str, Any]]:

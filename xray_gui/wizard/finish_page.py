@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from training.common.formatting import ci_text
+from training.train import run_folder
 
 from .common import MODEL_LABELS, MessageLabel, error_text, esc
 from .results_page import load_run
@@ -80,7 +81,7 @@ class FinishPage(QWizardPage):
         self.export_button = QPushButton("Export report…")
         self.export_button.setObjectName("exportReport")
         self.export_button.setToolTip("An HTML page (or PDF) with the tables and figures, plus copies of "
-                                      "report.md and report.json")
+                                      f"{run_folder.REPORT_MD} and {run_folder.REPORT_JSON}")
         self.export_button.clicked.connect(self.choose_export)
         bl = QHBoxLayout()
         bl.addWidget(self.use_button)
@@ -96,13 +97,14 @@ class FinishPage(QWizardPage):
         blay.addWidget(self.message)
         files = QLabel(
             "<b>Also in the run folder</b><ul>"
-            "<li><code>report.md</code>, <code>report.json</code>: the paper's tables beside this run's numbers</li>"
+            f"<li><code>{run_folder.REPORT_MD}</code>, <code>{run_folder.REPORT_JSON}</code>: the paper's tables "
+            "beside this run's numbers</li>"
             "<li><code>&lt;model&gt;/</code>: history (CSV/JSON), metrics, predictions, curves, confusion matrix, "
             "reliability diagram</li>"
-            "<li><code>split.csv</code>: which image went to training, validation and test; reuse it in Setup → "
-            "Split file to compare runs on the same test images</li>"
-            "<li><code>checkpoints/</code>: the last and best epoch of each model; a cancelled run resumes from "
-            "them (same settings, same run folder, or <code>xray-train --resume RUN_FOLDER</code>)</li></ul>")
+            f"<li><code>{run_folder.SPLIT}</code>: which image went to training, validation and test; reuse it in "
+            "Setup → Split file to compare runs on the same test images</li>"
+            f"<li><code>{run_folder.CHECKPOINTS}/</code>: the last and best epoch of each model; a cancelled run "
+            "resumes from them (same settings, same run folder, or <code>xray-train --resume RUN_FOLDER</code>)</li></ul>")
         files.setWordWrap(True)
         files.setStyleSheet("color:#444")
         lay = QVBoxLayout(self)
@@ -124,7 +126,7 @@ class FinishPage(QWizardPage):
         self.model_paths = {}
         self.table.setRowCount(0)
         for arch, r in self.results.items():
-            p = self.run_dir / "models" / f"{arch}.safetensors"
+            p = run_folder.model_file(self.run_dir, arch)
             if not p.is_file():
                 continue
             self.model_paths[arch] = p

@@ -13,6 +13,8 @@ import datetime as _dt
 import html
 from pathlib import Path
 
+from training.train import run_folder
+
 from .. import RESEARCH_NOTICE
 from .common import MODEL_LABELS
 
@@ -32,12 +34,13 @@ img { max-width: 100%; }
 def report_figures(run_dir: Path) -> list[tuple[str, Path]]:
     """(caption, png) of the figures the trainer saved, in report order."""
     figs = []
-    p = run_dir / "confusion_all.png"
+    p = run_folder.confusion_all(run_dir)
     if p.exists():
         figs.append(("Confusion matrices on the test split", p))
     for arch, label in MODEL_LABELS.items():
-        for name, cap in (("curves.png", "loss and accuracy per epoch"), ("reliability.png", "reliability (test)")):
-            f = run_dir / arch / name
+        for name, cap in ((run_folder.CURVES, "loss and accuracy per epoch"),
+                          (run_folder.RELIABILITY, "reliability (test)")):
+            f = run_folder.arch_dir(run_dir, arch) / name
             if f.exists():
                 figs.append((f"{label}: {cap}", f))
     return figs
@@ -73,9 +76,9 @@ def export_report(run_dir: str | Path, target: str | Path) -> list[Path]:
     if target.suffix.lower() not in (".html", ".htm", ".pdf"):
         target = target.with_suffix(".html")
     written = []
-    for src, suffix in (("report.md", ".md"), ("report.json", ".json")):
+    for src, suffix in ((run_folder.report_md(run_dir), ".md"), (run_folder.report_json(run_dir), ".json")):
         dst = target.with_suffix(suffix)
-        atomic.write_bytes(dst, (run_dir / src).read_bytes())
+        atomic.write_bytes(dst, src.read_bytes())
         written.append(dst)
     if target.suffix.lower() == ".pdf":
         _write_pdf(run_dir, target)

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QVBoxLayout, QWidget, QWizardPage
 
 from training.common.formatting import sentence_join
+from training.train import run_folder
 
 from . import setup_form
 from .backbone_box import BackboneBox
@@ -106,7 +107,7 @@ class SetupPage(QWizardPage):
             self.seed.setValue(TrainConfig.__dataclass_fields__["seed"].default)
             self.wiz.jobs.start(JOB_PROBE, probe_task, on_yield=self._on_probe, on_error=lambda _e: True)
         out = self.out_dir.text().strip()
-        if not out or (self._auto_out and (Path(out) / "config.json").exists()):
+        if not out or (self._auto_out and run_folder.config_file(out).exists()):
             self.fresh_out_dir()
         self._settings_changed()
 
@@ -241,5 +242,5 @@ class SetupPage(QWizardPage):
             return False
         self.estimate.stop()
         self.wiz.state.config = cfg
-        self.wiz.state.resuming = (Path(cfg.out_dir) / "config.json").exists()
+        self.wiz.state.resuming = run_folder.config_file(cfg.out_dir).exists()
         return True

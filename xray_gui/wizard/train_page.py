@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from training.common.events import EventKind
+from training.train import run_folder
 
 from .common import JOB_TRAIN, MODEL_LABELS, MessageLabel, error_text, esc, fmt_duration
 from .curve_tabs import CurveTabs
@@ -145,7 +145,7 @@ class TrainPage(QWizardPage):
         self.done, self.cancelled, self.failed, self.closing = False, False, "", False
         self._t_model.clear()
         self.message.show_message("")
-        resuming = (Path(self.cfg.out_dir) / "config.json").exists()
+        resuming = run_folder.config_file(self.cfg.out_dir).exists()
         self.status.setText("Resuming the run…" if resuming else "Starting…")
         self._log(f"{'Resuming' if resuming else 'Starting'} run in {self.cfg.out_dir}")
         self.progress.setRange(0, 0)  # busy until the first batch: the images are being read
