@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     source = f"fit: {len(fit)} training images of {Path(args.split)}; validation: {len(val)} 'val' images"
     if args.lung_run and args.lung_data:
         with open(Path(args.lung_run) / "split.csv", newline="", encoding="utf-8") as fh:
-            extra = [Path(args.lung_data) / r["file"] for r in csv.DictReader(fh) if r["split"] == "val"]
+            rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
+        # a segmenter trained on several sources names each row's data folder (dataset column)
+        extra = [(root / r["dataset"] / r["file"]) if r.get("dataset") else Path(args.lung_data) / r["file"]
+                 for r in rows]
+        known = set(val)
+        extra = [p for p in extra if p not in known]
         val += extra
         source += f" + {len(extra)} validation pairs of the lung segmenter"
     gate = calibrate_segmenter_file(Path(args.segmenter), Path(args.out), fit, val, source=source,

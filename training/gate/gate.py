@@ -283,6 +283,11 @@ def calibrate(fit_vectors: dict[str, np.ndarray], val_measures: Sequence[dict[st
 # --------------------------------------------------------------------------- the gate
 
 
+def _novelty(res: GateResult) -> float:
+    """How unlike the training chest films a gate result is (its novelty score; outline only if none)."""
+    return float(res.scores.get("novelty", len(res.reasons)))
+
+
 def _finite(x: float) -> float:
     return float(x) if np.isfinite(x) else (1e30 if x > 0 else -1e30)
 
@@ -352,8 +357,10 @@ class ChestGate:
         turned upright when the orientation check found the film stored rotated (``orient``
         and an orientation model), and inverted back when the image was found inverted.
 
-        A turn or an inversion is kept only when the film so changed passes the gate: an
-        image that is not a chest film either way is judged as stored, with no such claim."""
+        An inversion is kept only when the inverted film passes the gate.  A turn is kept when
+        the turned film passes, or when it is refused either way but looks more like a chest
+        film turned (a lower novelty score: e.g. a film cut off to one side, refused upright
+        as "off to one side"); otherwise the image is judged as stored, with no turn claimed."""
         colours = list(colours) if colours is not None else [0.0] * len(images)
         found = (self.orientation.detect_batch(list(images)) if orient and self.orientation is not None
                  else [None] * len(images))
@@ -363,10 +370,11 @@ class ChestGate:
         out = []
         for im, px, seg, col, k, o in zip(images, first, segs, colours, turns, found):
             res, judged = self._polarity_checked(px, seg, col)
-            if k and res.refused:  # not a chest film turned either: judge it as stored, no turn claimed
-                res, judged = self._polarity_checked(im, self.segmenter.segment(im), col)
-            elif k:
-                res.rotation = k
+            if k and res.refused:  # refused turned: judge it as stored too, and keep the more chest-like one
+                stored, stored_px = self._polarity_checked(im, self.segmenter.segment(im), col)
+                if not stored.refused or _novelty(stored) <= _novelty(res):
+                    res, judged, k = stored, stored_px, 0
+            res.rotation = k
             res.mirrored = bool(o is not None and o.mirrored)
             if o is not None:
                 res.scores.update({"p_upright": float(o.p_rotation[0]), "p_mirrored": float(o.p_mirrored)})

@@ -1,11 +1,16 @@
 """The orientation check: is a frontal chest film stored rotated by 0 / 90 /
 180 / 270 degrees, and is it mirrored left-right?
 
-A tiny CNN (``OrientationNet``, ~10 M multiply-adds at 64 px) gives one softmax
-over the 8 ways a film can be stored (the dihedral group D4): class
+Two tiny CNNs (``OrientationNet``): the *rotation* network (64 px) gives one
+softmax over the 8 ways a film can be stored (the dihedral group D4; class
 ``k + 4 * m`` means "mirrored left-right if ``m``, then rotated ``90 * k``
-degrees clockwise".  It was trained on rotated and mirrored copies of training
-films only (the labels are free; docs/GATE.md says how and what it measures).
+degrees clockwise"), of which the rotation is used; the *mirror* network (96 px)
+sees the film turned back by the most likely rotation and gives P(mirrored),
+averaged with its answer on the flipped film (``(p(x) + 1 - p(flip x)) / 2``,
+antisymmetric by construction) and, in logit space, with the rotation network's own
+mirror marginal (``thresholds.mirror_tta`` / ``mirror_combine`` in the model file).  Both were trained on rotated and mirrored
+copies of training films only (the labels are free; docs/GATE.md says how and
+what they measure).
 
 Input contract: the loader's grey ``(H, W)`` float32 in [0, 1], 1 = white,
 resized to ``S x S`` (bilinear, antialiased, aspect not kept).
@@ -60,7 +65,7 @@ class OrientationNet(nn.Module):
     apices, heart and diaphragm lie is the whole point), then two linear layers."""
 
     def __init__(self, input_size: int = 64, widths: Sequence[int] = (16, 32, 64, 64), hidden: int = 64,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, n_out: int = N_CLASSES):
         super().__init__()
         if input_size % 16:
             raise ValueError("input_size must be a multiple of 16")
@@ -75,7 +80,7 @@ class OrientationNet(nn.Module):
         self.features = nn.Sequential(*layers)
         side = input_size // 16
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, N_CLASSES))
+                                  nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x - 0.5))
@@ -117,10 +122,13 @@ class OrientationResult:
     p_mirrored: float
 
 
-def decide(p8: np.ndarray, rotation_threshold: float, mirror_threshold: float) -> OrientationResult:
+def decide(p8: np.ndarray, rotation_threshold: float, mirror_threshold: float,
+           p_mirrored: float | None = None) -> OrientationResult:
+    """The decision from the rotation network's 8 probabilities and P(mirrored) (the mirror
+    network's; without one, the rotation network's mirror marginal)."""
     p8 = np.asarray(p8, dtype=np.float64)
     p_rot = p8[:4] + p8[4:]
-    p_mir = float(p8[4:].sum())
+    p_mir = float(p8[4:].sum()) if p_mirrored is None else float(p_mirrored)
     k = int(np.argmax(p_rot))
     turn = k != 0 and p_rot[k] >= rotation_threshold
     return OrientationResult(rotation_deg=ROTATIONS[k] if turn else 0,
@@ -132,22 +140,33 @@ def decide(p8: np.ndarray, rotation_threshold: float, mirror_threshold: float) -
 class OrientationInfo(MetaRecord):
     """What an orientation model file says about itself."""
 
-    name: str = "Orientation check (D4 CNN)"
+    name: str = "Orientation check (rotation + mirror CNNs)"
     version: str = "1"
-    input_size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
-    hidden: int = 64
-    thresholds: dict[str, float] = field(default_factory=lambda: {"rotation": 0.9, "mirror": 0.9})
+    # per network: input_size, widths, hidden, n_out (8 for rotation, 1 for mirror)
+    rotation: dict[str, Any] = field(default_factory=lambda: {"input_size": 64, "widths": [16, 32, 64, 64],
+                                                              "hidden": 64, "n_out": 8})
+    mirror: dict[str, Any] = field(default_factory=dict)  # empty: no mirror network
+    thresholds: dict[str, Any] = field(default_factory=lambda: {"rotation": 0.9, "mirror": 0.9, "mirror_tta": True})
     created: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def save_orientation(net: nn.Module, info: OrientationInfo, path: str | os.PathLike) -> Path:
+NETS = ("rotation", "mirror")
+
+
+def build_net(cfg: dict[str, Any]) -> OrientationNet:
+    return OrientationNet(int(cfg["input_size"]), cfg["widths"], int(cfg.get("hidden", 64)),
+                          n_out=int(cfg.get("n_out", N_CLASSES)))
+
+
+def save_orientation(nets: dict[str, nn.Module], info: OrientationInfo, path: str | os.PathLike) -> Path:
+    """Both networks' weights (names prefixed ``rotation.`` / ``mirror.``) + metadata, atomically."""
     if not info.created:
         info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     meta = {"format": ORIENT_FORMAT, "format_version": ORIENT_FORMAT_VERSION, **info.to_dict()}
-    return write_tensors(state_tensors(net), ORIENT_META_KEY, meta, path)
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in state_tensors(net).items()}
+    return write_tensors(tensors, ORIENT_META_KEY, meta, path)
 
 
 def read_orientation_info(path: str | os.PathLike) -> OrientationInfo:
@@ -170,49 +189,98 @@ def read_orientation_info(path: str | os.PathLike) -> OrientationInfo:
     return OrientationInfo.from_dict(meta)
 
 
-def load_orientation(path: str | os.PathLike) -> tuple[OrientationNet, OrientationInfo]:
-    """Weights checked against their stored SHA-256; the network rebuilt from our code."""
+def load_orientation(path: str | os.PathLike) -> tuple[dict[str, OrientationNet], OrientationInfo]:
+    """Weights checked against their stored SHA-256; the networks rebuilt from our code."""
     info = read_orientation_info(path)
     tensors = read_verified_tensors(Path(path), "orientation weights")
-    net = OrientationNet(info.input_size, info.widths, info.hidden)
+    nets = {}
+    for name in NETS:
+        cfg = getattr(info, name)
+        sub = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        if not cfg or not sub:
+            continue
+        net = build_net(cfg)
+        try:
+            net.load_state_dict(sub, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{Path(path).name}: the weights do not fit the orientation network.") from exc
+        nets[name] = net.eval()
+    if "rotation" not in nets:
+        raise ModelFileError(f"{Path(path).name}: the file holds no rotation network.")
+    return nets, info
+
+
+def _freeze(net: nn.Module, size: int) -> nn.Module:
+    """TorchScript trace + freeze (BatchNorm folded): faster at batch 1 on the CPU; eager on failure."""
+    import warnings
+
     try:
-        net.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{Path(path).name}: the weights do not fit the orientation network.") from exc
-    return net.eval(), info
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            f = torch.jit.freeze(torch.jit.trace(net, torch.zeros(1, 1, size, size)))
+            f(torch.zeros(2, 1, size, size))  # warm-up
+            return f
+    except Exception:  # pragma: no cover - an unusual torch build
+        return net
+
+
+def _combine(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The mean of two probabilities in logit space (two different networks' P(mirrored))."""
+    def logit(x):
+        return torch.log(x.clamp(1e-6, 1 - 1e-6)) - torch.log((1 - x).clamp(1e-6, 1))
+    return torch.sigmoid((logit(p) + logit(q)) / 2)
 
 
 class OrientationDetector:
-    """Runs the orientation network on loader images (CPU, traced and frozen once)."""
+    """Runs the orientation networks on loader images (CPU): the rotation network, then the
+    mirror network on each film turned back by its most likely rotation."""
 
-    def __init__(self, net: OrientationNet, info: OrientationInfo | None = None):
+    def __init__(self, nets: dict[str, OrientationNet], info: OrientationInfo | None = None):
         self.info = info or OrientationInfo()
-        self.size = int(self.info.input_size)
-        self.rotation_threshold = float(self.info.thresholds.get("rotation", 0.9))
-        self.mirror_threshold = float(self.info.thresholds.get("mirror", 0.9))
-        self.net = net.eval()
-        self._forward = self.net
-        try:
-            with torch.inference_mode():
-                self._forward = torch.jit.freeze(torch.jit.trace(self.net, torch.zeros(1, 1, self.size, self.size)))
-                self._forward(torch.zeros(2, 1, self.size, self.size))  # warm-up
-        except Exception:  # pragma: no cover - an unusual torch build: run it eagerly
-            self._forward = self.net
+        th = self.info.thresholds
+        self.rotation_threshold = float(th.get("rotation", 0.9))
+        self.mirror_threshold = float(th.get("mirror", 0.9))
+        self.mirror_tta = bool(th.get("mirror_tta", False))
+        self.mirror_combine = bool(th.get("mirror_combine", False))
+        self.size = int(self.info.rotation["input_size"])
+        self.mirror_size = int(self.info.mirror["input_size"]) if "mirror" in nets else None
+        self._rot = _freeze(nets["rotation"].eval(), self.size)
+        self._mir = _freeze(nets["mirror"].eval(), self.mirror_size) if "mirror" in nets else None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "OrientationDetector":
         return cls(*load_orientation(path))
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """``(N, 8)`` class probabilities (index ``k + 4 * m``)."""
+    def _inputs(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        big = max(self.size, self.mirror_size or 0)  # one pass over each film; the smaller input from it
+        xb = torch.cat([to_input(im, big) for im in images])
+
+        def at(size):
+            return xb if size == big else F.interpolate(xb, size=(size, size), mode="bilinear",
+                                                        align_corners=False, antialias=True)
+        return at(self.size), (at(self.mirror_size) if self._mir is not None else None)
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(the rotation network's ``(N, 8)`` probabilities, P(mirrored) ``(N,)``)."""
         if len(images) == 0:
-            return np.zeros((0, N_CLASSES), dtype=np.float32)
-        x = torch.cat([to_input(im, self.size) for im in images])
+            return np.zeros((0, N_CLASSES), np.float32), np.zeros(0, np.float32)
+        xs, xm = self._inputs(images)
         with torch.inference_mode():
-            return torch.softmax(self._forward(x).float(), dim=1).numpy()
+            p8 = torch.softmax(self._rot(xs).float(), dim=1)
+            if self._mir is None:
+                return p8.numpy(), p8[:, 4:].sum(1).numpy()
+            k = (p8[:, :4] + p8[:, 4:]).argmax(1)
+            up = torch.stack([torch.rot90(xm[i], int(k[i]), dims=(-2, -1)) for i in range(len(xm))])
+            pm = torch.sigmoid(self._mir(up).float()[:, 0])
+            if self.mirror_tta:
+                pm = 0.5 * (pm + 1 - torch.sigmoid(self._mir(up.flip(-1)).float()[:, 0]))
+            if self.mirror_combine:  # with the rotation network's own mirror marginal, in logit space
+                pm = _combine(pm, p8[:, 4:].sum(1))
+            return p8.numpy(), pm.numpy()
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[OrientationResult]:
-        return [decide(row, self.rotation_threshold, self.mirror_threshold) for row in self.probabilities(images)]
+        p8, pm = self.probabilities(images)
+        return [decide(p8[i], self.rotation_threshold, self.mirror_threshold, float(pm[i])) for i in range(len(p8))]
 
     def detect(self, image: np.ndarray) -> OrientationResult:
         return self.detect_batch([image])[0]
