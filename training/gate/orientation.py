@@ -26,7 +26,6 @@ nothing in it is executed.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +39,11 @@ import torch.nn.functional as F
 from training.common.errors import ModelFileError
 from training.model.modelfile import (
     MetaRecord,
-    check_metadata_digest,
-    read_verified_tensors,
+    read_file_once,
+    read_header,
+    record_from_header,
     state_tensors,
+    verified_tensors,
     write_tensors,
 )
 
@@ -169,30 +170,21 @@ def save_orientation(nets: dict[str, nn.Module], info: OrientationInfo, path: st
     return write_tensors(tensors, ORIENT_META_KEY, meta, path)
 
 
-def read_orientation_info(path: str | os.PathLike) -> OrientationInfo:
-    from safetensors import safe_open
-
+def read_orientation_info(path: str | os.PathLike, header: dict[str, str] | None = None) -> OrientationInfo:
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"Orientation model file not found: {p}")
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            header = fh.metadata() or {}
-        meta = json.loads(header[ORIENT_META_KEY])
-    except Exception as exc:
-        raise ModelFileError(f"{p.name} is not a readable orientation model file.") from exc
-    check_metadata_digest(p.name, header, ORIENT_META_KEY)
-    if meta.get("format") != ORIENT_FORMAT:
-        raise ModelFileError(f"{p.name} is not an orientation model file (format {meta.get('format')!r}).")
-    if int(meta.get("format_version", 0)) > ORIENT_FORMAT_VERSION:
-        raise ModelFileError(f"{p.name} was written by a newer version of this program; update it to open the file.")
-    return OrientationInfo.from_dict(meta)
+    header = header if header is not None else read_header(p, "orientation model")
+    return OrientationInfo.from_dict(record_from_header(p.name, header, ORIENT_META_KEY, ORIENT_FORMAT,
+                                                        ORIENT_FORMAT_VERSION, "orientation model"))
 
 
 def load_orientation(path: str | os.PathLike) -> tuple[dict[str, OrientationNet], OrientationInfo]:
-    """Weights checked against their stored SHA-256; the networks rebuilt from our code."""
-    info = read_orientation_info(path)
-    tensors = read_verified_tensors(Path(path), "orientation weights")
+    """One read of the file; weights checked against their stored SHA-256; the networks rebuilt from our code."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"Orientation model file not found: {p}")
+    contents = read_file_once(p, "orientation weights")
+    info = read_orientation_info(p, contents.header)
+    tensors = verified_tensors(p.name, contents, "orientation weights")
     nets = {}
     for name in NETS:
         cfg = getattr(info, name)

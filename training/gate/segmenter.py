@@ -21,7 +21,6 @@ code from the file.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,11 @@ from training.common.errors import ModelFileError
 from training.imaging.resize import resize_grey
 from training.model.modelfile import (
     MetaRecord,
-    check_metadata_digest,
-    read_verified_tensors,
+    read_file_once,
+    read_header,
+    record_from_header,
     state_tensors,
+    verified_tensors,
     write_tensors,
 )
 
@@ -82,31 +83,21 @@ def save_segmenter(model: nn.Module, info: SegmenterInfo, path: str | os.PathLik
     return write_tensors(state_tensors(model), SEG_META_KEY, meta, path)
 
 
-def read_segmenter_info(path: str | os.PathLike) -> SegmenterInfo:
-    from safetensors import safe_open
-
+def read_segmenter_info(path: str | os.PathLike, header: dict[str, str] | None = None) -> SegmenterInfo:
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"Lung segmenter file not found: {p}")
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            header = fh.metadata() or {}
-        meta = json.loads(header[SEG_META_KEY])
-    except Exception as exc:
-        raise ModelFileError(f"{p.name} is not a readable lung segmenter file.") from exc
-    check_metadata_digest(p.name, header, SEG_META_KEY)
-    if meta.get("format") != SEG_FORMAT:
-        raise ModelFileError(f"{p.name} is not a lung segmenter file (format {meta.get('format')!r}).")
-    if int(meta.get("format_version", 0)) > SEG_FORMAT_VERSION:
-        raise ModelFileError(f"{p.name} was written by a newer version of this program; update it to open the file.")
-    return SegmenterInfo.from_dict(meta)
+    header = header if header is not None else read_header(p, "lung segmenter")
+    return SegmenterInfo.from_dict(record_from_header(p.name, header, SEG_META_KEY, SEG_FORMAT, SEG_FORMAT_VERSION,
+                                                      "lung segmenter"))
 
 
 def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, SegmenterInfo]:
-    """Weights checked against their stored SHA-256; the network rebuilt from our code."""
+    """One read of the file; weights checked against their stored SHA-256; the network rebuilt from our code."""
     p = Path(path)
-    info = read_segmenter_info(p)
-    tensors = read_verified_tensors(p, "segmenter weights")
+    if not p.is_file():
+        raise ModelFileError(f"Lung segmenter file not found: {p}")
+    contents = read_file_once(p, "segmenter weights")
+    info = read_segmenter_info(p, contents.header)
+    tensors = verified_tensors(p.name, contents, "segmenter weights")
     net = build_segmenter(info.features)
     try:
         net.load_state_dict(tensors, strict=True)

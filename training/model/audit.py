@@ -45,7 +45,9 @@ def model_stamp(loaded) -> ModelStamp:
         return cached
     from training.model.modelfile import file_sha256, state_tensors, weights_digest
 
-    if loaded.path is not None and loaded.path.is_file():
+    if loaded.path is not None and getattr(loaded, "sha256", ""):  # hashed when the file was read
+        digest, file_name = loaded.sha256, loaded.path.name
+    elif loaded.path is not None and loaded.path.is_file():
         digest, file_name = file_sha256(loaded.path), loaded.path.name
     else:
         digest, file_name = "weights:" + weights_digest(state_tensors(loaded.model)), ""

@@ -89,21 +89,79 @@ def check_metadata_digest(name: str, header: dict[str, str], meta_key: str) -> N
                              "its checksum; the file was altered or damaged.")
 
 
-def read_verified_tensors(path, what: str = "weights") -> dict[str, torch.Tensor]:
-    """The tensors of a model file, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+@dataclass
+class FileContents:
+    """A safetensors model file read once: its header metadata, its tensors (not yet checked)
+    and the SHA-256 of the file's bytes (the audit stamp's)."""
+
+    header: dict[str, str]
+    tensors: dict[str, torch.Tensor]
+    sha256: str
+
+
+def read_file_once(path, what: str = "weights") -> FileContents:
+    """Read a safetensors file in one go (one ``open``): the header is parsed from the bytes
+    (8-byte length, JSON), the tensors loaded from the same bytes, the file hashed from them."""
+    import struct
+
+    from safetensors.torch import load as load_bytes
 
     p = Path(path)
     try:
-        with safe_open(str(p), framework="pt") as fh:
-            expected = (fh.metadata() or {}).get("weights_sha256")
-        tensors = load_file(str(p))
+        data = p.read_bytes()
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        tensors = load_bytes(data)
     except Exception as exc:
-        raise ModelFileError(f"{p.name}: the {what} cannot be read (file damaged or truncated).") from exc
-    if not expected or weights_digest(tensors) != expected:
-        raise ModelFileError(f"{p.name}: the {what} do not match their checksum; the file was altered or damaged.")
-    return tensors
+        raise ModelFileError(f"{p.name} is not a readable model file (damaged, truncated, or not a .safetensors "
+                             "file).") from exc
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{p.name} is not a readable model file (damaged metadata).")
+    return FileContents(header={str(k): str(v) for k, v in header.items()}, tensors=tensors,
+                        sha256=hashlib.sha256(data).hexdigest())
+
+
+def verified_tensors(name: str, contents: FileContents, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The file's tensors, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
+    expected = contents.header.get("weights_sha256")
+    if not expected or weights_digest(contents.tensors) != expected:
+        raise ModelFileError(f"{name}: the {what} do not match their checksum; the file was altered or damaged.")
+    return contents.tensors
+
+
+def record_from_header(name: str, header: dict[str, str], meta_key: str, fmt: str, fmt_version: int,
+                       kind: str) -> dict[str, Any]:
+    """The metadata record of a helper model file (segmenter, orientation check) from its header,
+    checked: its digest, its format and version (``ModelFileError`` in words otherwise)."""
+    try:
+        meta = json.loads(header[meta_key])
+    except Exception as exc:
+        raise ModelFileError(f"{name} is not a readable {kind} file.") from exc
+    check_metadata_digest(name, header, meta_key)
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"{name} is not a {kind} file (format {meta.get('format')!r}).")
+    if int(meta.get("format_version", 0)) > fmt_version:
+        raise ModelFileError(f"{name} was written by a newer version of this program; update it to open the file.")
+    return meta
+
+
+def read_header(path, kind: str) -> dict[str, str]:
+    """Only the header metadata of a safetensors file (dialogs, cards)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{kind[0].upper()}{kind[1:]} file not found: {p}")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            return fh.metadata() or {}
+    except Exception as exc:
+        raise ModelFileError(f"{p.name} is not a readable {kind} file.") from exc
+
+
+def read_verified_tensors(path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensors of a model file, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
+    return verified_tensors(Path(path).name, read_file_once(path, what), what)
 
 
 @dataclass
@@ -154,6 +212,7 @@ class LoadedModel:
     model: nn.Module
     info: ModelInfo
     path: Path | None = None
+    sha256: str = ""  # of the file's bytes, computed when it was read (the audit stamp's digest)
 
     @property
     def display_name(self) -> str:
@@ -183,11 +242,7 @@ def save_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, ha
     return write_tensors(state_tensors(model, half=half), META_KEY, meta, path)
 
 
-def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
-    """Read and validate only the metadata (fast; used by 'Open Model' dialogs)."""
-    from safetensors import safe_open
-
-    p = Path(path)
+def _check_path(p: Path) -> None:
     if not p.exists():
         raise ModelFileError(f"Model file not found: {p}")
     if p.is_dir():
@@ -196,40 +251,53 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
         raise ModelFileError(f"{p} is not a regular file (a named pipe or device), not a model file.")
     if p.stat().st_size == 0:
         raise ModelFileError(f"{p.name} is empty (0 bytes).")
+
+
+def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
+    """Read and validate only the metadata (fast; used by 'Open Model' dialogs)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    _check_path(p)
     try:
         with safe_open(str(p), framework="pt") as fh:
             header = fh.metadata() or {}
     except Exception as exc:
         raise ModelFileError(
             f"{p.name} is not a readable model file (damaged, truncated, or not a .safetensors file).") from exc
+    return info_from_header(p.name, header), header
+
+
+def info_from_header(name: str, header: dict[str, str]) -> ModelInfo:
+    """The model's description from a file's header metadata, validated (``ModelFileError``)."""
     if META_KEY not in header:
-        raise ModelFileError(f"{p.name} is a safetensors file but not a chest X-ray model (no model metadata).")
+        raise ModelFileError(f"{name} is a safetensors file but not a chest X-ray model (no model metadata).")
     try:
         meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{p.name}: the model metadata is damaged.") from exc
+        raise ModelFileError(f"{name}: the model metadata is damaged.") from exc
     if not isinstance(meta, dict):
-        raise ModelFileError(f"{p.name}: the model metadata is damaged (not a record).")
+        raise ModelFileError(f"{name}: the model metadata is damaged (not a record).")
     if meta.get("format") == FORMAT:
-        check_metadata_digest(p.name, header, META_KEY)
+        check_metadata_digest(name, header, META_KEY)
     if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{p.name} is not a chest X-ray model file (format {meta.get('format')!r}).")
+        raise ModelFileError(f"{name} is not a chest X-ray model file (format {meta.get('format')!r}).")
     if not isinstance(meta.get("format_version", 0), int):
-        raise ModelFileError(f"{p.name}: the model metadata is damaged (format version {meta.get('format_version')!r}).")
+        raise ModelFileError(f"{name}: the model metadata is damaged (format version {meta.get('format_version')!r}).")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelFileError(
-            f"{p.name} was written by a newer version of this program (format {meta.get('format_version')}); "
+            f"{name} was written by a newer version of this program (format {meta.get('format_version')}); "
             "update the program to open it.")
     if meta.get("arch") not in ARCHITECTURES:
-        raise ModelFileError(f"{p.name} uses an unknown architecture {meta.get('arch')!r}.")
+        raise ModelFileError(f"{name} uses an unknown architecture {meta.get('arch')!r}.")
     try:
         info = ModelInfo.from_dict(meta)
     except TypeError as exc:
-        raise ModelFileError(f"{p.name}: the model metadata is incomplete.") from exc
+        raise ModelFileError(f"{name}: the model metadata is incomplete.") from exc
     problem = _metadata_problem(info)
     if problem:
-        raise ModelFileError(f"{p.name}: {problem}")
-    return info, header
+        raise ModelFileError(f"{name}: {problem}")
+    return info
 
 
 MIN_INPUT, MAX_INPUT = 32, 1024
@@ -283,8 +351,10 @@ def _metadata_problem(info: ModelInfo) -> str:
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
     """Load and verify a model file; the model is returned in eval mode on ``device``."""
     p = Path(path)
-    info, _ = read_info(p)
-    tensors = read_verified_tensors(p)
+    _check_path(p)
+    contents = read_file_once(p)  # the one read of the file: metadata, weights and the audit digest
+    info = info_from_header(p.name, contents.header)
+    tensors = verified_tensors(p.name, contents)
     if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
         raise ModelFileError(f"{p.name}: the weights contain invalid numbers (NaN or infinite); the file is damaged.")
     model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size),
@@ -295,7 +365,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> L
         raise ModelFileError(
             f"{p.name}: the weights do not fit the {ARCH_LABELS[info.arch]} architecture of this program.") from exc
     model.eval().to(device)
-    return LoadedModel(model=model, info=info, path=p)
+    return LoadedModel(model=model, info=info, path=p, sha256=contents.sha256)
 
 
 def loaded_from_module(model: nn.Module, info: ModelInfo) -> LoadedModel:
