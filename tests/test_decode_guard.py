@@ -223,8 +223,9 @@ def test_ctrl_c_is_prompt_while_a_decode_hangs(tmp_path):
                             text=True, env=env)
     kids: list[str] = []
     try:
-        # wait until the decode worker is running (the model and gate load first)
-        deadline = time.monotonic() + 120
+        # wait until the decode worker is running (the model, the gate and the orientation check load
+        # first: minutes on a loaded 2-core machine)
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "decode_guard"], capture_output=True,
                                   text=True).stdout.split()
