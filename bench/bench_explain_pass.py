@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     one_pass = explain.pass_with_cams
 
     def two_passes(classifier, x):  # what classify_paths(explain=True) did before
-        logits, lesion = classifier._outputs(x)
+        logits, lesion = classifier.outputs(x)
         return logits, lesion, explain.package_gradcam_maps(classifier, x)
 
     modes = {"explain=False": (False, one_pass), "explain=True, one pass": (True, one_pass),

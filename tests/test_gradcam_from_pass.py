@@ -148,7 +148,7 @@ def test_classify_paths_lung_shares_come_from_the_classification_pass(tiny_v2_mo
     assert [p.p_covid for p in explained] == pytest.approx([p.p_covid for p in plain], abs=1e-6)
 
     def two_passes(classifier, x):  # the former way: classify, then the package's Grad-CAM
-        logits, lesion = classifier._outputs(x)
+        logits, lesion = classifier.outputs(x)
         return logits, lesion, reference_gradcam(classifier, x)
 
     monkeypatch.setattr(explain, "pass_with_cams", two_passes)

@@ -180,7 +180,12 @@ def test_open_dicom_shows_metadata_window_level_and_hidden_patient(window, qtbot
     assert not window.images.display.windowed
 
 
-def test_header_refusal_offers_classify_anyway(window, qtbot, dicom_dir):
+def test_header_refusal_offers_classify_anyway(window, qtbot, dicom_dir, monkeypatch):
+    import training.imaging.loading as loading
+
+    decoded = []
+    real = loading.load_image
+    monkeypatch.setattr(loading, "load_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
     with qtbot.waitSignal(window.images.refusalShown, timeout=WAIT) as sig:
         window.open_image(dicom_dir / "cxr11_nih_udacity_test5_modality-CT.dcm")
     assert "CT" in sig.args[0] or "modality" in sig.args[0].lower()
@@ -197,6 +202,7 @@ def test_header_refusal_offers_classify_anyway(window, qtbot, dicom_dir):
     assert not pred.args[0].valid and "CT" in pred.args[0].forced_reason()
     assert panel.label.text() == NOT_VALID_LABEL and HEADER_NOT_VALID_NOTE in panel.p_text.text()
     assert "header" in panel.state.text() and "CT" in panel.state.text()
+    assert len(decoded) == 1, decoded  # shown refused, then classified anyway: the file was decoded once
 
 
 def test_broken_file_shows_reason_without_override(window, qtbot, tmp_path, png):

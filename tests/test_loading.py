@@ -17,6 +17,7 @@ from training.imaging.loading import (
     LoadedImage,
     apply_window,
     find_images,
+    header_refusal,
     load_image,
 )
 
@@ -448,6 +449,10 @@ def test_dicom_header_gates(tmp_path, phantom16, kw, code, needle):
     im = load_image(path, check_header=False)  # "classify anyway"
     check_pixels(im)
     assert any(needle in w for w in im.warnings)
+    # decoded once with the checks off, the strict refusal is still known (the app shows it over the image)
+    again = header_refusal(im)
+    assert (again.reason, again.code) == (err.reason, err.code)
+    assert header_refusal(load_image(write_dicom(tmp_path / "ok.dcm", make_dicom(phantom16)), check_header=False)) is None
 
 
 @pytest.mark.parametrize(

@@ -52,19 +52,18 @@ HEADER_CODES = ("modality", "body_part", "view")
 def open_image_task(path: str, check_header: bool, classifier):
     """Decode one file; then classify it when ``classifier`` is given.
 
-    A header-only refusal (modality / body part / view) still decodes the
-    pixels so the user sees what was refused: ``("refused", exc, image, range)``.
-    Other refusals (``ImageRefused``) propagate: the window shows the reason."""
-    from training.common.errors import ImageRefused
-    from training.imaging.loading import load_image
+    The file is decoded once, with the DICOM header gates as notes: a
+    header-only refusal (modality / body part / view) still shows the pixels
+    so the user sees what was refused: ``("refused", exc, image, range)``
+    (``training.imaging.loading.header_refusal``), and "Classify anyway" goes
+    on with the same image.  Other refusals (``ImageRefused``) propagate: the
+    window shows the reason."""
+    from training.imaging.loading import header_refusal, load_image
 
-    try:
-        img = load_image(path, check_header=check_header)
-    except ImageRefused as exc:
-        if not (check_header and exc.code in HEADER_CODES):
-            raise
-        img = load_image(path, check_header=False)
-        yield ("refused", exc, img, _raw_range(img))
+    img = load_image(path, check_header=False)
+    refusal = header_refusal(img) if check_header else None
+    if refusal is not None:
+        yield ("refused", refusal, img, _raw_range(img))
         return
     yield ("image", img, _raw_range(img))
     if classifier is not None:
@@ -87,14 +86,18 @@ def lung_mask_task(key, classifier, image, mask=None):
     """The lung outline of an image whose prediction came from a batch: from
     ``mask`` when known (batch results carry the gate's mask), else from the
     gate's segmenter.  Yields ``("lungs", key, mask, outline)``."""
+    shape = image.pixels.shape[:2]
     if mask is None:
         if getattr(classifier, "gate", None) is None:
             return
-        colour = float(getattr(image.meta, "colour", 0.0) or 0.0)
+        from training.inference.gate_policy import mask_of, screen
+
         with MODEL_LOCK:
-            result, _ = classifier.gate.check(image.pixels, colour)
-        mask = result.segmentation.mask if result.segmentation is not None else None
-    yield ("lungs", key, mask, lung_outline_path(mask, image.pixels.shape))
+            result, _ = screen(classifier.gate, image.pixels, image.meta)
+        mask = mask_of(result)
+        if result.rotation % 2:  # the mask is on the frame the film was classified in
+            shape = shape[::-1]
+    yield ("lungs", key, mask, lung_outline_path(mask, shape))
 
 
 def _raw_range(img) -> tuple[float, float] | None:

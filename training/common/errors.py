@@ -32,7 +32,7 @@ class ImageRefused(XrayError):
     or wide), ``timeout`` (decoding compressed pixel data ran past its time
     limit), ``cancelled`` (the program closed during the decode);
     ``not_chest_xray`` is the chest-radiograph gate's refusal
-    (``training.inference.classifier.GATE_CODE``).
+    (``training.inference.result.GATE_CODE``).
     """
 
     code = "refused"

@@ -48,6 +48,7 @@ __all__ = [
     "ImageMeta",
     "LoadedImage",
     "load_image",
+    "header_refusal",
     "apply_window",
     "find_images",
     "walk_folder",
@@ -93,6 +94,9 @@ class ImageMeta:
     colour: float = 0.0  # mean chroma (max - min of R, G, B, in [0, 1]) before conversion to grey; 0 for grey
     # header refusals the user overrode ("Classify anyway" / --allow-any-header): a result is then not valid
     header_overridden: tuple[str, ...] = ()
+    # the same refusals as the strict check raises them, (sentence, ImageRefused code), in order: lets a viewer
+    # decode once with the checks off and still show the refusal (:func:`header_refusal`)
+    header_refusals: tuple[tuple[str, str], ...] = ()
     # how the pixels were turned from the file's: (counter-clockwise quarter turns, mirrored left-right first),
     # by the orientation check or the user (``training.imaging.turn``); ``user_turned``: the user chose it,
     # so no automatic orientation check runs on them
@@ -294,6 +298,14 @@ def load_image(path: str | os.PathLike, *, check_header: bool = True) -> LoadedI
         raise _refuse(
             f"The image file is damaged or could not be read ({type(exc).__name__}).", "corrupt"
         ) from exc
+
+
+def header_refusal(img: LoadedImage) -> ImageRefused | None:
+    """The refusal ``load_image(check_header=True)`` raises for an image loaded with
+    ``check_header=False`` (its first header gate that fired), or None: a viewer
+    decodes a file once and can still show what the header check says."""
+    refusals = img.meta.header_refusals
+    return _refuse(*refusals[0]) if refusals else None
 
 
 def _load(p: Path, check_header: bool) -> LoadedImage:
@@ -727,7 +739,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
     if ds is None:
         ds = _read_dataset(p)
     warnings: list[str] = []
-    overridden: list[str] = []
+    overridden: list[tuple[str, str]] = []
     tsuid, ts_text = _transfer_syntax(ds)
     hdr = _header_facts(ds, ts_text)
     _check_has_image(p, ds, hdr.sop_name)
@@ -746,7 +758,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         photometric=hdr.photometric, bits=int(bits), original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
         window=None if window is None else (float(window[0]), float(window[1])), window_source=source,
         transfer_syntax=ts_text, patient=hdr.patient, extra=hdr.extra, colour=chroma,
-        header_overridden=tuple(overridden),
+        header_overridden=tuple(clause(reason) for reason, _ in overridden), header_refusals=tuple(overridden),
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
 
@@ -839,16 +851,16 @@ def _check_has_image(p: Path, ds, sop_name: str) -> None:
 
 
 def _header_gates(ds, hdr: _DicomHeader, check_header: bool, warnings: list[str],
-                  overridden: list[str] | None = None) -> None:
+                  overridden: list[tuple[str, str]] | None = None) -> None:
     """Modality, body part and view: refuse (or, overridden, warn about and
-    record in ``overridden``) what is not a frontal chest film."""
+    record ``(reason, code)`` in ``overridden``) what is not a frontal chest film."""
 
     def gate(reason: str, code: str) -> None:
         if check_header:
             raise _refuse(reason, code)
         warnings.append(f"{clause(reason)} (header check overridden).")
         if overridden is not None:
-            overridden.append(clause(reason))
+            overridden.append((reason, code))
 
     _modality_gate(hdr, gate, warnings)
     descriptions = " / ".join(

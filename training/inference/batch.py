@@ -22,6 +22,7 @@ import torch
 from training.common.errors import ImageRefused
 from training.common.formatting import exception_text
 from training.imaging.loading import load_image
+from training.inference import gate_policy
 from training.inference.result import Prediction, lung_involvement
 from training.model.lung_input import Box, place_heatmap
 
@@ -61,11 +62,6 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel())
 
 
-def mask_of(gres) -> np.ndarray | None:
-    """The gate's lung mask (bool, ``SEG_SIZE`` square), or None."""
-    return gres.segmentation.mask if gres is not None and gres.segmentation is not None else None
-
-
 class BatchMixin:
     """``classify_paths`` and its decode step (see the module docstring)."""
 
@@ -79,11 +75,11 @@ class BatchMixin:
         pixels, gres = img.pixels, None
         try:
             if self.gate is not None:
-                gres, pixels = self.gate.check(pixels, float(img.meta.colour or 0.0), orient=not img.meta.user_turned)
-                if gres.refused and enforce_gate:
+                gres, pixels = gate_policy.screen(self.gate, pixels, img.meta)
+                if gate_policy.stops(gres, enforce_gate):
                     return _Decoded(path, "refused", meta=img.meta, warnings=list(img.warnings), gate=gres,
                                     preview=_preview(pixels, preview) if preview else None)
-            tensor, box = self.model_input(pixels, mask_of(gres))
+            tensor, box = self.model_input(pixels, gate_policy.mask_of(gres))
         except Exception as exc:
             return _Decoded(path, "error", reason=exception_text(exc), code="error", meta=img.meta,
                             warnings=list(img.warnings))
@@ -159,13 +155,13 @@ class BatchMixin:
                 pred.preview = d.preview
                 pred.input_box = d.box
                 if d.gate is not None:
-                    self._apply_gate(pred, d.gate)
+                    gate_policy.apply_gate(pred, d.gate)
                 pred.lung_involvement = lung_involvement(pred)
                 if id(d) in shares:
                     pred.set_heat_share(shares[id(d)])
                 yield pred
             elif d.status == "refused" and d.gate is not None:
-                pred = self._gated(d.path, d.gate, d.meta, d.warnings, True)
+                pred = gate_policy.refused_prediction(d.path, d.gate, d.meta, d.warnings, self._threshold)
                 pred.preview = d.preview
                 yield pred
             elif d.status == "ok":

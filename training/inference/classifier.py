@@ -44,19 +44,17 @@ import torch
 from training.common.device import pick_device
 from training.common.errors import XrayError
 from training.common.formatting import clause
-from training.imaging.resize import preprocess
-from training.model.lung_input import Box, InputSpec, model_view
+from training.model.lung_input import Box, InputSpec, model_input
 from training.model.modelfile import LoadedModel, ModelInfo, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from training.gate.gate import ChestGate
     from training.imaging.loading import LoadedImage
 
-from training.inference.batch import BatchMixin, default_decode_workers, mask_of
+from training.inference import gate_policy
+from training.inference.batch import BatchMixin, default_decode_workers
 from training.inference.engine import EngineMixin
 from training.inference.result import (
-    FORCED_NOTE,
-    GATE_CODE,
     HEADER_FORCED_NOTE,
     PNEUMONIA,
     Prediction,
@@ -229,16 +227,13 @@ class Classifier(EngineMixin, BatchMixin):
         return self.loaded.display_name
 
     def model_input(self, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
-        """Loader pixels -> the model's input ``(3, S, S)`` and the region it shows.
-
-        The one image -> tensor path of prediction and Grad-CAM: the model
-        file's input spec (lung crop, intensity normalisation; see
-        ``training.model.lung_input``), then the model's resize.  ``lung_mask`` is the
-        gate's segmentation; without it a lung-region model segments here."""
+        """Loader pixels -> the model's input ``(3, S, S)`` and the region it shows
+        (:func:`training.model.lung_input.model_input`, the one path of prediction,
+        batches and Grad-CAM).  ``lung_mask`` is the gate's segmentation; without it
+        a lung-region model segments here."""
         if self.spec.needs_lungs and lung_mask is None:
             lung_mask = self._segmenter.segment(pixels).mask
-        view, box = model_view(pixels, self.spec, lung_mask)
-        return preprocess(view, self.input_size), box
+        return model_input(pixels, self.spec, self.input_size, lung_mask)
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Grey ``(H, W)`` images in [0, 1] -> P(COVID) per image (float32)."""
@@ -279,7 +274,8 @@ class Classifier(EngineMixin, BatchMixin):
         return pred
 
     def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True) -> Prediction:
-        """Classify one already-loaded image, through the gate when there is one.
+        """Classify one already-loaded image, through the gate when there is one
+        (its policy: ``training.inference.gate_policy``).
 
         A gate refusal returns a ``'refused'`` Prediction (code ``GATE_CODE``);
         ``enforce_gate=False`` ("Classify anyway") classifies it all the same,
@@ -291,42 +287,18 @@ class Classifier(EngineMixin, BatchMixin):
         pixels = image.pixels
         gres = None
         if self.gate is not None:
-            gres, pixels = self.gate.check(pixels, float(getattr(meta, "colour", 0.0) or 0.0),
-                                           orient=not getattr(meta, "user_turned", False))
-            pred = self._gated(path, gres, meta, warnings, enforce_gate)
-            if pred is not None:
-                return pred
-        tensor, box = self.model_input(pixels, mask_of(gres))
+            gres, pixels = gate_policy.screen(self.gate, pixels, meta)
+            if gate_policy.stops(gres, enforce_gate):
+                return gate_policy.refused_prediction(path, gres, meta, warnings, self._threshold)
+        tensor, box = self.model_input(pixels, gate_policy.mask_of(gres))
         probs, lesions = self.predict_full(tensor[None])
         pred = self._ok(path, probs[0], meta, warnings, None if lesions is None else lesions[0])
         pred.input_box = box
         if gres is not None:
-            self._apply_gate(pred, gres)
+            gate_policy.apply_gate(pred, gres)
         pred.lung_involvement = lung_involvement(pred)
         return pred
 
-    def _gated(self, path, gres, meta, warnings, enforce: bool) -> "Prediction | None":
-        """The refused Prediction for a gate refusal, or None to go on classifying."""
-        if not gres.refused or not enforce:
-            return None
-        pred = Prediction(path=None if path is None else Path(path), status="refused", threshold=self._threshold,
-                          reason=gres.refusal_text(), warnings=warnings + gres.warning_texts(), meta=meta,
-                          code=GATE_CODE, suitability=gres.decision, inverted=gres.inverted,
-                          gate_scores=dict(gres.scores), rotation=gres.rotation, mirrored=gres.mirrored)
-        pred.lung_mask = mask_of(gres)
-        return pred
-
-    @staticmethod
-    def _apply_gate(pred: Prediction, gres) -> None:
-        pred.suitability = gres.decision
-        pred.inverted = gres.inverted
-        pred.rotation, pred.mirrored = gres.rotation, gres.mirrored
-        pred.gate_scores = dict(gres.scores)
-        pred.lung_mask = mask_of(gres)  # kept: Grad-CAM, the lung outline and DICOM export need not segment again
-        pred.warnings.extend(gres.warning_texts())
-        if gres.refused:
-            pred.valid = False
-            pred.warnings.insert(0, f"{clause(FORCED_NOTE)} ({clause(gres.refusal_text())}).")
 
 def load_gate(gate) -> "ChestGate | None":
     """``'default'`` -> the shipped gate or None; a path -> that segmenter's gate."""

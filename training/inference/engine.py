@@ -9,7 +9,9 @@ A mixin: it works on the classifier's ``model``, ``device``, ``loaded``, ``info`
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,28 @@ from training.common.formatting import exception_text
 from training.imaging.resize import preprocess
 
 log = logging.getLogger("training.inference.classifier")
+
+
+class _Captured:
+    value: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def capture_features(model: torch.nn.Module):
+    """Catch ``model.cam_layer``'s output of a forward pass run in THIS thread (the hook ignores other
+    threads' passes on the same model): ``with capture_features(m) as got: m(x)`` -> ``got.value``."""
+    got = _Captured()
+    me = threading.get_ident()
+
+    def hook(_module, _inputs, output):
+        if threading.get_ident() == me:
+            got.value = output
+
+    handle = model.cam_layer.register_forward_hook(hook)
+    try:
+        yield got
+    finally:
+        handle.remove()
 
 
 class EngineMixin:
@@ -141,8 +165,8 @@ class EngineMixin:
                 return logits.float(), lesion.float()
             return self.model(x).float(), None
 
-    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(class logits, lesion logits or None) from ONE forward pass."""
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class logits, lesion logits or None) from ONE forward pass of the engine."""
         fast = self.fast_engine()
         if fast is not None:
             try:
@@ -151,8 +175,24 @@ class EngineMixin:
                 self._fast_off(f"it failed on a batch: {exception_text(exc)}")
         return self._torch_outputs(x)
 
+    def outputs_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """ONE forward pass: (class logits, lesion logits or None, ``cam_layer``'s activations ``(N, C, h, w)``)
+        for Grad-CAM (``training.inference.explain.cams_from_features``).  ONNX Runtime when it runs and its
+        graph has the ``features`` output, PyTorch (precision, channels_last as :meth:`outputs`) otherwise."""
+        fast = self.fast_engine()
+        if fast is not None and getattr(fast, "has_features", False):
+            try:
+                return fast.outputs_with_features(x)
+            except Exception as exc:  # a session error: this batch and the rest run on PyTorch (as in outputs)
+                self._fast_off(f"it failed on a batch: {exception_text(exc)}")
+        with capture_features(self.model) as got:
+            logits, lesion = self._torch_outputs(x)
+        if got.value is None:
+            raise RuntimeError("the model's cam_layer gave no output in the forward pass")
+        return logits, lesion, got.value
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._outputs(x)[0]
+        return self.outputs(x)[0]
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities ``(N, C)`` in the order of the model's class names."""
@@ -185,7 +225,7 @@ class EngineMixin:
                     logits, lesion, cam = pass_with_cams(self, chunk)
                     cams.append(cam)
                 else:
-                    logits, lesion = self._outputs(chunk)
+                    logits, lesion = self.outputs(chunk)
                 probs.append(self._probabilities(logits).cpu())
                 if lesion is not None:
                     lesions.append(torch.sigmoid(lesion.float())[:, 0].cpu())

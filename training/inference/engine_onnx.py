@@ -127,7 +127,7 @@ class _ExportView(nn.Module):
         self.features = features
 
     def forward(self, x: torch.Tensor):
-        from training.inference.explain import capture_features
+        from training.inference.engine import capture_features
 
         with capture_features(self.model) if self.features else contextlib.nullcontext() as got:
             outs = list(self.model.forward_with_lesion(x)) if self.lesion else [self.model(x)]
@@ -270,7 +270,7 @@ class OnnxEngine:
 def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float) -> str:
     """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
     (batch of N, then its first image alone), else what differs."""
-    from training.inference.explain import capture_features
+    from training.inference.engine import capture_features
 
     features = _has_features(model)
     with torch.inference_mode():

@@ -70,7 +70,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 
 import numpy as np
 import torch
@@ -79,7 +78,6 @@ import torch.nn.functional as F
 
 from training.common import atomic
 from training.common.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
-from training.imaging.resize import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -153,51 +151,6 @@ def _target_index(classifier) -> int | None:
     return None
 
 
-class _Captured:
-    value: torch.Tensor | None = None
-
-
-@contextlib.contextmanager
-def capture_features(model: nn.Module):
-    """Catch ``model.cam_layer``'s output of a forward pass run in THIS thread (the hook ignores other
-    threads' passes on the same model): ``with capture_features(m) as got: m(x)`` -> ``got.value``."""
-    got = _Captured()
-    me = threading.get_ident()
-
-    def hook(_module, _inputs, output):
-        if threading.get_ident() == me:
-            got.value = output
-
-    handle = model.cam_layer.register_forward_hook(hook)
-    try:
-        yield got
-    finally:
-        handle.remove()
-
-
-def outputs_with_features(classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """ONE forward pass of the classifier's engine: (class logits, lesion logits or None, ``cam_layer``'s
-    activations ``(N, C, h, w)``).  ONNX Runtime when it runs and its graph has the ``features`` output,
-    PyTorch (the classifier's own pass: precision, channels_last) otherwise."""
-    fast = classifier.fast_engine() if hasattr(classifier, "fast_engine") else None
-    if fast is not None and getattr(fast, "has_features", False):
-        try:
-            return fast.outputs_with_features(x)
-        except Exception as exc:  # a session error: this batch and the rest run on PyTorch (as in _outputs)
-            from training.common.formatting import exception_text
-
-            classifier._fast_off(f"it failed on a batch: {exception_text(exc)}")
-    model = classifier.model
-    with capture_features(model) as got:
-        if hasattr(classifier, "_torch_outputs"):
-            logits, lesion = classifier._torch_outputs(x)
-        else:
-            logits, lesion = model(x.to(classifier.device)).float(), None
-    if got.value is None:
-        raise RuntimeError("the model's cam_layer gave no output in the forward pass")
-    return logits, lesion, got.value
-
-
 @contextlib.contextmanager
 def _head_grad(model: nn.Module, device: torch.device):
     """Gradients on, fp32, cuDNN off for LSTMs on CUDA (see the module doc); the model is not touched."""
@@ -245,18 +198,18 @@ def cams_from_features(classifier, features: torch.Tensor, size: tuple[int, int]
 def pass_with_cams(classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
     """``Classifier.predict_full(with_cam=True)``'s pass for one chunk: (class logits, lesion logits or None,
     heatmaps ``(N, S, S)`` or None when the explanation failed - it never fails the classification).
-    Models with :func:`cam_head`: one forward pass (:func:`outputs_with_features`).  Others (the ``lstm``
+    Models with :func:`cam_head`: one forward pass (``Classifier.outputs_with_features``).  Others (the ``lstm``
     model's SmoothGrad, a ``cam_layer`` without ``_head``): the classification pass, then
     :func:`gradcam_maps`."""
     if cam_head(classifier.model) is None:
-        logits, lesion = classifier._outputs(x)
+        logits, lesion = classifier.outputs(x)
         try:
             cams = gradcam_maps(classifier, x)
         except Exception as exc:
             log.warning("explanation failed on a batch: %s: %s", type(exc).__name__, exc)
             cams = None
         return logits, lesion, cams
-    logits, lesion, features = outputs_with_features(classifier, x)
+    logits, lesion, features = classifier.outputs_with_features(x)
     try:
         cams = cams_from_features(classifier, features, tuple(x.shape[-2:]))
     except Exception as exc:
@@ -276,14 +229,13 @@ def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
         return np.stack([smoothgrad_tensor(classifier, x) for x in batch])
     if cam_head(model) is None:
         return package_gradcam_maps(classifier, batch)
-    if hasattr(classifier, "fast_engine"):
-        classifier.fast_engine()  # built outside inference mode (the export traces the model)
+    classifier.fast_engine()  # built outside inference mode (the export traces the model)
     step = int(getattr(classifier, "batch_size", 0) or max(1, batch.shape[0]))
     out = []
     with torch.inference_mode():
         for start in range(0, batch.shape[0], step):
             chunk = batch[start:start + step]
-            _, _, features = outputs_with_features(classifier, chunk)
+            _, _, features = classifier.outputs_with_features(chunk)
             out.append(cams_from_features(classifier, features, tuple(chunk.shape[-2:])))
     if not out:
         return np.empty((0, *batch.shape[-2:]), dtype=np.float32)
@@ -313,15 +265,6 @@ def package_gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(maps, dtype=np.float32)
 
 
-def _model_input(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None):
-    """The classifier's own image -> tensor path (lung crop, normalisation, resize) and its region."""
-    if hasattr(classifier, "model_input"):
-        return classifier.model_input(pixels, lung_mask)
-    from training.model.lung_input import Box
-
-    return preprocess(pixels, int(classifier.info.input_size)), Box()
-
-
 def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> np.ndarray:
     """Heatmap ``(H, W)`` float32 in [0, 1] for the grey image ``pixels`` (H, W).
 
@@ -337,7 +280,7 @@ def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None)
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
     if getattr(classifier.model, "cam_layer", None) is None:
         return smoothgrad(classifier, pixels, lung_mask=lung_mask)
-    x, box = _model_input(classifier, pixels, lung_mask)
+    x, box = classifier.model_input(pixels, lung_mask)
     heat = gradcam_maps(classifier, x[None])[0]
     return _normalise(place_heatmap(heat, box, pixels.shape))
 
@@ -393,7 +336,7 @@ def smoothgrad(classifier, pixels: np.ndarray, n: int = 16, noise: float = 0.10,
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
-    x, box = _model_input(classifier, pixels, lung_mask)
+    x, box = classifier.model_input(pixels, lung_mask)
     sal = smoothgrad_tensor(classifier, x, n, noise, seed)
     return _normalise(place_heatmap(sal, box, pixels.shape), top_percentile=99.5)
 
@@ -487,5 +430,5 @@ def save_overlay_png(path: str | os.PathLike, pixels: np.ndarray, heatmap: np.nd
     atomic.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
-__all__ = ["gradcam", "gradcam_maps", "cams_from_features", "pass_with_cams", "outputs_with_features",
-           "package_gradcam_maps", "capture_features", "cam_head", "smoothgrad", "overlay_rgb", "heat_rgba", "colour_layer_size", "COLOUR_LAYER_MAX_SIDE", "heat_weight", "save_overlay_png"]
+__all__ = ["gradcam", "gradcam_maps", "cams_from_features", "pass_with_cams",
+           "package_gradcam_maps", "cam_head", "smoothgrad", "overlay_rgb", "heat_rgba", "colour_layer_size", "COLOUR_LAYER_MAX_SIDE", "heat_weight", "save_overlay_png"]

@@ -17,9 +17,12 @@ in its file (``ModelInfo.preprocessing``) and read back by :class:`InputSpec`.
   style (exposure, processing curve) while keeping local contrast.
   ``"none"`` leaves the grey levels alone.
 
-The view is returned at ``WORK_SIZE`` x ``WORK_SIZE`` (aspect not kept, like
-the rest of the pipeline); the model's own resize to its input size follows in
-:func:`training.imaging.resize.preprocess`.  ``Box`` fractions let Grad-CAM put a
+:func:`model_input` is the path from loader pixels to the model's input tensor
+(prediction, the batch pipeline, Grad-CAM): one resize to the input size, or
+for a CLAHE model the canvas the file records (``work_size``), CLAHE, then the
+input size.  :func:`model_view` is the training cache's view: at the work size
+(aspect not kept, like the rest of the pipeline), augmented and resized to the
+input size by the trainer.  ``Box`` fractions let Grad-CAM put a
 heatmap computed on the crop back in place on the full image.
 """
 
@@ -33,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from training.imaging.resize import resize_grey
+from training.imaging.resize import preprocess, resize_grey
 
 REGIONS = ("whole", "lungs")
 INTENSITIES = ("none", "clahe")
@@ -74,6 +77,7 @@ class InputSpec:
     region: str = "whole"
     intensity: str = "none"
     margin: float = DEFAULT_MARGIN
+    work_size: int = WORK_SIZE  # CLAHE's canvas: its 8 x 8 tiles are defined on this square
 
     def __post_init__(self):
         if self.region not in REGIONS:
@@ -82,6 +86,8 @@ class InputSpec:
             raise ValueError(f"unknown intensity normalisation {self.intensity!r}; choose from {', '.join(INTENSITIES)}")
         if not (0.0 <= float(self.margin) <= 0.5):
             raise ValueError(f"lung margin {self.margin!r} must be between 0 and 0.5")
+        if not (16 <= int(self.work_size) <= 4096):
+            raise ValueError(f"work size {self.work_size!r} must be between 16 and 4096 pixels")
 
     @property
     def needs_lungs(self) -> bool:
@@ -94,13 +100,14 @@ class InputSpec:
 
     def to_metadata(self) -> dict[str, Any]:
         return {"region": self.region, "intensity": self.intensity, "lung_margin": float(self.margin),
-                "work_size": WORK_SIZE}
+                "work_size": int(self.work_size)}
 
     @classmethod
     def from_metadata(cls, prep: Mapping[str, Any] | None) -> "InputSpec":
         prep = prep or {}
         return cls(region=str(prep.get("region", "whole")), intensity=str(prep.get("intensity", "none")),
-                   margin=float(prep.get("lung_margin", DEFAULT_MARGIN)))
+                   margin=float(prep.get("lung_margin", DEFAULT_MARGIN)),
+                   work_size=int(prep.get("work_size", WORK_SIZE)))
 
     def describe(self) -> str:
         where = (f"the lungs' box (+{self.margin:.0%} margin)" if self.needs_lungs else "the whole image")
@@ -147,14 +154,35 @@ def model_view(pixels: np.ndarray, spec: InputSpec, mask: np.ndarray | None = No
     if spec.plain:
         return pixels, Box()
     box = lung_box(mask, spec.margin) if spec.needs_lungs else Box()
-    view = pixels
-    if not box.whole:
-        r0, c0, r1, c1 = box.pixels(pixels.shape)
-        view = pixels[r0:r1, c0:c1]
-    view = resize_grey(view, WORK_SIZE).numpy()
+    view = resize_grey(_crop(pixels, box), spec.work_size).numpy()
     if spec.intensity == "clahe":
         view = clahe(view)
     return np.ascontiguousarray(view, dtype=np.float32), box
+
+
+def _crop(pixels: np.ndarray, box: Box) -> np.ndarray:
+    if box.whole:
+        return pixels
+    r0, c0, r1, c1 = box.pixels(pixels.shape)
+    return pixels[r0:r1, c0:c1]
+
+
+def model_input(pixels: np.ndarray, spec: InputSpec, size: int,
+                mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
+    """THE image -> model path of prediction, the batch pipeline and Grad-CAM:
+    loader pixels ``(H, W)`` in [0, 1] -> the model's input ``(3, size, size)`` and
+    the region it shows.
+
+    One resize, from the (cropped) image to the model's input size, except for
+    a CLAHE model: CLAHE's tiles are defined on the model file's ``work_size``
+    square, so the crop is resized to that canvas, equalised, then resized to
+    the input size (a second resize only when the two sizes differ; the shipped
+    models record 256 and 224 / 192: they were trained that way)."""
+    box = lung_box(mask, spec.margin) if spec.needs_lungs else Box()
+    view = _crop(pixels, box)
+    if spec.intensity == "clahe":
+        view = clahe(resize_grey(view, spec.work_size).numpy())
+    return preprocess(view, size), box
 
 
 def place_heatmap(heat: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
@@ -167,5 +195,5 @@ def place_heatmap(heat: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndar
     return out
 
 
-__all__ = ["Box", "InputSpec", "REGIONS", "INTENSITIES", "WORK_SIZE", "lung_box", "model_view", "place_heatmap",
-           "clahe"]
+__all__ = ["Box", "InputSpec", "REGIONS", "INTENSITIES", "WORK_SIZE", "lung_box", "model_view", "model_input",
+           "place_heatmap", "clahe"]
