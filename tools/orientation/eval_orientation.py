@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.model.metrics import wilson  # the project's one Wilson interval
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -51,16 +53,6 @@ SETS = ("external-dev", "v2-test", "v2-paper_test")
 
 
 # --------------------------------------------------------------------------- metrics
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
 
 def decisions_from_p8(p8: np.ndarray, t_rot: float, t_mir: float, pm: np.ndarray | None = None):
     """p8 (..., 8) [+ P(mirrored) pm (...)] -> k_dec, m_dec, k_arg, m_arg."""

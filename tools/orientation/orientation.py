@@ -1,7 +1,8 @@
 """Orientation check for frontal chest radiographs: is the film as stored
 rotated by 0 / 90 / 180 / 270 degrees, and is it mirrored left-right?
 
-Standalone module (numpy, torch, safetensors only; nothing from ``training``).
+The research module that trained the shipped file; the network, its input and
+:func:`apply_orientation` are the product's (``training.gate.orientation``), imported, not copied.
 
 Input contract: the project's loader output, a grey ``numpy.float32`` array
 ``(H, W)`` in ``[0, 1]``, 1 = white (MONOCHROME1 already inverted).  The image
@@ -49,6 +50,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.gate.orientation import OrientationNet, apply_orientation, to_input  # noqa: F401  (the one copy)
+
 FORMAT = "xray-orientation"
 FORMAT_VERSION = 1
 META_KEY = "xray_orientation"
@@ -70,14 +73,6 @@ def class_index(rotation_deg: int, mirrored: bool) -> int:
     return ROTATIONS.index(rotation_deg) + 4 * int(bool(mirrored))
 
 
-def apply_orientation(image: np.ndarray, rotation_deg: int, mirrored: bool) -> np.ndarray:
-    """Upright film -> how it would be stored: mirror left-right (if
-    ``mirrored``), then rotate ``rotation_deg`` degrees clockwise."""
-    k = ROTATIONS.index(int(rotation_deg))
-    out = image[:, ::-1] if mirrored else image
-    return np.ascontiguousarray(np.rot90(out, -k))
-
-
 def undo_orientation(image: np.ndarray, rotation_deg: int, mirrored: bool) -> np.ndarray:
     """Stored film -> upright: rotate back (counter-clockwise) by
     ``rotation_deg``, then un-mirror.  Inverse of :func:`apply_orientation`."""
@@ -97,71 +92,6 @@ def d4_torch(x: torch.Tensor, rotation_deg: int, mirrored: bool) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------- network
-
-def _cbr(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class OrientationNet(nn.Module):
-    """Tiny CNN: ``(N, 1, S, S)`` grey in [0, 1] -> ``(N, n_out)`` logits
-    (8 for the rotation net, 1 for the mirror net).
-
-    Four stride-2 stages (S -> S/16) of 3x3 conv + BN + ReLU, then the
-    ``(S/16)^2`` positions are kept (flattened, not averaged: where the
-    apices / heart / diaphragm lie is the whole point) -> FC -> 8 logits.
-    ~10 M multiply-adds at S = 64."""
-
-    def __init__(self, input_size: int = DEFAULT_INPUT_SIZE, widths: Sequence[int] = DEFAULT_WIDTHS,
-                 hidden: int = 64, dropout: float = 0.2, n_out: int = N_CLASSES):
-        super().__init__()
-        if input_size % 16:
-            raise ValueError("input_size must be a multiple of 16")
-        w = [int(v) for v in widths]
-        layers: list[nn.Module] = []
-        cin = 1
-        for i, c in enumerate(w):
-            layers.append(_cbr(cin, c, 2))
-            if i < len(w) - 1:
-                layers.append(_cbr(c, c, 1))
-            cin = c
-        self.features = nn.Sequential(*layers)
-        side = input_size // 16
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # centre the grey levels: the net sees x - 0.5 (cheap, helps the first layer)
-        return self.head(self.features(x - 0.5))
-
-
-# --------------------------------------------------------------------------- input
-
-def to_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """Loader output ``(H, W)`` float in [0, 1] -> ``(1, 1, size, size)``
-    float32 (bilinear, antialiased, aspect not kept; what
-    ``training.preprocess.resize_grey`` does).  Images larger than 8x the
-    target are first subsampled by an integer stride (>= 4x the target kept):
-    a 2500 x 2048 film costs 0.3 ms instead of 8 ms; on external-dev films
-    blown up to 2500 x 2048 the input differs from the exact resize by 0.002
-    on average (max 0.09 at sharp edges) and all 896 decisions were the same
-    (results/large_path_check.json)."""
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image, got shape {arr.shape}")
-    if arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise ValueError(f"image too small: {arr.shape}")
-    f = min(arr.shape[0], arr.shape[1]) // (4 * size)
-    if f >= 2:
-        # keep every f-th row / column (still >= 4x the target size); the
-        # antialiased resize below does the low-pass.  A box average first
-        # would read every pixel (5 ms for 2500 x 2048 on one core, this 0.4 ms)
-        arr = arr[::f, ::f]
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.clamp_(0.0, 1.0)
-
 
 # --------------------------------------------------------------------------- result
 
