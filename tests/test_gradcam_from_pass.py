@@ -174,3 +174,25 @@ def test_an_explanation_failure_never_fails_the_classification(tiny_v2_model, fi
     if clf.gate is not None:
         preds = list(clf.classify_paths(films[:2], explain=True))
         assert all(p.ok and p.heat_in_lungs is None for p in preds)
+
+
+def test_kept_heatmaps_are_the_explanation_the_secondary_capture_shows(films):
+    """``classify_paths(keep_heatmaps=True)`` (the DICOM node): each result keeps its pass's map, and
+    placed on the image it is ``explain.gradcam`` of the same pixels - no second Grad-CAM pass."""
+    from training.inference.classifier import load_gate
+
+    path = default_model_path()
+    gate = load_gate("default")
+    if path is None or gate is None:
+        pytest.skip("shipped model or lung segmenter not installed")
+    clf = _clf(path, "auto", gate=gate)
+    preds = list(clf.classify_paths(films, keep_heatmaps=True))
+    assert all(p.ok and p.heat_input is not None for p in preds)
+    assert all(p.heat_input.shape == (clf.input_size, clf.input_size) for p in preds)
+    for p in preds:
+        pixels = p.model_frame(load_image(p.path).pixels)
+        with backbone_calls(clf.model) as calls:
+            kept = explain.heatmap_of(clf, p, pixels)
+        assert calls[0] == 0 and kept.shape == pixels.shape  # placed, not computed again
+        assert np.abs(kept - explain.gradcam(clf, pixels, p.lung_mask)).max() <= TOL, p.path.name
+    assert all(p.heat_input is None for p in clf.classify_paths(films[:1]))  # not kept unless asked

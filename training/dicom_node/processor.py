@@ -1,7 +1,9 @@
 """Classify what the node received: each image in the store's inbox goes
 through the same loader, header checks, chest-radiograph gate and model as a
-file opened in the app (``Classifier.classify_paths``), then its SR (and, for
-a classified image, its secondary capture) is written into the outbox
+file opened in the app (``Classifier.classify_paths``, the images waiting
+together in batches of the classifier's batch size, Grad-CAM from the same
+pass), then its SR (and, for a classified image, its secondary capture) is
+written into the outbox
 (``training.dicom_out.export.DicomExporter``), and only then is the image moved
 out of the inbox.  A stop between those steps is resumed on restart: an image
 whose SR exists is only moved; an SC without its SR is removed and the image
@@ -65,14 +67,19 @@ class Processor:
         finished = 0
         if not todo:
             return 0
-        for image in todo:  # one at a time: a stop takes effect after the image in hand
+        step = max(1, min(8, int(getattr(self.classifier, "batch_size", 1) or 1)))  # the app waits at most one batch
+        for start in range(0, len(todo), step):  # a stop takes effect after the batch in hand
             if stop is not None and stop.is_set():
                 break
+            chunk = todo[start:start + step]
             with self.lock:
-                pred = list(self.classifier.classify_paths([image], check_header=True, enforce_gate=True,
-                                                           explain=self.lung_attention))[0]
-                self._finish_one(image, pred)
-            finished += 1
+                # images that arrived together run through the model as one batch; Grad-CAM for the SC and the
+                # lung share come from that same pass (kept in each result), SR and SC are built from it
+                preds = self.classifier.classify_paths(chunk, check_header=True, enforce_gate=True,
+                                                       explain=self.lung_attention, keep_heatmaps=True)
+                for image, pred in zip(chunk, preds):
+                    self._finish_one(image, pred)
+                    finished += 1
         return finished
 
     def _finish_one(self, image: Path, pred) -> None:

@@ -157,13 +157,15 @@ def heatmap_for_export(classifier, pred, *, check_header: bool = False):
     """(pixels, heatmap) of a classified result, as the model saw it (an
     image the gate found inverted is explained inverted back); None otherwise."""
     from training.imaging.loading import load_image
-    from training.inference.explain import gradcam
+    from training.inference.explain import heatmap_of
 
     if not pred.ok or pred.path is None:
         return None
     img = load_image(pred.path, check_header=check_header)
     pixels = pred.model_frame(img.pixels)
-    return pixels, gradcam(classifier, pixels, pred.lung_mask)  # the gate's mask: no second segmentation
+    # the classification pass's map when the result kept it; else Grad-CAM now (the gate's mask: no second
+    # segmentation)
+    return pixels, heatmap_of(classifier, pred, pixels)
 
 
 __all__ = ["DicomExporter", "Written", "DicomExportRefused", "heatmap_for_export", "check_output_folder",

@@ -62,6 +62,14 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel())
 
 
+def kept_heatmap(classifier, cam: np.ndarray) -> np.ndarray | None:
+    """A Grad-CAM map of the classification pass, kept for the result: only for models whose pass gives
+    ``explain.gradcam``'s map exactly (a ``cam_layer`` with its head); SmoothGrad models are explained again."""
+    from training.inference.explain import cam_head
+
+    return np.ascontiguousarray(cam, dtype=np.float32) if cam_head(classifier.model) is not None else None
+
+
 class BatchMixin:
     """``classify_paths`` and its decode step (see the module docstring)."""
 
@@ -88,14 +96,16 @@ class BatchMixin:
 
     def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
                        check_header: bool = True, preview: int = 0, *, enforce_gate: bool = True,
-                       explain: bool = False) -> Iterator[Prediction]:
+                       explain: bool = False, keep_heatmaps: bool = False) -> Iterator[Prediction]:
         """One :class:`Prediction` per path, in input order (fewer if cancelled).
 
         ``preview > 0`` keeps a decimated copy of each classified image (longer
         side about ``preview`` px) in ``Prediction.preview``, so a front end can
         show thumbnails without decoding the file again.  ``explain`` computes
         Grad-CAM for every classified image from the classification pass itself
-        (``predict_full(with_cam=True)``) to fill ``heat_in_lungs``.  ``enforce_gate=False`` classifies gate-refused
+        (``predict_full(with_cam=True)``) to fill ``heat_in_lungs``; ``keep_heatmaps`` also keeps each map
+        in ``Prediction.heat_input`` (the DICOM node's secondary captures: no second Grad-CAM pass).
+        ``enforce_gate=False`` classifies gate-refused
         images anyway (``valid=False``).  Decoding runs ``decode_workers`` threads ahead (at most two batches in
         flight, so memory stays bounded for any number of files)."""
         it = iter(paths)
@@ -123,11 +133,11 @@ class BatchMixin:
                 chunk = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
                 fill()  # the next batch decodes while this one runs through the model
                 decoded = [fut.result() for _, fut in chunk]
-                yield from self._classify_decoded(decoded, explain)
+                yield from self._classify_decoded(decoded, explain, keep_heatmaps)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _classify_decoded(self, decoded: list[_Decoded], explain: bool) -> Iterator[Prediction]:
+    def _classify_decoded(self, decoded: list[_Decoded], explain: bool, keep: bool = False) -> Iterator[Prediction]:
         """One batch of decoded files through the model: one Prediction per file, in order."""
         ok = [d for d in decoded if d.status == "ok"]
         probs: dict[int, np.ndarray] = {}
@@ -138,7 +148,7 @@ class BatchMixin:
         if ok:
             try:
                 batch = torch.stack([d.tensor for d in ok])
-                if explain and self.gate is not None:  # shares need lung masks; the CAM from this pass
+                if (explain and self.gate is not None) or keep:  # shares need lung masks; the CAM from this pass
                     values, maps, cams = self.predict_full(batch, with_cam=True)
                 else:
                     values, maps = self.predict_full(batch)
@@ -159,6 +169,8 @@ class BatchMixin:
                 pred.lung_involvement = lung_involvement(pred)
                 if id(d) in shares:
                     pred.set_heat_share(shares[id(d)])
+                if keep and cams is not None:
+                    pred.heat_input = kept_heatmap(self, cams[ok.index(d)])
                 yield pred
             elif d.status == "refused" and d.gate is not None:
                 pred = gate_policy.refused_prediction(d.path, d.gate, d.meta, d.warnings, self._threshold)

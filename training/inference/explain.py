@@ -285,6 +285,17 @@ def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None)
     return _normalise(place_heatmap(heat, box, pixels.shape))
 
 
+def heatmap_of(classifier, pred, pixels: np.ndarray) -> np.ndarray:
+    """The image-sized heatmap of a result, as :func:`gradcam` gives it for ``pixels`` (the result's
+    model frame): from the classification pass when the result kept it (``Prediction.heat_input``),
+    else computed now."""
+    from training.model.lung_input import Box, place_heatmap
+
+    if pred.heat_input is None:
+        return gradcam(classifier, pixels, pred.lung_mask)
+    return _normalise(place_heatmap(pred.heat_input, pred.input_box or Box(), np.asarray(pixels).shape))
+
+
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a 2-D tensor (reflect padding)."""
     if sigma <= 0:
@@ -430,5 +441,5 @@ def save_overlay_png(path: str | os.PathLike, pixels: np.ndarray, heatmap: np.nd
     atomic.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
-__all__ = ["gradcam", "gradcam_maps", "cams_from_features", "pass_with_cams",
+__all__ = ["gradcam", "heatmap_of", "gradcam_maps", "cams_from_features", "pass_with_cams",
            "package_gradcam_maps", "cam_head", "smoothgrad", "overlay_rgb", "heat_rgba", "colour_layer_size", "COLOUR_LAYER_MAX_SIDE", "heat_weight", "save_overlay_png"]

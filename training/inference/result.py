@@ -76,6 +76,9 @@ class Prediction:
     # placed on the image with ``lesion_map(shape)``
     lesion_u8: np.ndarray | None = field(default=None, repr=False, compare=False)
     lung_involvement: float | None = None  # lesion area inside the lungs / lung area (lesion-map models)
+    # Grad-CAM of the classification pass at the model's input size, on ``input_box`` (kept only when asked:
+    # ``classify_paths(keep_heatmaps=True)``); ``training.inference.explain.heatmap_of`` places it on the image
+    heat_input: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def lung_mask(self) -> np.ndarray | None:
