@@ -199,3 +199,44 @@ def test_model_card_section_comes_from_the_segmenter_file_and_benchmark():
     info = read_segmenter_info(default_segmenter_path())
     assert f"{info.metrics['dice_mean']:.4f}" in text and "not-cxr-dev" in text
     assert "Lung segmenter and chest-radiograph gate" in (REPO / "resources" / "models" / "MODEL_CARD.md").read_text()
+
+
+def test_a_second_source_gets_its_own_novelty_model(monkeypatch):
+    """``calibrate(more_sources=...)``: a film need only look like one source of chest films
+    (a Gaussian per source, the smallest scaled distance counts); pooling the sources into one
+    Gaussian instead would accept what lies between them."""
+    from training.gate.gate import NOVELTY_REASONS, SHAPE_FEATURES, calibrate
+
+    rng = np.random.default_rng(0)
+    dims = {"outline": len(SHAPE_FEATURES), "features": 6, "appearance": 5, "grey_levels": 4}
+
+    def vectors(n, centre):
+        return {k: rng.normal(centre, 1.0, size=(n, d)) for k, d in dims.items()}
+
+    measures = [{k: float(v) for k, v in zip(SHAPE_FEATURES, rng.normal(0.5, 0.05, len(SHAPE_FEATURES)))}
+                for _ in range(300)]
+    a_fit, a_val, b_fit, b_val = vectors(400, 0.0), vectors(300, 0.0), vectors(400, 6.0), vectors(300, 6.0)
+    one = calibrate(a_fit, measures, a_val)
+    two = calibrate(a_fit, measures, a_val, source="A", more_sources=[("B", b_fit, b_val)])
+    assert all(len(two["novelty"][k]["components"]) == 1 for k in NOVELTY_REASONS)
+    assert two["novelty"]["outline"]["components"][0]["source"] == "B"
+    assert two["validation_images"] == 600 and two["ranges"] == one["ranges"]  # outline ranges: the first source's
+
+    import training.gate.gate as gate_module  # the gate's own scoring, on vectors instead of a segmentation
+
+    monkeypatch.setattr(gate_module, "measure", lambda seg, colour=0.0: {})
+    monkeypatch.setattr(gate_module, "novelty_vectors", lambda seg, f: seg)
+
+    def score(thresholds, centre):
+        return ChestGate(None, thresholds).measure({k: np.full(d, centre) for k, d in dims.items()})["novelty"]
+
+    assert score(one, 6.0) > one["novelty_refuse"]  # a B film is novel to a gate that knows only A
+    assert score(two, 6.0) < two["novelty_warn"]  # ... and familiar once B has its own model
+    assert score(two, 3.0) > two["novelty_refuse"]  # between the two sources: still refused
+    assert score(two, 0.0) < two["novelty_warn"]
+
+
+def test_shipped_gate_knows_both_sources_of_training_films():
+    info = read_segmenter_info(default_segmenter_path())
+    for name, g in info.gate["novelty"].items():
+        assert [c["source"] for c in g.get("components", [])] == ["cxr-infection-3class"], name

@@ -51,13 +51,13 @@ def test_gate_texts_and_forced_warning_have_no_double_stops():
     assert g.refusal_text() == f"{REFUSAL_PREFIX}: too little lung was found; it is a colour picture."
     g2 = GateResult("warning", warnings=["the lung outline is unclear."])
     assert g2.warning_texts()[0].endswith("unclear.") and ".." not in g2.warning_texts()[0]
-    from training.inference.classifier import Classifier
+    from training.inference.gate_policy import apply_gate
     from training.inference.result import Prediction
 
     p = Prediction(path=None, status="ok", label="COVID", p_covid=0.7, threshold=0.5,
                    warnings=["AP view (often a portable film): image quality and heart size differ from PA.",
                              "Body part not recorded in the DICOM header."])
-    Classifier._apply_gate(p, g)
+    apply_gate(p, g)
     row = p.as_row()
     assert ".;" not in row["warnings"] and ".." not in row["warnings"] and row["warnings"].endswith(".")
     assert not any(". (" in w or ".." in w for w in p.warnings)

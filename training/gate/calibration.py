@@ -55,15 +55,27 @@ def split_paths(split_csv: Path, data_root: Path, split: str) -> list[Path]:
         return [data_root / r["dataset"] / r["file"] for r in csv.DictReader(fh) if r["split"] == split]
 
 
+def _vectors(measured) -> dict[str, np.ndarray]:
+    return {n: np.stack([v[n] for _, _, v in measured]) for n in NOVELTY_REASONS}
+
+
 def calibrate_segmenter_file(segmenter: Path, out: Path, fit_paths: Sequence[Path], val_paths: Sequence[Path], *,
-                             source: str = "", report: Path | None = None) -> dict:
+                             source: str = "", report: Path | None = None,
+                             more_sources: Sequence[tuple[str, Sequence[Path], Sequence[Path]]] = ()) -> dict:
+    """Fit the gate on ``fit_paths`` / ``val_paths`` (and each of ``more_sources``: (name, fit paths,
+    validation paths), a novelty Gaussian per source; ``training.gate.gate.calibrate``) and write the
+    segmenter file ``out`` with the thresholds."""
     net, info = load_segmenter_module(segmenter)
     seg = LungSegmenter(net, info)
     fit = list(measure_paths(seg, list(fit_paths)))
     val = list(measure_paths(seg, list(val_paths)))
-    fit_vectors = {n: np.stack([v[n] for _, _, v in fit]) for n in NOVELTY_REASONS}
-    val_vectors = {n: np.stack([v[n] for _, _, v in val]) for n in NOVELTY_REASONS}
-    thresholds = calibrate(fit_vectors, [m for _, m, _ in val], val_vectors, source=source)
+    more, more_val_measured = [], []
+    for name, more_fit, more_val in more_sources:
+        measured = list(measure_paths(seg, list(more_val)))
+        more.append((name, _vectors(list(measure_paths(seg, list(more_fit)))), _vectors(measured)))
+        more_val_measured += measured
+    thresholds = calibrate(_vectors(fit), [m for _, m, _ in val], _vectors(val), source=source, more_sources=more)
+    val += more_val_measured  # the report counts every validation film
     thresholds["colour"] = {"warn": COLOUR_WARN, "refuse": COLOUR_REFUSE}
     pol = np.array([m["polarity"] for _, m, _ in val])
     thresholds["validation_polarity"] = {"min": float(pol.min()), "q001": float(np.quantile(pol, 0.001)),
@@ -100,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-count", type=int, default=800, help="training images sampled for the feature space")
     ap.add_argument("--lung-run", help="segmenter run folder: its validation pairs join the validation images")
     ap.add_argument("--lung-data", help="the segmenter's data folder (images/ ...)")
+    ap.add_argument("--more-source", action="append", default=[], metavar="SPLIT:DATASET",
+                    help="another source of chest films: a novelty model fitted on the train rows of DATASET in "
+                         "SPLIT and scaled on its val rows (repeatable); the outline ranges stay --split's")
     ap.add_argument("--report", help="write a JSON summary here")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
@@ -123,8 +138,21 @@ def main(argv: list[str] | None = None) -> int:
         extra = [p for p in extra if p not in known]
         val += extra
         source += f" + {len(extra)} validation pairs of the lung segmenter"
+    more = []
+    for spec in args.more_source:
+        split_csv, _, dataset = spec.rpartition(":")
+        if not split_csv or not dataset:
+            ap.error(f"--more-source {spec!r}: expected SPLIT:DATASET")
+        rows = [p for p in split_paths(Path(split_csv), root, "train") if p.relative_to(root).parts[0] == dataset]
+        random.Random(0).shuffle(rows)
+        more_fit = sorted(rows[:args.fit_count])
+        more_val = [p for p in split_paths(Path(split_csv), root, "val") if p.relative_to(root).parts[0] == dataset]
+        if not more_fit or not more_val:
+            ap.error(f"--more-source {spec!r}: no train or val rows of {dataset} in {split_csv}")
+        more.append((dataset, more_fit, more_val))
+        source += f"; {dataset}: {len(more_fit)} training images (its own novelty model), {len(more_val)} 'val'"
     gate = calibrate_segmenter_file(Path(args.segmenter), Path(args.out), fit, val, source=source,
-                                    report=Path(args.report) if args.report else None)
+                                    report=Path(args.report) if args.report else None, more_sources=more)
     print(json.dumps({k: gate[k] for k in ("ranges", "novelty_refuse", "novelty_warn", "colour")}, indent=1))
     print(f"wrote {args.out} ({source})", file=sys.stderr)
     return 0

@@ -245,27 +245,43 @@ SHRINKAGE = {"outline": 0.1, "features": 0.1, "appearance": 0.5, "grey_levels": 
 def calibrate(fit_vectors: dict[str, np.ndarray], val_measures: Sequence[dict[str, float]],
               val_vectors: dict[str, np.ndarray], *, range_q: float = 0.002, margin: float = 0.25,
               novelty_scale_q: float = 0.99, refuse_q: float = 0.995, warn_q: float = 0.985,
-              source: str = "") -> dict[str, Any]:
+              source: str = "", more_sources: Sequence[tuple[str, dict, dict]] = ()) -> dict[str, Any]:
     """Thresholds from data (see docs/GATE.md):
 
     * ``fit_vectors`` (training chest X-rays): mean + shrunk covariance of
-      each novelty vector (outline features, segmenter features, appearance);
+      each novelty vector (outline features, segmenter features, appearance,
+      grey levels);
     * ``val_measures`` / ``val_vectors`` (validation chest X-rays): each
       distance is divided by its ``novelty_scale_q`` quantile; the novelty
-      score (the largest of the three) is refused above its ``refuse_q``
+      score (the largest of the four) is refused above its ``refuse_q``
       quantile and warned above its ``warn_q`` quantile; each outline feature
       has a hard accepted range: the ``[range_q, 1 - range_q]`` quantile
-      interval widened by ``margin`` times its width."""
+      interval widened by ``margin`` times its width.
+    * ``more_sources``: ``(name, fit vectors, validation vectors)`` of other
+      sources of chest films (processed differently, e.g. another hospital
+      group's contrast curve): each adds its own Gaussian per novelty vector,
+      scaled on its own validation films; a film's distance is the smallest
+      over the sources (a film need only look like one source), and its
+      validation films join the novelty quantiles.  The outline ranges stay
+      those of ``val_measures`` (lung shapes do not depend on the source's
+      processing)."""
+    sources = [(source or "main", fit_vectors, val_vectors), *more_sources]
     novelty: dict[str, Any] = {}
     scaled = []
     for name in NOVELTY_REASONS:
-        g = fit_gaussian(fit_vectors[name], SHRINKAGE[name])
-        mean, prec = np.asarray(g["mean"]), np.asarray(g["precision"])
-        dist = np.array([mahalanobis(v, mean, prec) for v in val_vectors[name]])
-        g["scale"] = float(np.quantile(dist, novelty_scale_q))
-        g["fit_images"] = int(len(fit_vectors[name]))
-        novelty[name] = g
-        scaled.append(dist / g["scale"])
+        comps, per_source = [], []
+        for label, fit, val in sources:
+            g = fit_gaussian(fit[name], SHRINKAGE[name])
+            mean, prec = np.asarray(g["mean"]), np.asarray(g["precision"])
+            g["scale"] = float(np.quantile([mahalanobis(v, mean, prec) for v in val[name]], novelty_scale_q))
+            g["fit_images"] = int(len(fit[name]))
+            g["source"] = label
+            comps.append(g)
+        for _, _, val in sources:
+            per_source.append(np.array([min(mahalanobis(v, np.asarray(g["mean"]), np.asarray(g["precision"]))
+                                            / g["scale"] for g in comps) for v in val[name]]))
+        novelty[name] = {**comps[0], "components": comps[1:]} if len(comps) > 1 else comps[0]
+        scaled.append(np.concatenate(per_source))
     score = np.max(np.stack(scaled), axis=0)
     ranges: dict[str, list[float]] = {}
     for name in SHAPE_FEATURES:
@@ -277,7 +293,7 @@ def calibrate(fit_vectors: dict[str, np.ndarray], val_measures: Sequence[dict[st
             "polarity_margin": 0.0,
             "quantiles": {"range": range_q, "margin": margin, "scale": novelty_scale_q, "refuse": refuse_q,
                           "warn": warn_q},
-            "calibration": source, "validation_images": len(val_measures)}
+            "calibration": source, "validation_images": len(score)}
 
 
 # --------------------------------------------------------------------------- the gate
@@ -300,7 +316,9 @@ class ChestGate:
         self.segmenter = segmenter
         self.orientation = orientation  # None: no orientation check (films are taken as stored)
         self.t = thresholds if thresholds is not None else dict(segmenter.info.gate or {})
-        self._novelty = {name: (np.asarray(g["mean"]), np.asarray(g["precision"]), float(g["scale"]))
+        # per novelty vector, one Gaussian per source of training films (``components``: the other sources)
+        self._novelty = {name: [(np.asarray(c["mean"]), np.asarray(c["precision"]), float(c["scale"]))
+                                for c in (g, *g.get("components", ()))]
                          for name, g in (self.t.get("novelty") or {}).items()}
 
     @classmethod
@@ -317,12 +335,13 @@ class ChestGate:
 
     def measure(self, seg: Segmentation, colour: float = 0.0) -> dict[str, float]:
         """Outline features plus each novelty distance (scaled: 1.0 = the 99th
-        percentile of validation chest X-rays) and their maximum, ``novelty``."""
+        percentile of validation chest X-rays; with several sources, the
+        smallest over them) and their maximum, ``novelty``."""
         f = measure(seg, colour)
         if self._novelty:
             vec = novelty_vectors(seg, f)
-            for name, (mean, prec, scale) in self._novelty.items():
-                f[f"novelty_{name}"] = mahalanobis(vec[name], mean, prec) / scale
+            for name, comps in self._novelty.items():  # the nearest source counts
+                f[f"novelty_{name}"] = min(mahalanobis(vec[name], mean, prec) / scale for mean, prec, scale in comps)
             f["novelty"] = max(f[f"novelty_{n}"] for n in self._novelty)
         return f
 

@@ -167,7 +167,7 @@ def render_segmenter(seg_path: Path, bench: dict | None = None) -> str:
          f"| gate calibration | {g.get('calibration', 'not calibrated')} |", ""]
     if bench:
         L += [f"CPU inference (2 AVX2 cores, batch 1): median {bench['segmenter_ms']:.1f} ms per image at "
-              f"{info.input_size} px (`bench/bench_gate.py --speed-only`). The gate's figures below are development "
+              f"{info.input_size} px (`bench/bench_gate.py`, the run below). The gate's figures below are development "
               "figures: its signals and quantile levels were chosen looking at these corpora (its thresholds "
               "themselves come from validation chest X-rays only).", "",
               "| corpus | files | refused by the gate | warned | refused by the app (header checks + gate) | "
