@@ -1,0 +1,114 @@
+"""Start-up: from process start to the first result, and where the time goes (prints figures; not a test).
+
+    .venv/bin/python bench/bench_startup.py [--runs 3] [--image FILE]
+
+* ``xray-classify FILE`` as a user runs it (a fresh process each time, the shipped model, gate and
+  orientation check, the ONNX cache already built by an earlier run): wall time per run;
+* the imports it cannot avoid, each in a fresh process after ``import torch``: torch itself,
+  torchvision (the ResNet50 of the classifier), monai (the lung segmenter's BasicUNet: importing any
+  MONAI network runs the package's eager submodule loading), onnxruntime;
+* one in-process profile of the command (``cProfile``): model loading, the gate's load (segmenter +
+  tracing), the classification itself.
+
+Goal (issue "reduced-precision engine"): <= 2 s from process start to the first result after the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+DATA = ROOT.parent / "shared" / "data"
+
+
+def first_external_film() -> Path:
+    with open(DATA / "external-dev" / "manifest.csv", newline="", encoding="utf-8") as fh:
+        return DATA / "external-dev" / next(csv.DictReader(fh))["path"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def import_seconds(module: str) -> tuple[float, float]:
+    code = ("import time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); "
+            f"import {module}; t2 = time.perf_counter(); print(t1 - t, t2 - t1)")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def profile(image: Path) -> list[tuple[str, float]]:
+    code = f"""
+import cProfile, pstats, sys, io
+sys.argv = ["xray-classify", {str(image)!r}, "--no-progress"]
+from training.cli.classify import main
+pr = cProfile.Profile(); pr.enable()
+try:
+    main()
+except SystemExit:
+    pass
+pr.disable()
+st = pstats.Stats(pr, stream=io.StringIO())
+for (f, line, name), (cc, nc, tt, ct, callers) in st.stats.items():
+    print(f"PROF\\t{{ct:.3f}}\\t{{f}}:{{name}}")
+"""
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("PROF\t"):
+            _, t, where = line.split("\t", 2)
+            rows.append((where, float(t)))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--image", type=Path, default=None)
+    args = ap.parse_args(argv)
+    image = args.image or first_external_film()
+    exe = Path(PY).with_name("xray-classify")
+    print(f"CPU: {cpu_name()}; python {platform.python_version()}; image {image.name}")
+    subprocess.run([str(exe), str(image), "--no-progress"], capture_output=True)  # builds the ONNX cache if absent
+    walls = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        r = subprocess.run([str(exe), str(image), "--no-progress"], capture_output=True, text=True)
+        walls.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            print(r.stderr[-2000:])
+            return 1
+    print(f"xray-classify, process start to first result: {', '.join(f'{w:.2f}' for w in walls)} s "
+          f"(median {sorted(walls)[len(walls) // 2]:.2f} s; goal <= 2 s)")
+    for module in ("torchvision", "monai", "onnxruntime"):
+        t_torch, t_mod = import_seconds(module)
+        print(f"  import torch {t_torch:.2f} s, then import {module} {t_mod:.2f} s")
+    prof = dict(profile(image))
+
+    def cum(suffix: str) -> float:
+        return max((t for where, t in prof.items() if where.endswith(suffix)), default=float("nan"))
+
+    for label, suffix in (("classifier file + engine (Classifier.from_file, gate included)", "classifier.py:from_file"),
+                          ("gate: segmenter + orientation (load_gate)", "classifier.py:load_gate"),
+                          ("segmenter network built (build_segmenter: the monai import)", "segmenter.py:build_segmenter"),
+                          ("TorchScript freezing of the small nets (torch.jit.trace)", "_trace.py:trace"),
+                          ("the classification (Classifier.classify_paths)", "batch.py:classify_paths")):
+        print(f"  {label}: {cum(suffix):.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
