@@ -157,7 +157,7 @@ class BatchMixin:
                     lesions = {id(d): m for d, m in zip(ok, maps)}
             except Exception as exc:  # e.g. out of memory: report, keep going
                 failure = exception_text(exc)
-            if cams is not None and not failure:
+            if explain and cams is not None and not failure:  # kept maps alone (the node) need no shares
                 shares = self._lung_shares(ok, batch, cams)
         for d in decoded:
             if d.status == "ok" and not failure:
