@@ -180,6 +180,28 @@ def test_open_dicom_shows_metadata_window_level_and_hidden_patient(window, qtbot
     assert not window.images.display.windowed
 
 
+def test_the_heatmap_comes_from_the_classification_pass(window, qtbot, png, classifier, monkeypatch):
+    """The prediction keeps Grad-CAM from its own pass; the heatmap layer places it (no second model
+    run) and it is the map ``explain.gradcam`` computes for the same pixels."""
+    import numpy as np
+
+    import training.inference.explain as explain
+
+    calls = []
+    real = explain.gradcam
+    monkeypatch.setattr(explain, "gradcam", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with qtbot.waitSignal(window.images.predictionShown, timeout=WAIT) as pred_sig, \
+            qtbot.waitSignal(window.images.heatmapShown, timeout=WAIT):
+        window.open_image(png)
+    pred = pred_sig.args[0]
+    assert pred.heat_input is not None and calls == []
+    heat, _ = window.images.heatmap()
+    pixels = window.images.image.pixels
+    if pred.inverted:
+        pixels = 1.0 - pixels
+    assert np.abs(heat - real(classifier, pixels, pred.lung_mask)).max() <= 1e-4
+
+
 def test_header_refusal_offers_classify_anyway(window, qtbot, dicom_dir, monkeypatch):
     import training.imaging.loading as loading
 

@@ -75,7 +75,7 @@ def predict_task(classifier, image, enforce_gate: bool = True):
     gate (``enforce_gate=False``: "Classify anyway" after a gate refusal).
     Yields ``("prediction", pred, lung outline QPainterPath | None)``."""
     with MODEL_LOCK:
-        pred = classifier.predict_image(image, enforce_gate=enforce_gate)
+        pred = classifier.predict_image(image, enforce_gate=enforce_gate, keep_heatmap=True)  # Grad-CAM, same pass
     shape = image.pixels.shape[:2]
     if pred.rotation % 2:  # the gate turned the film upright: its mask is on the turned frame
         shape = shape[::-1]
@@ -106,19 +106,23 @@ def _raw_range(img) -> tuple[float, float] | None:
 
 
 def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno", 0.0)):
-    """Grad-CAM for one image, plus its colour layer (``style`` = (colour map,
+    """Grad-CAM for one image (the one its prediction kept from the classification pass, else
+    computed now), plus its colour layer (``style`` = (colour map,
     lower level): an RGBA image, transparent below the level, at most
     ``COLOUR_LAYER_MAX_SIDE`` px on its long side; the viewer stretches it over
     the image and blends it at the user's opacity) and the heatmap's share inside ``pred``'s lung
     mask (None without a mask).  An image the gate found inverted is explained
     as classified: inverted back."""
     from training.inference.classifier import lung_share
-    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba
+    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba, heatmap_of
 
     if pred is not None and pred.inverted:
         pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
-    with MODEL_LOCK:
-        heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))
+    if pred is not None and getattr(pred, "heat_input", None) is not None:
+        heat = heatmap_of(classifier, pred, pixels)  # from the classification pass: no model run
+    else:
+        with MODEL_LOCK:
+            heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))
     cmap, floor = style
     colour = rgba_to_qimage(heat_rgba(heat, cmap, floor, COLOUR_LAYER_MAX_SIDE))  # the viewer stretches it
     share = lung_share(pred, heat) if pred is not None else None

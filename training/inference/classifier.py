@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from training.imaging.loading import LoadedImage
 
 from training.inference import gate_policy
-from training.inference.batch import BatchMixin, default_decode_workers
+from training.inference.batch import BatchMixin, default_decode_workers, kept_heatmap
 from training.inference.engine import EngineMixin
 from training.inference.result import (
     HEADER_FORCED_NOTE,
@@ -273,14 +273,17 @@ class Classifier(EngineMixin, BatchMixin):
             pred.warnings.insert(0, f"{clause(HEADER_FORCED_NOTE)} ({'; '.join(overridden)}).")
         return pred
 
-    def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True) -> Prediction:
+    def predict_image(self, image: "LoadedImage", *, enforce_gate: bool = True,
+                      keep_heatmap: bool = False) -> Prediction:
         """Classify one already-loaded image, through the gate when there is one
         (its policy: ``training.inference.gate_policy``).
 
         A gate refusal returns a ``'refused'`` Prediction (code ``GATE_CODE``);
         ``enforce_gate=False`` ("Classify anyway") classifies it all the same,
         with ``valid=False``.  An inverted image is classified inverted back
-        (``inverted=True``): a viewer shows ``1 - pixels`` then."""
+        (``inverted=True``): a viewer shows ``1 - pixels`` then.  ``keep_heatmap``: Grad-CAM from the
+        same pass, kept in ``Prediction.heat_input`` (``explain.heatmap_of`` places it; the app's
+        heatmap needs no second pass)."""
         meta = getattr(image, "meta", None)
         path = getattr(meta, "path", None)
         warnings = list(getattr(image, "warnings", []))
@@ -291,9 +294,14 @@ class Classifier(EngineMixin, BatchMixin):
             if gate_policy.stops(gres, enforce_gate):
                 return gate_policy.refused_prediction(path, gres, meta, warnings, self._threshold)
         tensor, box = self.model_input(pixels, gate_policy.mask_of(gres))
-        probs, lesions = self.predict_full(tensor[None])
+        if keep_heatmap:
+            probs, lesions, cams = self.predict_full(tensor[None], with_cam=True)
+        else:
+            (probs, lesions), cams = self.predict_full(tensor[None]), None
         pred = self._ok(path, probs[0], meta, warnings, None if lesions is None else lesions[0])
         pred.input_box = box
+        if cams is not None and pred.ok:
+            pred.heat_input = kept_heatmap(self, cams[0])
         if gres is not None:
             gate_policy.apply_gate(pred, gres)
         pred.lung_involvement = lung_involvement(pred)
