@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPU(s), native bf16: {native_bf16}; "
           f"load average before: {load_average()}")
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; intra-op threads {threads}")
-    print(f"model: {model_path} ({info.label} v{info.version}, {info.arch}) at its input size {size} px, "
+    print(f"model: {model_path} ({info.title} v{info.version}, {info.arch}) at its input size {size} px, "
           f"temperature {temperature:g}")
     print(f"{len(files)} PNGs from {DATA} ({sum(p.parent.name == 'COVID' for p in files)} COVID), "
           f"batch {args.batch}, {rounds} alternating rounds")
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_name(),
             "logical_cpus": os.cpu_count(), "native_bf16": native_bf16, "threads": threads,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": ov_version,
-            "model": str(model_path), "model_label": f"{info.label} v{info.version}", "arch": info.arch,
+            "model": str(model_path), "model_label": f"{info.title} v{info.version}", "arch": info.arch,
             "input_size": size, "images": len(files), "batch": args.batch, "rounds": rounds,
             "gflop_per_image": gflop, "gemm_gflop_per_s": gemm_best, "gemm_measurements": gemm,
             "gemm_bf16_gflop_per_s": bf16_best,

@@ -286,7 +286,7 @@ class BatchTableModel(QAbstractTableModel):
         if r.problem:
             return f"{r.status}: {r.reason}"
         if stale:
-            return f"stale: computed by {r.stamp.label}, not the current model; classify again"
+            return f"stale: computed by {r.stamp.display_name}, not the current model; classify again"
         if not p.valid:
             if getattr(p.meta, "header_overridden", ()):
                 return "not valid: classified anyway, the header says not a frontal chest film"
@@ -315,7 +315,7 @@ class BatchTableModel(QAbstractTableModel):
         if p is not None and p.warnings:
             tips.append("Warnings: " + sentence_join(p.warnings))
         if stale:
-            tips.append(f"Computed by {r.stamp.label}; the current model is another one. Classify the "
+            tips.append(f"Computed by {r.stamp.display_name}; the current model is another one. Classify the "
                         "folder again for the current model's result.")
         return "\n".join(tips)
 

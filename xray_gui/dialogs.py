@@ -53,7 +53,7 @@ def model_info_html(classifier) -> str:
 
     info = classifier.info
     path = classifier.loaded.path
-    rows = [("Name", info.label), ("Version", info.version),
+    rows = [("Name", info.title), ("Version", info.version),
             ("Architecture", ARCH_LABELS.get(info.arch, info.arch)),
             ("Classes", ", ".join(info.class_names)), ("Positive class", info.positive_class),
             ("Input size", f"{info.input_size} × {info.input_size}"),

@@ -304,7 +304,7 @@ def report_content(ctl: ImageController, *, patient: dict | None):
     return ReportContent(
         file_name=ctl.path.name, image=small(grey_to_qimage(px)), overlay=overlay, label=p.result or p.label,
         p_covid=float(p.p_covid), threshold=float(p.threshold),
-        model_name=info.label if info else "unknown", model_version=info.version if info else "?",
+        model_name=info.title if info else "unknown", model_version=info.version if info else "?",
         warnings=list(p.warnings), metadata=metadata, patient=patient, valid=bool(p.valid),
         forced_reason="" if p.valid else p.forced_reason(),
         suitability=p.suitability, heat_in_lungs=p.heat_in_lungs, band=p.band,

@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
             return
         current = r.pred is not None and r.pred.status == "ok" and not self.batch_panel.model.is_stale(r)
         if self.batch_panel.model.is_stale(r):
-            self.notifier.info(f"{r.path.name}: the table's result is from {r.stamp.label}; "
+            self.notifier.info(f"{r.path.name}: the table's result is from {r.stamp.display_name}; "
                                "showing the current model's result.")
         self.images.open(r.path, pred=r.pred if current else None)
 

@@ -44,7 +44,7 @@ def comparison_html(current, candidate) -> str:
         if side is None:
             return ["no model loaded", "—", "—"]
         info, path, _s = side
-        return [f"<b>{_esc(version_label(info.label, info.version))}</b>", _esc(Path(path).name if path else "—"),
+        return [f"<b>{_esc(version_label(info.title, info.version))}</b>", _esc(Path(path).name if path else "—"),
                 _esc(f"{ARCH_LABELS.get(info.arch, info.arch)}, {info.input_size} px")]
 
     def figures(side):
@@ -77,8 +77,8 @@ class ModelSwitchDialog(QDialog):
         self.choice: str | None = None
         info, path, summary = candidate
         lay = QVBoxLayout(self)
-        now = _esc(version_label(current[0].label, current[0].version)) if current else "no model"
-        title = QLabel(f"<h3>Use {_esc(version_label(info.label, info.version))} instead of {now}?</h3>")
+        now = _esc(version_label(current[0].title, current[0].version)) if current else "no model"
+        title = QLabel(f"<h3>Use {_esc(version_label(info.title, info.version))} instead of {now}?</h3>")
         title.setWordWrap(True)
         lay.addWidget(title)
         self.table = QLabel(comparison_html(current, candidate))
@@ -188,7 +188,7 @@ def switch_model(window, path) -> str | None:
     choice = dlg.choice
     dlg.deleteLater()
     if choice is None:
-        window.notifier.info(f"Model not switched: {version_label(candidate[0].label, candidate[0].version)} "
+        window.notifier.info(f"Model not switched: {version_label(candidate[0].title, candidate[0].version)} "
                              "was not loaded.")
         return None
     models.load(path, remember=choice == DEFAULT)

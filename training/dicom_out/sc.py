@@ -63,7 +63,7 @@ def banner_lines(category: str, p_covid: float | None, threshold: float | None, 
         lines.append(f"Lung involvement {100.0 * lung_involvement:.1f}%")
     if lesion_contours:
         lines.append(LESION_LEGEND + " (lung involvement = their area inside the lungs)")
-    lines.append(f"Model {stamp.label}  sha256 {stamp.sha256.split(':')[-1][:12]}   {RESEARCH_BANNER}")
+    lines.append(f"Model {stamp.display_name}  sha256 {stamp.sha256.split(':')[-1][:12]}   {RESEARCH_BANNER}")
     return lines
 
 
@@ -186,7 +186,7 @@ def build_sc(source, picture: np.ndarray, *, series_uid: str, series_number: int
             sc[key] = source[key]
     sc.BurnedInAnnotation = "YES"
     contours = f", lesion-map contours at P >= {LESION_LEVEL:g}" if lesion_contours else ""
-    sc.DerivationDescription = (f"Grad-CAM heatmap of {stamp.label} over the source radiograph{contours}, with "
+    sc.DerivationDescription = (f"Grad-CAM heatmap of {stamp.display_name} over the source radiograph{contours}, with "
                                 f"the result banner burned in; {RESEARCH_BANNER.lower()}")[:1024]
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID

@@ -28,14 +28,14 @@ class ModelStamp:
     file_name: str = ""
 
     @property
-    def label(self) -> str:
+    def display_name(self) -> str:
         """``name vVERSION`` as shown to users (= ``LoadedModel.display_name``)."""
         return version_label(self.name, self.version)
 
     @property
     def key(self) -> str:
         """Identifies the model: a result made under another key is stale."""
-        return f"{self.label}|{self.sha256}"
+        return f"{self.display_name}|{self.sha256}"
 
 
 def model_stamp(loaded) -> ModelStamp:
@@ -51,7 +51,7 @@ def model_stamp(loaded) -> ModelStamp:
         digest, file_name = file_sha256(loaded.path), loaded.path.name
     else:
         digest, file_name = "weights:" + weights_digest(state_tensors(loaded.model)), ""
-    stamp = ModelStamp(name=loaded.info.label, version=str(loaded.info.version), sha256=digest, file_name=file_name)
+    stamp = ModelStamp(name=loaded.info.title, version=str(loaded.info.version), sha256=digest, file_name=file_name)
     try:
         loaded._audit_stamp = stamp
     except AttributeError:  # pragma: no cover - a slotted stand-in
@@ -71,7 +71,7 @@ def time_text(when: _dt.datetime | None = None) -> str:
 def audit_cells(stamp: ModelStamp | None, when: _dt.datetime | None = None) -> dict[str, str]:
     if stamp is None:
         return {k: "" for k in AUDIT_COLUMNS}
-    return {"model": stamp.label, "model_sha256": stamp.sha256, "app_version": stamp.app_version,
+    return {"model": stamp.display_name, "model_sha256": stamp.sha256, "app_version": stamp.app_version,
             "result_time": time_text(when)}
 
 

@@ -194,7 +194,8 @@ class ModelInfo(MetaRecord):
     pneumonia_threshold: float = 0.5
 
     @property
-    def label(self) -> str:
+    def title(self) -> str:
+        """The model's name as shown (without its version; ``LoadedModel.display_name`` adds it)."""
         return self.name or ARCH_LABELS.get(self.arch, self.arch)
 
     @property
@@ -216,7 +217,7 @@ class LoadedModel:
 
     @property
     def display_name(self) -> str:
-        return version_label(self.info.label, self.info.version)
+        return version_label(self.info.title, self.info.version)
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -75,7 +75,7 @@ def render(model_path: Path, metrics_path: Path, notes: str = "", ablation_dir: 
     spec = InputSpec.from_metadata(info.preprocessing)
     tr = info.training
     paper = TABLE6.get(info.arch, {})
-    L = [f"# Model card: {info.label}", "",
+    L = [f"# Model card: {info.title}", "",
          "**Research and teaching only. Not a medical device; not a diagnosis.**", "",
          "| | |", "|---|---|",
          f"| file | `{model_path.name}` (SHA-256 `{file_sha256(model_path)[:16]}...`) |",

@@ -416,7 +416,7 @@ class _ModelState:
 
     arch: str
     index: int
-    label: str
+    title: str  # the architecture's name as shown (ARCH_LABELS)
     seed: int
     init: str
     model: nn.Module  # DDP-wrapped when distributed
@@ -443,12 +443,12 @@ def _train_one(run: _Run, arch: str, mi: int) -> Iterator[Event]:
     st = _build_model_state(run, arch, mi)
     yield from _resume(run, st)
     n_train = len(run.prep.splits["train"])
-    yield run.log(f"{st.label}: training on {n_train} images, {st.batches} batches/epoch, {cfg.epochs} epochs.",
+    yield run.log(f"{st.title}: training on {n_train} images, {st.batches} batches/epoch, {cfg.epochs} epochs.",
                   EventKind.MODEL_STARTED, metrics={"history": list(st.history), "resumed_after": len(st.history)},
                   **st.ev_base(cfg))
     for epoch in range(st.start_epoch, cfg.epochs + 1):
         if cfg.early_stopping and st.stale >= cfg.early_stopping:
-            yield run.log(f"{st.label}: early stop - no better validation epoch for {st.stale} epochs.",
+            yield run.log(f"{st.title}: early stop - no better validation epoch for {st.stale} epochs.",
                           EventKind.EARLY_STOP, **st.ev_base(cfg))
             break
         yield from _train_epoch(run, st, epoch)
@@ -486,7 +486,7 @@ def _build_model_state(run: _Run, arch: str, mi: int) -> _ModelState:
     if cfg.max_train_batches:
         batches = min(batches, cfg.max_train_batches)
     last_path, best_path = run_folder.checkpoint_files(run.run_dir, arch)
-    return _ModelState(arch=arch, index=mi, label=ARCH_LABELS[arch], seed=seed, init=init, model=model, core=core,
+    return _ModelState(arch=arch, index=mi, title=ARCH_LABELS[arch], seed=seed, init=init, model=model, core=core,
                        opt=opt, scaler=scaler, channels_last=channels_last, batches=batches, per_rank=per_rank,
                        last_path=last_path, best_path=best_path)
 
@@ -503,7 +503,7 @@ def _resume(run: _Run, st: _ModelState) -> Iterator[Event]:
     st.history, st.best = ck["history"], ck["best"]
     st.start_epoch = int(ck["epoch"]) + 1
     st.stale = 0 if st.best is None else sum(1 for h in st.history if h["epoch"] > st.best["epoch"])
-    yield run.log(f"{st.label}: resuming after epoch {ck['epoch']}.", EventKind.MODEL_RESUMED, model=st.arch,
+    yield run.log(f"{st.title}: resuming after epoch {ck['epoch']}.", EventKind.MODEL_RESUMED, model=st.arch,
                   metrics={"history": list(st.history)})
 
 
@@ -562,7 +562,7 @@ def _train_epoch(run: _Run, st: _ModelState, epoch: int) -> Iterator[Event]:
     aug_g = torch.Generator().manual_seed(st.seed * 31 + epoch * 1009 + run.dist.rank)
     for b in range(st.batches):
         if run.stop():
-            raise TrainingCancelled(f"Cancelled during {st.label} epoch {epoch}; the last finished epoch is "
+            raise TrainingCancelled(f"Cancelled during {st.title} epoch {epoch}; the last finished epoch is "
                                     "kept in the run folder and can be resumed.")
         sel = train_idx[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
         if len(sel) < 2:
@@ -584,7 +584,7 @@ def _train_epoch(run: _Run, st: _ModelState, epoch: int) -> Iterator[Event]:
     row = _validate(run, st, epoch, tot_loss / max(1, tot_n), tot_correct / max(1, tot_n), time.time() - te)
     improved = _record_epoch(run, st, row)
     yield Event(EventKind.EPOCH, epoch=epoch, metrics={**row, "best_epoch": st.best["epoch"], "improved": improved},
-                message=(f"{st.label} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc "
+                message=(f"{st.title} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc "
                          f"{row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}"
                          f"{'  *' if improved else ''} ({row['seconds']:.0f} s)"), **st.ev_base(cfg))
 
@@ -647,7 +647,7 @@ def _model_info(run: _Run, st: _ModelState, evals: dict, threshold: float, thr_s
     test = evals["test"]["at_0.5"]
     init = st.init
     return ModelInfo(
-        arch=st.arch, name=cfg.model_name or f"{st.label} ({cfg.recipe} recipe)", version=time.strftime("%Y%m%d"),
+        arch=st.arch, name=cfg.model_name or f"{st.title} ({cfg.recipe} recipe)", version=time.strftime("%Y%m%d"),
         input_size=cfg.input_size, threshold=float(threshold), dropout=cfg.dropout,
         preprocessing={**ModelInfo.__dataclass_fields__["preprocessing"].default_factory(),
                        **input_spec(cfg).to_metadata()},
@@ -660,18 +660,19 @@ def _model_info(run: _Run, st: _ModelState, evals: dict, threshold: float, thr_s
                   "seed": cfg.seed},
         metrics={k: test[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "ci95",
                                       "confusion")},
-        description=f"{st.label} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")
+        description=f"{st.title} trained with the '{cfg.recipe}' recipe; P(COVID) from a sigmoid output.")
 
 
 def _finish_model(run: _Run, st: _ModelState) -> Iterator[Event]:
     """Load the chosen epoch, test it, write the model file, plots and metrics.json (last: marks it finished)."""
     cfg, run_dir = run.cfg, run.run_dir
     st.core.load_state_dict(_load_torch(st.best_path) if st.best_path.exists() else st.core.state_dict())
-    yield run.log(f"{st.label}: evaluating epoch {st.best['epoch']} (best validation accuracy, ties by lower loss).",
+    yield run.log(f"{st.title}: evaluating epoch {st.best['epoch']} (best validation accuracy, ties by lower loss).",
                   EventKind.EVALUATING, epoch=st.best["epoch"], **st.ev_base(cfg))
     evals, probs, threshold, thr_sens = _evaluate_chosen(run, st)
     chosen = next(h for h in st.history if h["epoch"] == st.best["epoch"])
-    result = {"arch": st.arch, "label": st.label, "best_epoch": st.best["epoch"], "epochs_run": len(st.history),
+    # "label": the results.json key that plots and reports read (the architecture's title)
+    result = {"arch": st.arch, "label": st.title, "best_epoch": st.best["epoch"], "epochs_run": len(st.history),
               "chosen_epoch": chosen, "threshold": threshold, "operating_point_sens": thr_sens,
               "target_sensitivity": cfg.target_sensitivity, "precision": run.precision,
               "world_size": run.dist.world, "evaluations": evals,
@@ -687,7 +688,7 @@ def _finish_model(run: _Run, st: _ModelState) -> Iterator[Event]:
         atomic.write_json(run_folder.metrics_file(run_dir, st.arch), result)  # written last: marks the model finished
     run.dist.barrier()
     t = evals["test"]["at_0.5"]
-    yield Event(EventKind.MODEL_DONE, message=(f"{st.label}: test accuracy {t['accuracy']:.3f}, precision "
+    yield Event(EventKind.MODEL_DONE, message=(f"{st.title}: test accuracy {t['accuracy']:.3f}, precision "
                                                f"{t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}, "
                                                f"AUC {t['roc_auc']:.3f}"), metrics=result, **st.ev_base(cfg))
 
