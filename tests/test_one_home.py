@@ -133,7 +133,7 @@ def test_version_label_is_the_one_name_v_n():
     from training.model.audit import ModelStamp
 
     assert version_label("ResNet50-LSTM", "2.0") == "ResNet50-LSTM v2.0"
-    assert ModelStamp("ResNet50-LSTM", "2.0", "abc").label == version_label("ResNet50-LSTM", "2.0")
+    assert ModelStamp("ResNet50-LSTM", "2.0", "abc").display_name == version_label("ResNet50-LSTM", "2.0")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="source grep, POSIX paths")
