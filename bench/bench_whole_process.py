@@ -1,0 +1,105 @@
+"""The whole process, as a user runs it: ``xray-classify`` with its defaults against the naive
+script a user could write, each a fresh process from start to exit (prints figures; not a test).
+
+    .venv/bin/python bench/bench_whole_process.py [--n 300] [--rounds 2] [--model FILE]
+
+* ``xray-classify FILES --csv OUT --no-progress``: the product's defaults (the chest-radiograph gate
+  with the orientation check, the lung crop + CLAHE, the lung share of Grad-CAM from the same pass,
+  fp32 on ONNX Runtime where it runs);
+* the naive script: PIL open -> ``convert("L")`` -> torchvision ``Resize((S, S))`` + ``ToTensor`` ->
+  grey repeated to 3 channels -> the same weights in fp32 PyTorch, batch 1, ``no_grad`` (no gate, no
+  lung crop, no explanation) - at the same input size S.
+
+Both read the same N real PNGs of ``../shared/data/covid-cxr-1000`` (half COVID, half Normal); the
+rounds alternate the order. images/s = N / wall seconds of the process, start-up included.
+Goal (issue "reduced-precision engine"): defaults, fp32, whole process on 300 images >= 1.5x the naive
+loop at the same input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "covid-cxr-1000"
+
+NAIVE = r"""
+import sys, torch
+from pathlib import Path
+from PIL import Image
+from torchvision import transforms
+from training.model.modelfile import load_model
+loaded = load_model(sys.argv[1], device="cpu")
+model, size = loaded.model.eval(), int(loaded.info.input_size)
+tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+out = []
+for line in Path(sys.argv[2]).read_text().splitlines():
+    with Image.open(line) as im:
+        x = tf(im.convert("L")).repeat(3, 1, 1)[None]
+    with torch.no_grad():
+        out.append(model(x).float())
+print(len(out))
+"""
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def pick(n: int) -> list[Path]:
+    covid = sorted((DATA / "COVID").glob("*.png"))[: n // 2]
+    normal = sorted((DATA / "Normal").glob("*.png"))[: n - len(covid)]
+    return covid + normal
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
+    args = ap.parse_args(argv)
+    from training.common.resources import default_model_path
+    from training.model.modelfile import read_info
+
+    model = args.model or default_model_path()
+    info, _ = read_info(model)
+    files = pick(args.n)
+    exe = Path(sys.executable).with_name("xray-classify")
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "files.txt"
+        listing.write_text("\n".join(str(f) for f in files) + "\n")
+        product = [str(exe), "--model", str(model), *map(str, files), "--csv", str(Path(tmp) / "out.csv"),
+                   "--no-progress"]
+        naive = [sys.executable, "-c", NAIVE, str(model), str(listing)]
+        runs: dict[str, list[float]] = {"xray-classify (defaults, fp32)": [], "naive script (batch 1, fp32)": []}
+        for r in range(args.rounds):
+            order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+            for name in order:
+                cmd = product if name.startswith("xray") else naive
+                t = time.perf_counter()
+                done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                runs[name].append(time.perf_counter() - t)
+                if done.returncode != 0:
+                    print(f"{name} failed:\n{done.stderr[-3000:]}")
+                    return 1
+    print(f"{len(files)} PNGs of covid-cxr-1000, model {info.name} v{info.version} at {info.input_size} px; "
+          f"CPU {cpu_name()}; {args.rounds} round(s), alternating")
+    rates = {name: len(files) / (sum(ts) / len(ts)) for name, ts in runs.items()}
+    for name, ts in runs.items():
+        print(f"  {name:34s} {rates[name]:6.2f} images/s  (wall {', '.join(f'{t:.1f}' for t in ts)} s)")
+    a, b = rates.values()
+    print(f"  product / naive: {a / b:.2f}x (goal >= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
