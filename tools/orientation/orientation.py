@@ -37,7 +37,6 @@ training data, validation metrics) and ``weights_sha256`` (checked on load).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -51,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training.gate.orientation import OrientationNet, apply_orientation, to_input  # noqa: F401  (the one copy)
+from training.model.modelfile import weights_digest as _weights_digest  # the project's one weights digest
 
 FORMAT = "xray-orientation"
 FORMAT_VERSION = 1
@@ -146,17 +146,6 @@ def result_from_probs(p8: np.ndarray, rotation_threshold: float, mirror_threshol
 # --------------------------------------------------------------------------- model file
 
 NETS = ("rotation", "mirror")
-
-
-def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def build_net(cfg: dict[str, Any]) -> OrientationNet:

@@ -269,19 +269,16 @@ def calibrate(fit_vectors: dict[str, np.ndarray], val_measures: Sequence[dict[st
     novelty: dict[str, Any] = {}
     scaled = []
     for name in NOVELTY_REASONS:
-        comps, per_source = [], []
-        for label, fit, val in sources:
-            g = fit_gaussian(fit[name], SHRINKAGE[name])
-            mean, prec = np.asarray(g["mean"]), np.asarray(g["precision"])
-            g["scale"] = float(np.quantile([mahalanobis(v, mean, prec) for v in val[name]], novelty_scale_q))
-            g["fit_images"] = int(len(fit[name]))
-            g["source"] = label
-            comps.append(g)
-        for _, _, val in sources:
-            per_source.append(np.array([min(mahalanobis(v, np.asarray(g["mean"]), np.asarray(g["precision"]))
-                                            / g["scale"] for g in comps) for v in val[name]]))
+        comps = [{**fit_gaussian(fit[name], SHRINKAGE[name]), "fit_images": int(len(fit[name])), "source": label}
+                 for label, fit, _ in sources]
+        arrays = [(np.asarray(g["mean"]), np.asarray(g["precision"])) for g in comps]
+        # dist[s][c]: source s's validation films against component c, each distance computed once
+        dist = [[np.array([mahalanobis(v, mean, prec) for v in val[name]]) for mean, prec in arrays]
+                for _, _, val in sources]
+        for c, g in enumerate(comps):  # each component is scaled on its own source's validation films
+            g["scale"] = float(np.quantile(dist[c][c], novelty_scale_q))
+        scaled.append(np.concatenate([np.min([d / g["scale"] for d, g in zip(row, comps)], axis=0) for row in dist]))
         novelty[name] = {**comps[0], "components": comps[1:]} if len(comps) > 1 else comps[0]
-        scaled.append(np.concatenate(per_source))
     score = np.max(np.stack(scaled), axis=0)
     ranges: dict[str, list[float]] = {}
     for name in SHAPE_FEATURES:

@@ -159,6 +159,8 @@ class BatchMixin:
                 failure = exception_text(exc)
             if explain and cams is not None and not failure:  # kept maps alone (the node) need no shares
                 shares = self._lung_shares(ok, batch, cams)
+        heats = ({id(d): kept_heatmap(self, c) for d, c in zip(ok, cams)}
+                 if keep and cams is not None and not failure else {})
         for d in decoded:
             if d.status == "ok" and not failure:
                 pred = self._ok(d.path, probs[id(d)], d.meta, d.warnings, lesions.get(id(d)))
@@ -169,8 +171,7 @@ class BatchMixin:
                 pred.lung_involvement = lung_involvement(pred)
                 if id(d) in shares:
                     pred.set_heat_share(shares[id(d)])
-                if keep and cams is not None:
-                    pred.heat_input = kept_heatmap(self, cams[ok.index(d)])
+                pred.heat_input = heats.get(id(d))
                 yield pred
             elif d.status == "refused" and d.gate is not None:
                 pred = gate_policy.refused_prediction(d.path, d.gate, d.meta, d.warnings, self._threshold)
