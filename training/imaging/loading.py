@@ -92,16 +92,20 @@ class ImageMeta:
     patient: dict[str, str] = field(default_factory=dict)  # identifiers; hidden by default
     extra: dict[str, str] = field(default_factory=dict)  # descriptions, manufacturer, ...
     colour: float = 0.0  # mean chroma (max - min of R, G, B, in [0, 1]) before conversion to grey; 0 for grey
-    # header refusals the user overrode ("Classify anyway" / --allow-any-header): a result is then not valid
-    header_overridden: tuple[str, ...] = ()
-    # the same refusals as the strict check raises them, (sentence, ImageRefused code), in order: lets a viewer
-    # decode once with the checks off and still show the refusal (:func:`header_refusal`)
+    # the header refusals of a file loaded with the checks off, as the strict check raises them (sentence,
+    # ImageRefused code), in order: a viewer decodes once and can still show the refusal (:func:`header_refusal`)
     header_refusals: tuple[tuple[str, str], ...] = ()
     # how the pixels were turned from the file's: (counter-clockwise quarter turns, mirrored left-right first),
     # by the orientation check or the user (``training.imaging.turn``); ``user_turned``: the user chose it,
     # so no automatic orientation check runs on them
     turn: tuple[int, bool] = (0, False)
     user_turned: bool = False
+
+    @property
+    def header_overridden(self) -> tuple[str, ...]:
+        """The header refusals the user overrode ("Classify anyway" / --allow-any-header), as clauses:
+        a result is then not valid."""
+        return tuple(clause(reason) for reason, _ in self.header_refusals)
 
 
 @dataclass
@@ -758,7 +762,7 @@ def _load_dicom(p: Path, check_header: bool, *, magic: bool, ds=None) -> LoadedI
         photometric=hdr.photometric, bits=int(bits), original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
         window=None if window is None else (float(window[0]), float(window[1])), window_source=source,
         transfer_syntax=ts_text, patient=hdr.patient, extra=hdr.extra, colour=chroma,
-        header_overridden=tuple(clause(reason) for reason, _ in overridden), header_refusals=tuple(overridden),
+        header_refusals=tuple(overridden),
     )
     return LoadedImage(pixels=pixels, meta=meta, warnings=warnings, raw=np.ascontiguousarray(raw), invert=invert)
 
