@@ -121,6 +121,17 @@ def model_gflop(model: torch.nn.Module, size: int) -> float:
 
 
 # ------------------------------------------------------------------ engines
+COVID_INDEX = 1  # set in main from the model file (three-class models: softmax, the COVID column)
+
+
+def p_covid(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """P(COVID) from a model's logits: sigmoid of one logit, or the COVID column of the softmax."""
+    z = logits.float() / temperature
+    if z.ndim == 2 and z.shape[1] > 1:
+        return torch.softmax(z, dim=1)[:, COVID_INDEX]
+    return torch.sigmoid(z.reshape(-1))
+
+
 class NaiveBaseline:
     """The tutorial loop at the model's input size: PIL -> Resize((S, S)) + ToTensor -> 3 channels -> fp32, batch 1."""
 
@@ -139,7 +150,7 @@ class NaiveBaseline:
             with Image.open(p) as im:
                 x = self.tf(im.convert("L")).repeat(3, 1, 1)[None]
             with torch.no_grad():
-                out.append(float(torch.sigmoid(self.model(x) / self.temperature)[0]))
+                out.append(float(p_covid(self.model(x), self.temperature)[0]))
         return np.array(out, dtype=np.float64)
 
 
@@ -151,7 +162,7 @@ def torch_runner(model, batch: int, channels_last: bool, bf16: bool, temperature
         out = []
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(x), batch):
-                out.append(torch.sigmoid(model(x[i:i + batch].contiguous(memory_format=fmt)).float() / temperature))
+                out.append(p_covid(model(x[i:i + batch].contiguous(memory_format=fmt)), temperature))
         return torch.cat(out).double().numpy()
 
     return run
@@ -159,7 +170,7 @@ def torch_runner(model, batch: int, channels_last: bool, bf16: bool, temperature
 
 def onnx_runner(engine: OnnxEngine, batch: int, temperature: float):
     def run(x: torch.Tensor) -> np.ndarray:
-        return torch.cat([torch.sigmoid(engine.logits(x[i:i + batch]) / temperature)
+        return torch.cat([p_covid(engine.logits(x[i:i + batch]), temperature)
                           for i in range(0, len(x), batch)]).double().numpy()
 
     return run
@@ -190,7 +201,8 @@ def openvino_runners(onnx_path: Path, batch: int, threads: int, temperature: flo
             out = []
             for i in range(0, len(x), batch):
                 logits = compiled([x[i:i + batch].numpy()])[compiled.output(0)]
-                out.append(torch.sigmoid(torch.from_numpy(np.asarray(logits, np.float32)).reshape(-1) / temperature))
+                z = torch.from_numpy(np.asarray(logits, np.float32))
+                out.append(p_covid(z.reshape(z.shape[0], -1) if z.ndim > 1 else z, temperature))
             return torch.cat(out).double().numpy()
 
         runners[f"{label} ({precision})"] = run
@@ -222,6 +234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bf16", action="store_true", help="measure bf16 autocast even without native bf16")
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--json", help="write all figures as JSON to this file ('-' = stdout)")
+    ap.add_argument("--whole-rounds", type=int, default=1,
+                    help="rounds of the whole-process comparison (fresh xray-classify processes, fp32 and fast, "
+                         "against the naive script, on the same N files); 0 = skip it")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -237,6 +252,8 @@ def main(argv=None) -> int:
                    ModelInfo(arch="resnet50_lstm", input_size=args.size, name="bench (random weights)"), model_path)
     info, _ = read_info(model_path)
     size, temperature = int(info.input_size), float(info.temperature)
+    global COVID_INDEX
+    COVID_INDEX = info.class_names.index(info.positive_class) if info.positive_class in info.class_names else 1
     files = bench_files(args.n)
     rounds = max(1, min(args.rounds, len(files)))
     import onnxruntime
@@ -271,6 +288,18 @@ def main(argv=None) -> int:
             print(f"classify_paths[onnx] engine: {clf.engine_note} (ready in {time.perf_counter() - t0:.1f} s, "
                   "export included)")
         runners[f"classify_paths[{eng}] (end to end)"] = ("files", pipeline_runner(clf))
+    fast_record = info.fast_mode or {}
+    if fast_record.get("ranges"):  # the int8 fast mode, measured on any CPU (the app uses it only with VNNI / AMX)
+        clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, gate=None,
+                         batch_size=args.batch, precision="int8")
+        clf.loaded.info.fast_mode = fast_record
+        clf.predict_batch(x_all[:1])
+        print(f"classify_paths[onnx int8] engine: {clf.engine_note}")
+        if clf.active_engine == "onnx-int8":
+            runners["classify_paths[onnx int8, fast] (end to end)"] = ("files", pipeline_runner(clf))
+            runners["onnxruntime int8 (fast mode)"] = ("x", onnx_runner(clf.fast_engine(), args.batch, temperature))
+    else:
+        print("int8 fast mode: not measured (the model file records no fast mode)")
     ref_name = "torch fp32 contiguous"
     runners[ref_name] = ("x", torch_runner(load_model(model_path).model.eval(), args.batch, False, False, temperature))
     runners["torch fp32 channels_last"] = ("x", torch_runner(load_model(model_path).model.eval(), args.batch, True,
@@ -347,7 +376,19 @@ def main(argv=None) -> int:
                          "speedup_vs_naive": rate / naive_rate, "max_abs_dp_vs_torch_fp32": dp,
                          "gflop_per_s": achieved, "share_of_gemm": share,
                          "gemm_limit": "bf16" if on_bf16 else "fp32"}
-    print("\n(end-to-end rows include decoding and resizing; model-only rows start from decoded tensors)")
+    print("\n(end-to-end rows include decoding and resizing; model-only rows start from decoded tensors; "
+          "int8 rows are measured on any CPU, the app runs them only on one with AMX / AVX-512 VNNI / AVX-VNNI / "
+          "AVX-512 BF16)")
+    whole = {}
+    if args.whole_rounds > 0:
+        from bench_whole_process import report, whole_process
+
+        print(f"\nwhole process (fresh processes, start-up included), the same {len(files)} files, "
+              f"{args.whole_rounds} round(s):")
+        runs = whole_process(model_path, files, args.whole_rounds, ("fp32", "fast"))
+        rates = report(runs, len(files))
+        whole = {name: {"images_per_s": rates[name], "seconds": r["seconds"], "engine": r["engine"]}
+                 for name, r in runs.items()}
     if args.json:
         doc = {
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_name(),
@@ -357,7 +398,8 @@ def main(argv=None) -> int:
             "input_size": size, "images": len(files), "batch": args.batch, "rounds": rounds,
             "gflop_per_image": gflop, "gemm_gflop_per_s": gemm_best, "gemm_measurements": gemm,
             "gemm_bf16_gflop_per_s": bf16_best,
-            "reference": ref_name, "engines": results, "load_average_after": load_average(),
+            "reference": ref_name, "engines": results, "whole_process": whole,
+            "load_average_after": load_average(),
         }
         text = json.dumps(doc, indent=1)
         if args.json == "-":

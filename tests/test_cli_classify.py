@@ -295,3 +295,22 @@ def test_cli_dicom_out_writes_valid_sr_and_sc_equal_to_the_csv(tmp_path, model_f
             assert back.category == {"COVID": "COVID-19", "Normal": "Normal"}[row["label"]]
         else:
             assert back.category == "Refused" and back.reason == row["reason"] and back.p_covid is None
+
+
+def test_cli_precision_fast_falls_back_to_fp32_and_says_why(model_file, cxr1000, tmp_path, capsys, monkeypatch):
+    """--precision fast on a CPU without VNNI / AMX (simulated): classified in fp32, and the Engine line says
+    why; an unknown precision is a usage error."""
+    from training.inference import engine_fast
+
+    monkeypatch.setattr(engine_fast, "cpu_flags", lambda: {"sse4_2", "avx2"})
+    png = sorted((cxr1000 / "COVID").glob("*.png"))[0]
+    out_csv = tmp_path / "fast.csv"
+    assert main([str(png), "--model", str(model_file), "--csv", str(out_csv), "--no-progress",
+                 "--precision", "fast"]) == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("Engine: "))
+    assert "fp32" in line and "none of AMX, AVX-512 VNNI" in line, line
+    assert _rows(out_csv)[0]["status"] == "ok"
+    with pytest.raises(SystemExit) as exc:
+        main([str(png), "--model", str(model_file), "--precision", "int4"])
+    assert exc.value.code == 2

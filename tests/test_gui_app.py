@@ -430,3 +430,23 @@ def test_start_falls_back_to_the_default_model_when_the_remembered_one_is_broken
     assert any(n.level == "error" and "old.safetensors" in n.text for n in win.notifier.history)
     assert win.models.path.name == DEFAULT_MODEL_NAME
     win.close()
+
+
+def test_settings_precision_reloads_the_model_and_the_about_box_says_what_runs(window, qtbot, monkeypatch):
+    """Settings → Precision "fast" on a CPU without VNNI / AMX (simulated): remembered, the model
+    reloaded with it, and the About box names the engine (fp32 kept, and why) and the file's fast mode."""
+    from training.inference import engine_fast
+    from xray_gui.dialogs import SettingsDialog, model_info_html
+
+    monkeypatch.setattr(engine_fast, "cpu_flags", lambda: {"sse4_2", "avx2"})
+    assert window.models.precision == "fp32"
+    dlg = SettingsDialog("cpu", False, window, precision=window.models.precision)
+    assert dlg.precision() == "fp32"
+    dlg.precision_buttons["fast"].setChecked(True)
+    with qtbot.waitSignal(window.models.changed, timeout=WAIT):
+        window.models.set_precision(dlg.precision())
+    clf = window.models.classifier
+    assert clf.precision == "fast" and window.settings.precision == "fast"
+    out = model_info_html(clf)
+    assert "none of AMX, AVX-512 VNNI, AVX-VNNI or AVX-512 BF16, so fp32 is kept" in out, out
+    assert "Fast mode (int8)" in out and "not prepared for this model file" in out

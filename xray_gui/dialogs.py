@@ -15,7 +15,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from training.common.constants import APP_DEVICES  # noqa: E402
+from training.common.constants import (
+    APP_DEVICES,  # noqa: E402
+    PRECISION_LABELS,
+)
 from training.common.constants import DEVICE_LABELS as _ALL_LABELS
 
 from . import APP_NAME, RESEARCH_NOTICE
@@ -60,7 +63,8 @@ def model_info_html(classifier) -> str:
             ("Decision threshold (file)", f"{info.threshold:.3f}"),
             ("Threshold in use", f"{classifier.threshold:.3f}"),
             ("Created", info.created or "—"), ("File", str(path or "—")),
-            ("Running on", str(classifier.device))]
+            ("Running on", str(classifier.device)),
+            ("Engine", getattr(classifier, "engine_note", "") or "not started yet")]
     if info.band:
         rows.append(("Borderline band (Indeterminate)", f"{info.band[0]:.3f}–{info.band[1]:.3f}"))
     if info.operating_points:
@@ -76,6 +80,10 @@ def model_info_html(classifier) -> str:
         out += f"<p style='color:#666'>Source: {html.escape(s.source)}; 95 % confidence intervals in brackets.</p>"
     if s.warning():
         out += f"<p style='color:#9a6700'><b>Caution:</b> {html.escape(s.warning())}</p>"
+    from training.inference.engine_fast import summary_lines
+
+    fast = summary_lines(info.fast_mode)
+    out += "<h4>Fast mode (int8)</h4><p>" + "<br>".join(html.escape(line.strip()) for line in fast) + "</p>"
     if info.training:
         out += "<h4>Training</h4>" + _table((k.replace("_", " ").capitalize(), _readable(v))
                                             for k, v in info.training.items())
@@ -121,7 +129,7 @@ class AboutDialog(QDialog):
 class SettingsDialog(QDialog):
     """Device choice; applying reloads the model on that device."""
 
-    def __init__(self, device: str, cuda_available: bool | None, parent=None):
+    def __init__(self, device: str, cuda_available: bool | None, parent=None, precision: str = "fp32"):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         lay = QVBoxLayout(self)
@@ -137,6 +145,20 @@ class SettingsDialog(QDialog):
             self.buttons[key] = b
             lay.addWidget(b)
         self.buttons.get(device, self.buttons["auto"]).setChecked(True)
+        lay.addWidget(QLabel("<b>Precision on the CPU:</b>"))
+        self.precision_group = QButtonGroup(self)
+        self.precision_buttons: dict[str, QRadioButton] = {}
+        for key, text in PRECISION_LABELS.items():
+            b = QRadioButton(text)
+            self.precision_group.addButton(b)
+            self.precision_buttons[key] = b
+            lay.addWidget(b)
+        self.precision_buttons.get(precision, self.precision_buttons["fp32"]).setChecked(True)
+        note = QLabel("The fast mode is used only where the model file records a passed validation against fp32 "
+                      "(Help → About shows it) and the CPU has AMX, AVX-512 VNNI, AVX-VNNI or AVX-512 BF16.")
+        note.setWordWrap(True)
+        note.setStyleSheet("color: #666")
+        lay.addWidget(note)
 
         # -- heatmap presentation (heatmap_settings.py): applied on OK --------------
         self.heatmap_box = None
@@ -152,6 +174,9 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
+
+    def precision(self) -> str:
+        return next((k for k, b in self.precision_buttons.items() if b.isChecked()), "fp32")
 
     def device(self) -> str:
         for key, b in self.buttons.items():

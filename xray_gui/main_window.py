@@ -262,9 +262,12 @@ class MainWindow(QMainWindow):
     def show_settings(self) -> None:
         from .dialogs import SettingsDialog
 
-        dlg = SettingsDialog(self.models.device, self.models.cuda_available, self)
+        dlg = SettingsDialog(self.models.device, self.models.cuda_available, self, precision=self.models.precision)
         if dlg.exec():
-            self.model_display.choose_device(dlg.device())
+            precision, device = dlg.precision(), dlg.device()
+            if precision != self.models.precision:  # a new device reloads below, with the new precision
+                self.models.set_precision(precision, reload=device == self.models.device)
+            self.model_display.choose_device(device)
 
     def show_about(self) -> None:
         from training.common.resources import model_card_path

@@ -28,6 +28,7 @@ class ModelController(QObject):
         self.classifier = None
         self.path: Path | None = None
         self.device = settings.device
+        self.precision = settings.precision
         self.cuda_available: bool | None = None
         self.last_error = ""
         self.remembered = False  # the loaded model is the one remembered for the next start
@@ -78,8 +79,8 @@ class ModelController(QObject):
             self._loading = False
             self.settled.emit()
 
-        self.jobs.start("model", load_model_task, str(path), device, on_yield=on_item, on_error=on_error,
-                        on_done=on_done)
+        self.jobs.start("model", load_model_task, str(path), device, self.precision, on_yield=on_item,
+                        on_error=on_error, on_done=on_done)
 
     def use(self, classifier, path=None, *, remember: bool = False) -> None:
         """Adopt an already loaded Classifier (tests, or a model handed over by
@@ -116,6 +117,14 @@ class ModelController(QObject):
         # the device is a setting of its own; the model stays "this session only" if it was
         self.load(self.path, device, remember=self.remembered, remember_device=True,
                   context=f"Could not use the device '{device}'")
+
+    def set_precision(self, precision: str, *, reload: bool = True) -> None:
+        """Settings → Precision: remembered, and the current model reloaded with it (kept on failure)."""
+        self.precision = precision
+        self.settings.precision = precision
+        if reload and self.path is not None:
+            self.load(self.path, self.device, remember=self.remembered, remember_device=False,
+                      context=f"Could not use the precision '{precision}'")
 
     # -- threshold ---------------------------------------------------------------
     def set_threshold(self, value: float) -> bool:

@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings
 
 MAX_RECENT = 10
 from training.common.constants import APP_DEVICES as DEVICES  # noqa: E402  (the core's list)
+from training.common.constants import PRECISION_LABELS  # noqa: E402
 
 from .display_state import DEFAULT_HEATMAP_COLOURS, HEATMAP_COLOURS, HEATMAP_FLOOR, HEATMAP_FLOORS  # noqa: E402
 
@@ -84,6 +85,8 @@ class AppSettings:
     # -- model / device --------------------------------------------------
     model_path = _Setting("model/path", "", str, doc="The model file opened at start-up (empty: the shipped one).")
     device = _Setting("model/device", "auto", str, _one_of(DEVICES))
+    precision = _Setting("model/precision", "fp32", str, _one_of(tuple(PRECISION_LABELS)),
+                         doc="fp32, or fast: the model file's validated int8 mode where the CPU has VNNI / AMX.")
 
     def threshold_for(self, model_key: str) -> float | None:
         """The user's threshold for one model file (None: use the file's)."""

@@ -28,7 +28,7 @@ def configure_torch_threads() -> None:
         torch.set_num_threads(n - 1)
 
 
-def load_model_task(path: str, device: str):
+def load_model_task(path: str, device: str, precision: str = "fp32"):
     """Import torch, load + verify a model file, build a Classifier."""
     yield ("status", "starting the inference engine…")
     import torch  # noqa: F401  (the slow import, off the GUI thread)
@@ -37,7 +37,7 @@ def load_model_task(path: str, device: str):
     from training.inference.classifier import Classifier
 
     yield ("status", f"loading model {Path(path).name}…")
-    clf = Classifier.from_file(path, device=device)
+    clf = Classifier.from_file(path, device=device, precision=precision)
     from training.model.audit import model_stamp
 
     model_stamp(clf.loaded)  # the model file's SHA-256, once, here rather than on the GUI thread

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write DICOM results into DIR: a Comprehensive SR per DICOM input and a secondary capture "
                         "with the heatmap per classified DICOM, in new series of the source's study "
                         "(docs/DICOM_EXPORT.md); PNG/JPEG inputs get none (no DICOM context)")
+    p.add_argument("--precision", choices=("fp32", "fast"), default="fp32",
+                   help="the network's precision on the CPU: fp32 (default), or fast - the model file's validated "
+                        "int8 mode (ONNX Runtime) where the CPU has AMX, AVX-512 VNNI, AVX-VNNI or AVX-512 BF16; "
+                        "elsewhere fp32, and the 'Engine:' line says why")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -171,7 +175,8 @@ def _load_classifier(args):
     try:
         if args.threshold is not None:
             validate_threshold(args.threshold)
-        clf = Classifier.from_file(model_path, device=args.device, batch_size=args.batch_size)
+        clf = Classifier.from_file(model_path, device=args.device, batch_size=args.batch_size,
+                                   precision=args.precision)
         if args.threshold is not None:
             clf.threshold = args.threshold
     except XrayError as exc:
@@ -325,6 +330,8 @@ def _classify(args, out, started: list[bool]) -> int:
     print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
           f"threshold {clf.threshold:.3g}{classes}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
+    clf.fast_engine()  # built now (it would be on the first batch), so the line below says what runs
+    print(f"Engine: {clf.engine_note or 'PyTorch'}", file=sys.stderr)
     started[0] = True
     if out is not None:  # every path found gets a row: skipped ones too, first, with the reason
         for path, why in skipped:

@@ -11,6 +11,9 @@ POSITIVE = "COVID"
 MIN_PER_CLASS = 5  # below this an 80/10/10 split leaves a class out of val or test
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")  # what the core accepts (also "cuda:N")
 APP_DEVICES = ("auto", "cuda", "cpu")  # what the app offers
+# the network's precision on the CPU (training.inference.engine_fast): fp32, or the validated int8 fast mode
+PRECISION_LABELS = {"fp32": "Full precision (fp32)",
+                    "fast": "Fast (int8) where this computer's CPU and the model file support it, else fp32"}
 DEVICE_LABELS = {"auto": "Automatic (GPU when available, else CPU)", "cuda": "NVIDIA GPU (CUDA)",
                  "mps": "Apple GPU (MPS)", "cpu": "CPU"}
 

@@ -94,6 +94,12 @@ class BatchMixin:
         return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings), gate=gres,
                         preview=_preview(pixels, preview) if preview else None, box=box)
 
+    def input_of_file(self, path: str | os.PathLike) -> torch.Tensor | None:
+        """The model input of one file as a classification would build it (loader, gate mask, lung crop,
+        ``model_input``; gate refusals included), or None when it cannot be read."""
+        d = self._decode(Path(path), True, 0, enforce_gate=False)
+        return d.tensor if d.status == "ok" else None
+
     def classify_paths(self, paths: Iterable[str | os.PathLike], cancel: Callable[[], bool] | Any = None,
                        check_header: bool = True, preview: int = 0, *, enforce_gate: bool = True,
                        explain: bool = False, keep_heatmaps: bool = False) -> Iterator[Prediction]:

@@ -78,7 +78,10 @@ class Classifier(EngineMixin, BatchMixin):
     when it is installed and the model came from a file, unless
     ``mixed_precision=True``; PyTorch otherwise), ``'torch'``, or ``'onnx'``
     (the same, also for in-memory models).  Whenever the ONNX engine cannot
-    run, PyTorch classifies (with ``mixed_precision`` as set).  The fast engine is built on the
+    run, PyTorch classifies (with ``mixed_precision`` as set).  ``precision``: ``'fp32'`` or
+    ``'fast'`` (ONNX Runtime int8 where the CPU has VNNI / AMX / AVX-512 BF16 and the model file
+    records a passed validation of it, fp32 otherwise: ``training.inference.engine_fast``; the
+    validation tool's ``'int8'`` runs it on any CPU).  The fast engine is built on the
     first classification, in the calling (worker) thread; ``engine_note`` says
     afterwards what runs and why.
 
@@ -87,12 +90,17 @@ class Classifier(EngineMixin, BatchMixin):
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", batch_size: int = 16, *,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
-                 decode_workers: int | None = None, gate: "ChestGate | None" = None, engine: str = "auto"):
+                 decode_workers: int | None = None, gate: "ChestGate | None" = None, engine: str = "auto",
+                 precision: str = "fp32"):
+        from training.inference.engine_fast import PRECISIONS
         from training.inference.engine_onnx import ENGINES
 
         if engine not in ENGINES:
             raise XrayError(f"Unknown inference engine {engine!r}. Use one of: {', '.join(ENGINES)}.", code="engine")
+        if precision not in PRECISIONS + ("int8",):
+            raise XrayError(f"Unknown precision {precision!r}. Use one of: {', '.join(PRECISIONS)}.", code="precision")
         self.engine = engine
+        self.precision = precision
         self.engine_note = ""  # set on the first classification: which engine runs, or why not the fast one
         self._fast = None
         self._fast_tried = False

@@ -102,11 +102,14 @@ class EngineMixin:
 
     @property
     def active_engine(self) -> str:
-        """``'onnx'`` once the fast engine runs, else ``'torch'`` (before the first classification too)."""
-        return "onnx" if self._fast is not None else "torch"
+        """``'onnx'`` (fp32) or ``'onnx-int8'`` (the fast mode) once that engine runs, else ``'torch'``
+        (before the first classification too)."""
+        return getattr(self._fast, "name", "onnx") if self._fast is not None else "torch"
 
     def _fast_skip_reason(self) -> str:
         """Why the fast engine is not even tried ('' = try it)."""
+        if self.engine == "torch" and self.precision != "fp32":
+            return "PyTorch (chosen; the fast int8 mode needs ONNX Runtime)"
         if self.engine == "torch":
             return "PyTorch (chosen)"
         if self.device.type != "cpu":
@@ -136,6 +139,11 @@ class EngineMixin:
         if skip:
             self.engine_note = skip
             return None
+        fast_off = ""
+        if self.precision != "fp32":
+            engine, fast_off = self._int8_engine()
+            if engine is not None:
+                return engine
         try:
             engine = prepare_engine(self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(),
                                     self.temperature)
@@ -144,11 +152,37 @@ class EngineMixin:
         except Exception as exc:  # whatever goes wrong, classification goes on with PyTorch
             note = exception_text(exc)
         else:
-            self.engine_note = f"ONNX Runtime {engine.version} ({engine.threads} thread(s), {engine.path.name})"
+            self.engine_note = (f"ONNX Runtime {engine.version} fp32 ({engine.threads} thread(s), {engine.path.name})"
+                                + (f"; fast mode off: {fast_off}" if fast_off else ""))
             log.info("%s: classifying with %s", self.version_text, self.engine_note)
             return engine
-        self._fast_off(note)
+        self._fast_off(note + (f"; fast mode off: {fast_off}" if fast_off else ""))
         return None
+
+    def _int8_engine(self):
+        """(the int8 engine, '') when the fast mode can run here, else (None, why not)."""
+        from training.inference import engine_fast
+        from training.inference.engine_onnx import EngineUnavailable
+        from training.model.audit import model_stamp
+
+        record = getattr(self.info, "fast_mode", None) or {}
+        if self.precision == "fast":  # "int8": the validation tool's and the benchmark's run, on any CPU
+            ok, cpu = engine_fast.fast_cpu_support()
+            if not ok:
+                return None, f"{cpu}, so fp32 is kept"
+        try:
+            engine = engine_fast.prepare_fast_engine(
+                self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(), record,
+                len(self.info.class_names))
+        except EngineUnavailable as exc:
+            return None, str(exc)
+        except Exception as exc:  # whatever goes wrong, classification goes on in fp32
+            return None, exception_text(exc)
+        warning = engine_fast.validation_warning(record) if self.precision == "fast" else ""
+        self.engine_note = (f"ONNX Runtime {engine.version} int8, fast mode ({engine.threads} thread(s), "
+                            f"{engine.path.name})" + (f"; WARNING: {warning}" if warning else ""))
+        (log.warning if warning else log.info)("%s: classifying with %s", self.version_text, self.engine_note)
+        return engine, ""
 
     def _fast_off(self, why: str) -> None:
         self._fast = None

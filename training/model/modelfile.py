@@ -192,6 +192,8 @@ class ModelInfo(MetaRecord):
     lesion_head: bool = False  # the model also outputs a lesion probability map (model v2)
     # three-class models: P(Pneumonia) / (P(Pneumonia) + P(Normal)) at or above this -> "Other pneumonia"
     pneumonia_threshold: float = 0.5
+    # the validated int8 fast mode (training.inference.engine_fast): recipe, quantisation ranges, validation
+    fast_mode: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -241,6 +243,15 @@ def save_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, ha
         info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **info.to_dict()}
     return write_tensors(state_tensors(model, half=half), META_KEY, meta, path)
+
+
+def rewrite_info(path: str | os.PathLike, info: ModelInfo) -> Path:
+    """Write ``info`` into the model file at ``path`` with its weights unchanged (verified, same
+    bytes, same weights digest), atomically: e.g. a fast mode's validation added after training."""
+    p = Path(path)
+    tensors = verified_tensors(p.name, read_file_once(p))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **info.to_dict()}
+    return write_tensors(tensors, META_KEY, meta, p)
 
 
 def _check_path(p: Path) -> None:

@@ -92,16 +92,25 @@ def _classified(clf, files, explain_sets):
 
 
 def predict_all(model_file: Path, data_root: Path, split_file: Path, explain: bool = True,
-                sets: tuple[str, ...] = SETS) -> list[dict[str, str]]:
+                sets: tuple[str, ...] = SETS, *, precision: str = "fp32",
+                fast_mode: dict | None = None) -> list[dict[str, str]]:
+    """Per-file rows for ``sets``; ``precision`` / ``fast_mode``: the fast-mode validation's int8 run
+    (``training.release.fast_mode``: the record under test, not yet in the file)."""
     from training.inference.classifier import Classifier
     from training.inference.result import result_category
 
-    clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False)
+    clf = Classifier.from_file(model_file, device="cpu", batch_size=16, mixed_precision=False,
+                               precision=precision)
+    if fast_mode is not None:
+        clf.info.fast_mode = fast_mode
     files = [f for f in set_files(data_root, split_file) if f[0] in sets]
     files.sort(key=lambda f: SETS.index(f[0]))
     rows = []
     t0 = time.time()
     preds = _classified(clf, files, EXPLAINED_SETS if explain else ())
+    if precision != "fp32":
+        clf.fast_engine()
+        print(f"engine: {clf.engine_note}", flush=True)
     for (name, path, label, extra), pred in zip(files, preds):
         fmt = lambda v, d=4: "" if v is None else f"{float(v):.{d}f}"  # noqa: E731
         row = {"set": name, "file": str(path.relative_to(data_root)), "label": label, "status": pred.status,
