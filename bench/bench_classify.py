@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.common import atomic  # noqa: E402
+from training.common.cpu import cpu_name  # noqa: E402
 from training.common.device import cpu_supports_bf16  # noqa: E402
 from training.common.resources import default_model_path  # noqa: E402
 from training.imaging.loading import load_image  # noqa: E402
@@ -72,16 +72,6 @@ def bench_files(n: int) -> list[Path]:
     covid = sorted((DATA / "COVID").glob("*.png"))[:half]
     normal = sorted((DATA / "Normal").glob("*.png"))[: n - half]
     return [p for pair in zip(covid, normal) for p in pair] + covid[len(normal):] + normal[len(covid):]
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="ascii", errors="ignore"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> str:

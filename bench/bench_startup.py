@@ -24,23 +24,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PY = sys.executable
 DATA = ROOT.parent / "shared" / "data"
+
+from training.common.cpu import cpu_name  # noqa: E402  (torch-free: the start-up figures stay clean)
 
 
 def first_external_film() -> Path:
     with open(DATA / "external-dev" / "manifest.csv", newline="", encoding="utf-8") as fh:
         return DATA / "external-dev" / next(csv.DictReader(fh))["path"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def import_seconds(module: str) -> tuple[float, float]:

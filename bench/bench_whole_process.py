@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from training.common.cpu import cpu_name  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "covid-cxr-1000"
 
 NAIVE = r"""
@@ -49,13 +52,6 @@ for line in Path(sys.argv[2]).read_text().splitlines():
         out.append(model(x).float())
 print(len(out))
 """
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def pick(n: int) -> list[Path]:

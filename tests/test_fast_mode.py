@@ -167,3 +167,25 @@ def test_shipped_records_match_their_figures(which):
     assert set(v["sets"]) == {"new_test", "kaggle_test", "paper_test", "external_dev"}
     assert v["passed"] == engine_fast.validation_record(v["sets"])["passed"]
     assert engine_fast.range_names(rec["ranges"])
+
+
+def test_committed_validations_are_the_files_and_the_docs():
+    """results/fast_mode/*.json (the validation runs) are what the model files record and what
+    docs/INFERENCE.md's table prints."""
+    import json
+
+    from training.release.fast_mode import render_table
+
+    repo = Path(__file__).resolve().parents[1]
+    recs = {}
+    for p in sorted((repo / "results" / "fast_mode").glob("*.json")):
+        rec = json.loads(p.read_text())
+        recs[rec["model"]] = rec
+        model = repo / "resources" / "models" / rec["model"]
+        if model.is_file():
+            stored = read_info(model)[0].fast_mode
+            assert stored["validation"] == rec["validation"] and stored["recipe"] == rec["recipe"], rec["model"]
+    assert recs, "no committed fast-mode validation"
+    doc = (repo / "docs" / "INFERENCE.md").read_text(encoding="utf-8")
+    for line in render_table(recs).splitlines():
+        assert line in doc, line

@@ -37,11 +37,9 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 matrix instructions (AVX-512 BF16 / AMX)."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        flags = ""
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
+    from training.common.cpu import cpu_flags
+
+    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return True
     try:  # macOS / other: ask oneDNN through torch
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from training.common import atomic
+from training.common.cpu import cpu_flags
 
 if TYPE_CHECKING:  # torch only where a graph is built or run: the About box imports this module on the GUI thread
     import torch
@@ -61,22 +62,13 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fast")
 FAST_FORMAT = "onnxruntime-int8-qdq-v1"  # the quantisation recipe below; a file recorded for another is not used
 QUANT_OPS = ("Conv",)  # and not the first one (the stem): see first_conv
+RECIPE = ("static QDQ (onnxruntime.quantization); every Conv but the stem (the head, LSTM and decoder upsampling "
+          "stay fp32); per-channel int8 weights in a 7-bit range; uint8 activations; MinMax ranges")
 # CPU flags (Linux /proc/cpuinfo names) of the instructions that make int8 / bf16 inference fast
 FAST_FLAGS = {"amx_int8": "AMX", "amx_bf16": "AMX", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
               "avx512_bf16": "AVX-512 BF16"}
 # What a fast mode must show on every validation set (own test splits, the paper's 100, external-dev)
 CRITERIA = {"verdict_agreement": 0.995, "dp_limit": 0.02, "dp_share": 0.99, "ece_limit": 0.05, "ece_slack": 0.01}
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def fast_cpu_support(flags: set[str] | None = None) -> tuple[bool, str]:

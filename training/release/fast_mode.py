@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
+import json
 import random
 import sys
 import tempfile
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from training.common import atomic
+from training.common.cpu import cpu_name
 from training.release.evaluate_v2 import DEFAULT_DATA_ROOT, REPO, SETS, predict_all
 
 DEFAULT_SPLIT = REPO / "results" / "v2" / "split.csv"
@@ -57,16 +58,6 @@ def calibration_files(data_root: Path, split_file: Path, n: int, seed: int = 0) 
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="ascii", errors="ignore"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def prepare(model_file: Path, data_root: Path, split_file: Path, films: int, batch: int = 8) -> dict:
     """The fast-mode record without its validation: recipe and ranges."""
     import onnxruntime
@@ -85,8 +76,7 @@ def prepare(model_file: Path, data_root: Path, split_file: Path, films: int, bat
         batches = (torch.stack(inputs[i:i + batch]).numpy() for i in range(0, len(inputs), batch))
         ranges = engine_fast.calibrate(fp32, batches, Path(tmp) / "int8.onnx")
     return {"format": engine_fast.FAST_FORMAT, "engine": f"ONNX Runtime {onnxruntime.__version__} int8",
-            "recipe": "static QDQ; Conv, Gemm, MatMul; per-channel 7-bit int8 weights; uint8 activations; "
-                      "MinMax ranges",
+            "recipe": engine_fast.RECIPE,
             "calibration": f"{len(inputs)} training films of {split_file.name} (seeded draw over source and class)",
             "ranges": ranges}
 
@@ -112,16 +102,41 @@ def validate(model_file: Path, record: dict, data_root: Path, split_file: Path) 
         seconds={"fp32": round(t1 - t0, 1), "int8": round(t2 - t1, 1)})
 
 
+SET_NAMES = {"new_test": "own test (new set)", "kaggle_test": "own test (Kaggle)", "paper_test": "paper's 100",
+             "external_dev": "external-dev"}
+
+
+def render_table(records: dict[str, dict]) -> str:
+    """The docs' table of fast-mode validations: ``{model file name: record (the --json output)}``."""
+    lines = ["| model | set | films | verdicts agree | \\|dP(COVID)\\| <= 0.02 | median / largest \\|dP\\| "
+             "| ECE fp32 -> int8 | criteria |", "|---|---|---|---|---|---|---|---|"]
+    for model, rec in records.items():
+        v = rec["validation"]
+        for name, f in v["sets"].items():
+            missed = v.get("missed", {}).get(name)
+            lines.append(f"| {model} | {SET_NAMES.get(name, name)} | {f['n']} | {f['verdicts_agree']} "
+                         f"({f['verdict_agreement']:.1%}) | {f['dp_within_limit']:.1%} | {f['dp_median']:.4f} / "
+                         f"{f['dp_max']:.3f} | {f['ece_fp32']:.3f} -> {f['ece_fast']:.3f} | "
+                         f"{'met' if not missed else '**missed**'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.release.fast_mode", description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--json", type=Path, required=True, help="where to write the record and its figures")
+    ap.add_argument("model", type=Path, nargs="?")
+    ap.add_argument("--json", type=Path, help="where to write the record and its figures")
+    ap.add_argument("--table", type=Path, nargs="+", help="records (--json outputs) -> print the docs' table")
     ap.add_argument("--write", action="store_true", help="store the record in the model file")
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     ap.add_argument("--calibration-films", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.table:
+        print(render_table({json.loads(p.read_text())["model"]: json.loads(p.read_text()) for p in a.table}))
+        return 0
+    if a.model is None or a.json is None:
+        ap.error("give MODEL and --json (or --table)")
     import torch
 
     from training.inference.engine_fast import summary_lines
