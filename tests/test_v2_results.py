@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from training.common.resources import default_model_path, model_card_path
-from training.release.evaluate_v2 import figures, read_rows, render_goals, render_table
+from training.release.evaluate_v2 import SHIPPED_ROW, figures, read_rows, render_goals, render_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "v2"
-SHIPPED_ROW = "v2_lstm_lesion"
+
 ROWS = [d for d in sorted(RESULTS.iterdir()) if (d / "evaluation.json").is_file()] if RESULTS.is_dir() else []
 
 

@@ -6,8 +6,10 @@
 # Every run is a `python -m training.train.model_v2` run folder under OUT_DIR (checkpoint.pt after each
 # epoch); running the script again resumes each unfinished run and skips the finished ones.
 # CUDA is used when present (fp16 autocast), else the CPU (bf16 where the CPU has it natively).
-#   v2_lstm_lesion     the shipped model: ResNet50-LSTM end to end, three classes, lesion decoder,
-#                      192 px, 6 epochs x 2,400 source-balanced films, warm start from v1's backbone
+#   v2_lstm_lesion     ResNet50-LSTM end to end, three classes, lesion decoder, 192 px,
+#                      6 epochs x 2,400 source-balanced films, warm start from v1's backbone
+#   v2_lstm_lesion_16  the shipped model: that run extended to 16 epochs (--resume --epochs 16: the
+#                      cosine schedule stretched to 16 epochs, a warm restart at epoch 7)
 #   ab_linear_3class   ablation at a small budget (1 epoch x 1,200): three-class data, linear head
 #   ab_linear_lesion   + lesion supervision
 #   ab_lstm_lesion     + ResNet50-LSTM end to end (same small budget)
@@ -59,7 +61,17 @@ evaluate() {  # name, what, [--no-explain]
 
 train v2_lstm_lesion --epochs 6 --samples-per-epoch 2400 --input-size 192 \
   --name "COVID-19 / pneumonia / Normal ResNet50-LSTM" --version 2
-evaluate v2_lstm_lesion "+ ResNet50-LSTM end to end, 6 x 2,400 films (the shipped v2)"
+evaluate v2_lstm_lesion "+ ResNet50-LSTM end to end, 6 x 2,400 films"
+if [ ! -f "$OUT/v2_lstm_lesion_16/model.safetensors" ]; then
+  if [ ! -f "$OUT/v2_lstm_lesion_16/config.json" ]; then  # start from the 6-epoch run's last checkpoint
+    mkdir -p "$OUT/v2_lstm_lesion_16"
+    cp "$OUT/v2_lstm_lesion/"{checkpoint.pt,best.pt,history.json} "$OUT/v2_lstm_lesion_16/"
+    "$PY" -c "import json,sys; p=sys.argv[1]+'/config.json'; d=json.load(open(sys.argv[2])); d['out']=sys.argv[1]; json.dump(d, open(p, 'w'), indent=2)" \
+      "$OUT/v2_lstm_lesion_16" "$OUT/v2_lstm_lesion/config.json"
+  fi
+  "$PY" -m training.train.model_v2 --resume "$OUT/v2_lstm_lesion_16" --epochs 16
+fi
+evaluate v2_lstm_lesion_16 "+ 10 more epochs: 16 x 2,400 films (the shipped v2)"
 if [ "$EVAL" = 1 ] && [ ! -f "$REPO/results/v2/v1/evaluation.json" ]; then
   "$PY" -m training.release.evaluate_v2 "$REPO/resources/models/covid_cxr_v1.safetensors" --out "$REPO/results/v2/v1" \
     --name v1 --what "shipped v1: ResNet50, 224 px, 2 classes, Kaggle data only" --threads "$THREADS"
