@@ -282,7 +282,6 @@ def main(argv=None) -> int:
     if fast_record.get("ranges"):  # the int8 fast mode, measured on any CPU (the app uses it only with VNNI / AMX)
         clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, gate=None,
                          batch_size=args.batch, precision="int8")
-        clf.loaded.info.fast_mode = fast_record
         clf.predict_batch(x_all[:1])
         print(f"classify_paths[onnx int8] engine: {clf.engine_note}")
         if clf.active_engine == "onnx-int8":

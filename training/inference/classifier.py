@@ -80,8 +80,9 @@ class Classifier(EngineMixin, BatchMixin):
     (the same, also for in-memory models).  Whenever the ONNX engine cannot
     run, PyTorch classifies (with ``mixed_precision`` as set).  ``precision``: ``'fp32'`` or
     ``'fast'`` (ONNX Runtime int8 where the CPU has VNNI / AMX / AVX-512 BF16 and the model file
-    records a passed validation of it, fp32 otherwise: ``training.inference.engine_fast``; the
-    validation tool's ``'int8'`` runs it on any CPU).  The fast engine is built on the
+    records its fast mode - with a warning when that record's validation missed -, fp32 otherwise:
+    ``training.inference.engine_fast``; the validation tool's and the benchmark's ``'int8'`` runs it
+    on any CPU).  The fast engine is built on the
     first classification, in the calling (worker) thread; ``engine_note`` says
     afterwards what runs and why.
 

@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from training.common import atomic
 from training.common.cpu import cpu_flags
 
 if TYPE_CHECKING:  # torch only where a graph is built or run: the About box imports this module on the GUI thread
@@ -161,7 +160,7 @@ def graph_tensor_names(onnx_path: Path) -> set[str]:
     return names
 
 
-def build_int8(fp32_path: Path, ranges: dict, out_path: Path) -> None:
+def int8_bytes(fp32_path: Path, ranges: dict) -> bytes:
     """The int8 graph of the fp32 graph at ``fp32_path`` quantised with the recorded ``ranges``
     (no calibration data needed).  ``EngineUnavailable`` when the graph lacks a tensor the
     ranges name (exported by another program version)."""
@@ -174,47 +173,28 @@ def build_int8(fp32_path: Path, ranges: dict, out_path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="xray-int8-") as tmp:
         path = Path(tmp) / "ranges.json"
         path.write_text(json.dumps(ranges))
-        tmp_out = Path(tmp) / "model.int8.onnx"
-        _quantize(Path(fp32_path), tmp_out, path)
-        atomic.write_bytes(Path(out_path), tmp_out.read_bytes())
+        out = Path(tmp) / "model.int8.onnx"
+        _quantize(Path(fp32_path), out, path)
+        return out.read_bytes()
 
 
 def build_cached_int8(model: nn.Module, digest: str, input_size: int, ranges: dict,
                       folder: Path | None = None) -> Path:
-    """The cached int8 graph for this model file (built from the cached fp32 one when missing,
-    stale or damaged)."""
-    from training.inference.engine_onnx import (
-        EngineUnavailable,
-        _facts,
-        _sha256,
-        _usable_entry,
-        build_cached,
-        cache_key,
-        engine_cache_dir,
-    )
+    """The cached int8 graph for this model file (``engine_onnx.cached_graph``: ``<key>.int8.onnx``), built
+    from the cached fp32 one when missing, stale or damaged; keyed also by the recipe and the ranges."""
+    import hashlib
+
+    from training.inference.engine_onnx import build_cached, cache_key, cached_graph, engine_cache_dir, engine_facts
 
     folder = Path(folder) if folder is not None else engine_cache_dir()
     key = cache_key(digest)
-    path, record = folder / f"{key}.int8.onnx", folder / f"{key}.int8.json"
-    import hashlib
-
     # the graph follows from the fp32 export, the recipe and the ranges: other ranges, another graph
     ranges_sha = hashlib.sha256(json.dumps(ranges, sort_keys=True).encode()).hexdigest()
-    facts = {**_facts(key, input_size), "fast": FAST_FORMAT, "recipe": list(QUANT_OPS) + ["not the stem"],
+    facts = {**engine_facts(key, input_size), "fast": FAST_FORMAT, "recipe": list(QUANT_OPS) + ["not the stem"],
              "ranges_sha256": ranges_sha}
-    if not _usable_entry(path, record, facts):
-        return path
-    fp32_path, _ = build_cached(model, digest, input_size, folder)
-    try:
-        build_int8(fp32_path, ranges, path)
-    except EngineUnavailable:
-        raise
-    except Exception as exc:
-        raise EngineUnavailable(f"the int8 graph could not be built ({type(exc).__name__}: {exc})") from None
-    try:
-        atomic.write_text(record, json.dumps({**facts, "sha256": _sha256(path)}, indent=1))
-    except OSError as exc:
-        raise EngineUnavailable(f"the engine cache folder {folder} is not writable ({exc.strerror or exc})") from None
+    path, _ = cached_graph(folder, f"{key}.int8", facts,
+                           lambda: int8_bytes(build_cached(model, digest, input_size, folder)[0], ranges),
+                           what="quantised to int8")
     return path
 
 
@@ -316,5 +296,5 @@ def summary_lines(record: dict | None) -> list[str]:
 
 
 __all__ = ["PRECISIONS", "FAST_FORMAT", "CRITERIA", "fast_cpu_support", "fast_mode_problem", "calibrate",
-           "build_int8", "build_cached_int8", "prepare_fast_engine", "set_agreement", "set_passes",
+           "int8_bytes", "build_cached_int8", "prepare_fast_engine", "set_agreement", "set_passes",
            "validation_record", "summary_lines", "cpu_flags", "validation_warning", "first_conv"]

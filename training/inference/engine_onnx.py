@@ -166,7 +166,8 @@ def export_onnx(model: nn.Module, input_size: int) -> bytes:
     return buf.getvalue()
 
 
-def _facts(key: str, input_size: int) -> dict:
+def engine_facts(key: str, input_size: int) -> dict:
+    """What an fp32 graph is built from (its cache record's facts)."""
     return {"format": FORMAT, "model": key, "input_size": int(input_size), "opset": OPSET, "torch": torch.__version__}
 
 
@@ -185,29 +186,39 @@ def _usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
     return ""
 
 
-def build_cached(model: nn.Module, digest: str, input_size: int, folder: Path | None = None,
-                 *, rebuild: bool = False) -> tuple[Path, bool]:
-    """The cached ONNX file for this model, exported when missing, stale or
-    damaged (or ``rebuild``).  Returns ``(path, exported_now)``."""
-    folder = Path(folder) if folder is not None else engine_cache_dir()
-    key = cache_key(digest)
-    onnx_path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
-    facts = _facts(key, input_size)
+def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = False,
+                 what: str = "exported to ONNX") -> tuple[Path, bool]:
+    """The one cache-entry mechanism of the engines: ``<folder>/<stem>.onnx`` + ``<stem>.json`` (``facts`` and
+    the ``.onnx`` file's SHA-256).  When the entry is missing, stale (other facts), damaged or ``rebuild``,
+    ``make()`` gives the graph's bytes, written atomically with its record.  Returns ``(path, made_now)``."""
+    onnx_path, record_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
     problem = "rebuild requested" if rebuild else _usable_entry(onnx_path, record_path, facts)
     if not problem:
         return onnx_path, False
     if onnx_path.exists():
-        log.info("engine cache %s: %s; exporting again", onnx_path.name, problem)
+        log.info("engine cache %s: %s; building again", onnx_path.name, problem)
     try:
-        data = export_onnx(model, input_size)
+        data = make()
+    except EngineUnavailable:
+        raise
     except Exception as exc:
-        raise EngineUnavailable(f"the model could not be exported to ONNX ({type(exc).__name__}: {exc})") from None
+        raise EngineUnavailable(f"the model could not be {what} ({type(exc).__name__}: {exc})") from None
     try:
         atomic.write_bytes(onnx_path, data)
         atomic.write_text(record_path, json.dumps({**facts, "sha256": _sha256(onnx_path)}, indent=1))
     except OSError as exc:
         raise EngineUnavailable(f"the engine cache folder {folder} is not writable ({exc.strerror or exc})") from None
     return onnx_path, True
+
+
+def build_cached(model: nn.Module, digest: str, input_size: int, folder: Path | None = None,
+                 *, rebuild: bool = False) -> tuple[Path, bool]:
+    """The cached ONNX file for this model, exported when missing, stale or
+    damaged (or ``rebuild``).  Returns ``(path, exported_now)``."""
+    folder = Path(folder) if folder is not None else engine_cache_dir()
+    key = cache_key(digest)
+    return cached_graph(folder, key, engine_facts(key, input_size), lambda: export_onnx(model, input_size),
+                        rebuild=rebuild)
 
 
 class OnnxEngine:
@@ -341,5 +352,6 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
 
 
 __all__ = ["ENGINES", "CACHE_ENV", "EngineUnavailable", "OnnxEngine", "engine_cache_dir", "build_cached",
+           "cached_graph", "engine_facts", "cache_key",
            "export_onnx", "prepare_engine", "disagreement", "onnxruntime_module", "P_TOLERANCE",
            "FEATURE_TOLERANCE"]
