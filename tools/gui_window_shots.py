@@ -4,7 +4,7 @@ the shipped model, for docs/screenshots:
 * ``fullscreen_<size>.png``  - View > Full Screen Image (F11) on a 2k DICOM
 * ``switch_<size>.png``      - File > Open Model… asks first (the interim model as the candidate)
 * ``about_<size>.png``       - Help > About: the model's figures as tables
-* ``settings_<size>.png``    - Settings: device and the heatmap's colour map, level, Normal results
+* ``settings_<size>.png``    - Settings: device, precision and the heatmap's colour map, level, Normal results
 
     QT_QPA_PLATFORM=offscreen python tools/gui_window_shots.py [OUT_DIR] [--sizes 1024x700 1600x1000]
 

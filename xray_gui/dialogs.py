@@ -154,8 +154,9 @@ class SettingsDialog(QDialog):
             self.precision_buttons[key] = b
             lay.addWidget(b)
         self.precision_buttons.get(precision, self.precision_buttons["fp32"]).setChecked(True)
-        note = QLabel("The fast mode is used only where the model file records a passed validation against fp32 "
-                      "(Help → About shows it) and the CPU has AMX, AVX-512 VNNI, AVX-VNNI or AVX-512 BF16.")
+        note = QLabel("Fast runs only where the CPU has AMX, AVX-512 VNNI, AVX-VNNI or AVX-512 BF16 and the model "
+                      "file carries its int8 mode; it can change results - Help → About shows how often it agreed "
+                      "with fp32, and a model whose check missed is run with a warning.")
         note.setWordWrap(True)
         note.setStyleSheet("color: #666")
         lay.addWidget(note)
