@@ -108,14 +108,21 @@ SET_NAMES = {"new_test": "own test (new set)", "kaggle_test": "own test (Kaggle)
 
 def render_table(records: dict[str, dict]) -> str:
     """The docs' table of fast-mode validations: ``{model file name: record (the --json output)}``."""
-    lines = ["| model | set | films | verdicts agree | \\|dP(COVID)\\| <= 0.02 | median / largest \\|dP\\| "
-             "| ECE fp32 -> int8 | criteria |", "|---|---|---|---|---|---|---|---|"]
+    from training.model.metrics import wilson
+
+    def share_ci(k: int, n: int) -> str:
+        lo, hi = wilson(k, n)
+        return f"{k / n:.1%} ({100 * lo:.1f}-{100 * hi:.1f})"
+
+    lines = ["| model | set | films | verdicts agree (95 % CI) | \\|dP(COVID)\\| <= 0.02 (95 % CI) "
+             "| median / largest \\|dP\\| | ECE fp32 -> int8 | criteria |", "|---|---|---|---|---|---|---|---|"]
     for model, rec in records.items():
         v = rec["validation"]
         for name, f in v["sets"].items():
             missed = v.get("missed", {}).get(name)
-            lines.append(f"| {model} | {SET_NAMES.get(name, name)} | {f['n']} | {f['verdicts_agree']} "
-                         f"({f['verdict_agreement']:.1%}) | {f['dp_within_limit']:.1%} | {f['dp_median']:.4f} / "
+            within = int(round(f["dp_within_limit"] * f["n"]))
+            lines.append(f"| {model} | {SET_NAMES.get(name, name)} | {f['n']} | {f['verdicts_agree']}: "
+                         f"{share_ci(f['verdicts_agree'], f['n'])} | {share_ci(within, f['n'])} | {f['dp_median']:.4f} / "
                          f"{f['dp_max']:.3f} | {f['ece_fp32']:.3f} -> {f['ece_fast']:.3f} | "
                          f"{'met' if not missed else '**missed**'} |")
     return "\n".join(lines)
