@@ -21,6 +21,7 @@ from training.imaging.loading import load_image
 from training.inference import engine_onnx
 from training.inference.classifier import Classifier
 from training.inference.explain import gradcam
+from training.model import graph_cache
 from training.model.modelfile import ModelInfo, loaded_from_module, save_model
 from training.model.networks import build_model
 
@@ -88,8 +89,14 @@ def _arrays(films) -> list[np.ndarray]:
     return [load_image(p).pixels for p in films]
 
 
+def _classifier_graphs(folder: Path) -> list[Path]:
+    """The classifier's cached graphs (not the lung segmenter's or the orientation check's small graphs,
+    ``training.model.graph_cache.small_graph``, which share the folder)."""
+    return [p for p in folder.glob("*.onnx") if "lung-segmenter" not in p.stem and "orientation-" not in p.stem]
+
+
 def _entry(folder: Path) -> tuple[Path, Path]:
-    (onnx_file,) = folder.glob("*.onnx")
+    (onnx_file,) = _classifier_graphs(folder)
     return onnx_file, onnx_file.with_suffix(".json")
 
 
@@ -121,7 +128,7 @@ def test_a_damaged_or_stale_cache_entry_is_rebuilt(tiny_file, cache, export_coun
     elif damage == "garbage_with_matching_record":  # the checksum passes, ONNX Runtime cannot open it
         onnx_file.write_bytes(b"not an onnx graph" * 100)
         facts = json.loads(record.read_text())
-        facts["sha256"] = engine_onnx._sha256(onnx_file)
+        facts["sha256"] = graph_cache._sha256(onnx_file)
         record.write_text(json.dumps(facts))
     elif damage == "stale_record":
         facts = json.loads(record.read_text())
@@ -134,7 +141,7 @@ def test_a_damaged_or_stale_cache_entry_is_rebuilt(tiny_file, cache, export_coun
     assert export_count[0] == 2, damage
     assert clf.active_engine == "onnx", clf.engine_note
     assert np.abs(probs - reference).max() <= TOL
-    assert json.loads(record.read_text())["sha256"] == engine_onnx._sha256(onnx_file)
+    assert json.loads(record.read_text())["sha256"] == graph_cache._sha256(onnx_file)
 
 
 def test_tiny_model_agrees_with_pytorch_and_keeps_the_temperature(tiny_file, cache, films):
@@ -196,7 +203,7 @@ def test_missing_onnxruntime_falls_back_to_pytorch(tiny_file, cache, monkeypatch
     assert "ONNX Runtime is not available" in clf.engine_note
     assert any("ONNX Runtime is not available" in r.getMessage() for r in caplog.records)
     assert np.array_equal(probs, reference)
-    assert not cache.exists() or not list(cache.glob("*.onnx"))  # nothing exported that nobody could run
+    assert not cache.exists() or not _classifier_graphs(cache)  # nothing exported that nobody could run
 
 
 def test_export_failure_falls_back_to_pytorch(tiny_file, cache, monkeypatch, films):
@@ -234,7 +241,7 @@ def test_disagreement_found_on_load_falls_back_and_drops_the_entry(tiny_file, ca
     clf.predict_arrays(_arrays(films)[:2])
     assert clf.active_engine == "torch"
     assert "does not agree with PyTorch" in clf.engine_note
-    assert not list(cache.glob("*.onnx"))
+    assert not _classifier_graphs(cache)
 
 
 def test_engine_choice(tiny_file, cache, monkeypatch):
@@ -278,7 +285,7 @@ def test_the_features_output_is_checked_against_pytorch(tiny_v2_model, cache, mo
     again.predict_batch(x)
     assert again.active_engine == "torch"
     assert "does not agree with PyTorch" in again.engine_note and "|dA|" in again.engine_note
-    assert not list(cache.glob("*.onnx"))
+    assert not _classifier_graphs(cache)
 
 
 def test_cache_folder_follows_the_platform_rules(monkeypatch, tmp_path):

@@ -168,25 +168,53 @@ def test_cli_csv_has_gate_columns(shipped, data_dir, tmp_path, chest_files):
     assert 0.0 <= float(rows["chest"]["heatmap_in_lungs"]) <= 1.0
 
 
-def test_frozen_segmenter_matches_eager_for_any_batch(chest_files):
-    """The CPU segmenter runs as a frozen TorchScript graph: same numbers as
-    MONAI's eager BasicUNet, for one image or several."""
+def test_segmenter_engines_match_monai_eager_for_any_batch(chest_files, tmp_path, monkeypatch):
+    """The CPU segmenter runs from its cached ONNX Runtime graph (built and checked on the first
+    load, then the PyTorch network is never built), or as a frozen TorchScript graph
+    (``engine="torch"``): both give the numbers of MONAI's eager BasicUNet, for one image or several."""
     import torch
 
-    from training.gate.segmenter import LungSegmenter, SegmentAndPool, to_seg_input
+    from training.gate import segmenter as segmod
+    from training.gate.segmenter import LungSegmenter, SegmentAndPool, load_segmenter_module, to_seg_input
 
-    seg = LungSegmenter.from_file(default_segmenter_path())
-    assert isinstance(seg._forward, torch.jit.ScriptModule)
+    monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
+    net, _ = load_segmenter_module(default_segmenter_path())
+    built = []
+    real_build = segmod.build_segmenter
+    monkeypatch.setattr(segmod, "build_segmenter", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    first = LungSegmenter.from_file(default_segmenter_path())
+    assert first.engine_name == "onnx" and len(built) == 1 and list((tmp_path / "engines").glob("*.onnx"))
+    onnx = LungSegmenter.from_file(default_segmenter_path())
+    assert onnx.engine_name == "onnx" and onnx.net is None and len(built) == 1  # cached: no network built
+    frozen = LungSegmenter.from_file(default_segmenter_path(), engine="torch")
+    assert isinstance(frozen._forward, torch.jit.ScriptModule) and frozen.engine_name == "torch"
     ims = [load_image(f).pixels for f in chest_files[:3]]
     with torch.inference_mode():
         x = torch.cat([to_seg_input(im) for im in ims])
-        logits = seg.net(x)
-        _, feats = SegmentAndPool(seg.net)(x)
-    for batch in (ims[:1], ims):
-        out = seg.segment_batch(batch)
-        for i, o in enumerate(out):
-            np.testing.assert_allclose(o.prob, torch.sigmoid(logits[i, 0]).numpy(), atol=1e-5)
-            np.testing.assert_allclose(o.features, feats[i].numpy(), atol=1e-5)
+        logits = net(x)
+        _, feats = SegmentAndPool(net)(x)
+    for seg, tol in ((frozen, 1e-5), (onnx, 1e-4)):
+        for batch in (ims[:1], ims):
+            out = seg.segment_batch(batch)
+            for i, o in enumerate(out):
+                np.testing.assert_allclose(o.prob, torch.sigmoid(logits[i, 0]).numpy(), atol=tol)
+                np.testing.assert_allclose(o.features, feats[i].numpy(), atol=tol)
+
+
+def test_orientation_graphs_match_the_networks(chest_files, tmp_path, monkeypatch):
+    """The orientation check's cached graphs give the PyTorch networks' probabilities."""
+    from training.gate.orientation import OrientationDetector, default_orientation_path
+
+    monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
+    onnx = OrientationDetector.from_file(default_orientation_path())
+    torch_det = OrientationDetector.from_file(default_orientation_path(), engine="torch")
+    assert (onnx.engine_name, torch_det.engine_name) == ("onnx", "torch")
+    assert OrientationDetector.from_file(default_orientation_path()).engine_name == "onnx"
+    ims = [load_image(f).pixels for f in chest_files[:3]]
+    (p8a, pma), (p8b, pmb) = onnx.probabilities(ims), torch_det.probabilities(ims)
+    np.testing.assert_allclose(p8a, p8b, atol=1e-5)
+    np.testing.assert_allclose(pma, pmb, atol=1e-5)
+    assert [r.rotation_deg for r in onnx.detect_batch(ims)] == [r.rotation_deg for r in torch_det.detect_batch(ims)]
 
 
 def test_model_card_section_comes_from_the_segmenter_file_and_benchmark():

@@ -329,3 +329,18 @@ def test_fifo_is_not_called_a_folder(tmp_path):
     os.mkfifo(tmp_path / "m.safetensors")
     with pytest.raises(ModelFileError, match="not a regular file"):
         read_info(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16, torch.float64])
+def test_all_finite_reads_the_exponent_bits_right(dtype):
+    from training.model.modelfile import all_finite
+
+    base = torch.linspace(-65000, 65000, 1001).to(dtype)
+    assert all_finite(base) and all_finite(torch.zeros(0, dtype=dtype))
+    tiny = torch.tensor([1e-7, -1e-7, 0.0, -0.0], dtype=dtype)  # subnormals and signed zeros are finite
+    assert all_finite(tiny)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = base.clone()
+        t[501] = bad  # row 3, column 72 of the 7 x 143 view below: kept by its [:, ::2]
+        assert not all_finite(t), (dtype, bad)
+        assert not all_finite(t.view(7, 143)[:, ::2].t())  # a non-contiguous view is read right too

@@ -26,6 +26,7 @@ nothing in it is executed.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ ORIENT_META_KEY = "xray_orientation"
 ROTATIONS = (0, 90, 180, 270)
 N_CLASSES = 8
 DEFAULT_ORIENTATION_NAME = "orientation.safetensors"
+log = logging.getLogger(__name__)
 
 
 def _cbr(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -177,29 +179,65 @@ def read_orientation_info(path: str | os.PathLike, header: dict[str, str] | None
                                                         ORIENT_FORMAT_VERSION, "orientation model"))
 
 
-def load_orientation(path: str | os.PathLike) -> tuple[dict[str, OrientationNet], OrientationInfo]:
-    """One read of the file; weights checked against their stored SHA-256; the networks rebuilt from our code."""
+def _read_orientation(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], OrientationInfo, str]:
+    """One read of the file: (each network's weights, checked against their stored SHA-256; the record;
+    the file's SHA-256)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"Orientation model file not found: {p}")
     contents = read_file_once(p, "orientation weights")
     info = read_orientation_info(p, contents.header)
     tensors = verified_tensors(p.name, contents, "orientation weights")
-    nets = {}
+    parts = {}
     for name in NETS:
-        cfg = getattr(info, name)
         sub = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        if not cfg or not sub:
-            continue
-        net = build_net(cfg)
-        try:
-            net.load_state_dict(sub, strict=True)
-        except RuntimeError as exc:
-            raise ModelFileError(f"{Path(path).name}: the weights do not fit the orientation network.") from exc
-        nets[name] = net.eval()
-    if "rotation" not in nets:
-        raise ModelFileError(f"{Path(path).name}: the file holds no rotation network.")
-    return nets, info
+        if getattr(info, name) and sub:
+            parts[name] = sub
+    if "rotation" not in parts:
+        raise ModelFileError(f"{p.name}: the file holds no rotation network.")
+    return parts, info, contents.sha256
+
+
+def _net(name: str, sub: dict[str, torch.Tensor], info: OrientationInfo, file_name: str) -> OrientationNet:
+    net = build_net(getattr(info, name))
+    try:
+        net.load_state_dict(sub, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{file_name}: the weights do not fit the orientation network.") from exc
+    return net.eval()
+
+
+def load_orientation(path: str | os.PathLike) -> tuple[dict[str, OrientationNet], OrientationInfo]:
+    """One read of the file; weights checked against their stored SHA-256; the networks rebuilt from our code."""
+    parts, info, _ = _read_orientation(path)
+    return {name: _net(name, sub, info, Path(path).name) for name, sub in parts.items()}, info
+
+
+class _FirstOutput:
+    """A cached graph (``training.model.graph_cache.SmallGraph``) called like the network: its one output."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)[0]
+
+
+def _graphs(parts: dict, info: OrientationInfo, sha: str, file_name: str) -> dict | None:
+    """Each network's cached ONNX Runtime graph (built from the network on the first run), or None
+    when ONNX Runtime cannot be used (logged; the networks then run in PyTorch)."""
+    from training.model.graph_cache import EngineUnavailable, small_graph
+
+    out = {}
+    try:
+        for name, sub in parts.items():
+            size = int(getattr(info, name)["input_size"])
+            out[name] = _FirstOutput(small_graph(sha, f"orientation-{name}", (1, 1, size, size), ("logit",),
+                                                 lambda name=name, sub=sub: _net(name, sub, info, file_name)))
+    except EngineUnavailable as exc:
+        log.info("orientation check: ONNX Runtime not used (%s); PyTorch runs it", exc)
+        return None
+    return out
 
 
 def _freeze(net: nn.Module, size: int) -> nn.Module:
@@ -227,7 +265,8 @@ class OrientationDetector:
     """Runs the orientation networks on loader images (CPU): the rotation network, then the
     mirror network on each film turned back by its most likely rotation."""
 
-    def __init__(self, nets: dict[str, OrientationNet], info: OrientationInfo | None = None):
+    def __init__(self, nets: dict[str, OrientationNet], info: OrientationInfo | None = None, *,
+                 graphs: dict | None = None):
         self.info = info or OrientationInfo()
         th = self.info.thresholds
         self.rotation_threshold = float(th.get("rotation", 0.9))
@@ -235,13 +274,24 @@ class OrientationDetector:
         self.mirror_tta = bool(th.get("mirror_tta", False))
         self.mirror_combine = bool(th.get("mirror_combine", False))
         self.size = int(self.info.rotation["input_size"])
-        self.mirror_size = int(self.info.mirror["input_size"]) if "mirror" in nets else None
+        has_mirror = "mirror" in (graphs if graphs is not None else nets)
+        self.mirror_size = int(self.info.mirror["input_size"]) if has_mirror else None
+        if graphs is not None:  # the cached ONNX Runtime graphs (``from_file``)
+            self._rot, self._mir, self.engine_name = graphs["rotation"], graphs.get("mirror"), "onnx"
+            return
         self._rot = _freeze(nets["rotation"].eval(), self.size)
         self._mir = _freeze(nets["mirror"].eval(), self.mirror_size) if "mirror" in nets else None
+        self.engine_name = "torch"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "OrientationDetector":
-        return cls(*load_orientation(path))
+    def from_file(cls, path: str | os.PathLike, engine: str = "auto") -> "OrientationDetector":
+        """The file's networks, run from their cached ONNX Runtime graphs (no PyTorch network built, no
+        tracing, after the first run), or in PyTorch (``engine="torch"``, or ONNX Runtime unavailable)."""
+        parts, info, sha = _read_orientation(path)
+        graphs = _graphs(parts, info, sha, Path(path).name) if engine != "torch" else None
+        if graphs is not None:
+            return cls({}, info, graphs=graphs)
+        return cls({name: _net(name, sub, info, Path(path).name) for name, sub in parts.items()}, info)
 
     def _inputs(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
         big = max(self.size, self.mirror_size or 0)  # one pass over each film; the smaller input from it

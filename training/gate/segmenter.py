@@ -21,6 +21,7 @@ code from the file.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from training.model.modelfile import (
     verified_tensors,
     write_tensors,
 )
+
+log = logging.getLogger(__name__)
 
 SEG_FORMAT = "xray-lung-segmenter"
 SEG_FORMAT_VERSION = 1
@@ -90,20 +93,29 @@ def read_segmenter_info(path: str | os.PathLike, header: dict[str, str] | None =
                                                       "lung segmenter"))
 
 
-def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, SegmenterInfo]:
-    """One read of the file; weights checked against their stored SHA-256; the network rebuilt from our code."""
+def _read_segmenter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], SegmenterInfo, str]:
+    """One read of the file: (weights checked against their stored SHA-256, its record, the file's SHA-256)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"Lung segmenter file not found: {p}")
     contents = read_file_once(p, "segmenter weights")
     info = read_segmenter_info(p, contents.header)
-    tensors = verified_tensors(p.name, contents, "segmenter weights")
+    return verified_tensors(p.name, contents, "segmenter weights"), info, contents.sha256
+
+
+def _network(tensors: dict[str, torch.Tensor], info: SegmenterInfo, name: str) -> nn.Module:
     net = build_segmenter(info.features)
     try:
         net.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"{p.name}: the weights do not fit this program's lung segmenter.") from exc
-    return net.eval(), info
+        raise ModelFileError(f"{name}: the weights do not fit this program's lung segmenter.") from exc
+    return net.eval()
+
+
+def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, SegmenterInfo]:
+    """One read of the file; weights checked against their stored SHA-256; the network rebuilt from our code."""
+    tensors, info, _ = _read_segmenter(path)
+    return _network(tensors, info, Path(path).name), info
 
 
 def to_seg_input(pixels: np.ndarray, size: int = SEG_SIZE) -> torch.Tensor:
@@ -169,19 +181,45 @@ def freeze_for_cpu(module: nn.Module, size: int) -> nn.Module:
 
 
 class LungSegmenter:
-    """Runs the segmenter on loader images (CPU by default: it is small)."""
+    """Runs the segmenter on loader images (CPU by default: it is small).
 
-    def __init__(self, net: nn.Module, info: SegmenterInfo, device: torch.device | str = "cpu"):
+    ``from_file`` on the CPU runs the network's cached ONNX Runtime graph
+    (``training.model.graph_cache.small_graph``: after the first run the PyTorch
+    network - MONAI's BasicUNet - is never built, which saves MONAI's import
+    and the tracing at start-up); when ONNX Runtime cannot be used, or with
+    ``engine="torch"``, the frozen TorchScript of the PyTorch network.
+    ``engine_name`` says which runs."""
+
+    def __init__(self, net: nn.Module | None, info: SegmenterInfo, device: torch.device | str = "cpu", *,
+                 graph=None):
         self.info = info
         self.device = torch.device(device)
-        self.net = net.eval().to(self.device)
-        module = SegmentAndPool(self.net)
-        self._forward = freeze_for_cpu(module, self.size) if self.device.type == "cpu" else module
+        self.net = None if net is None else net.eval().to(self.device)
+        if graph is not None:
+            self._forward, self.engine_name = graph, "onnx"
+        elif self.net is None:
+            raise ValueError("a lung segmenter needs its network or its graph")
+        else:
+            module = SegmentAndPool(self.net)
+            self._forward = freeze_for_cpu(module, self.size) if self.device.type == "cpu" else module
+            self.engine_name = "torch"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "LungSegmenter":
-        net, info = load_segmenter_module(path)
-        return cls(net, info, device)
+    def from_file(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
+                  engine: str = "auto") -> "LungSegmenter":
+        tensors, info, sha = _read_segmenter(path)
+        name = Path(path).name
+        if torch.device(device).type == "cpu" and engine != "torch":
+            from training.model.graph_cache import EngineUnavailable, small_graph
+
+            size = int(info.input_size)
+            try:
+                graph = small_graph(sha, "lung-segmenter", (1, 1, size, size), ("logits", "features"),
+                                    lambda: SegmentAndPool(_network(tensors, info, name)))
+                return cls(None, info, device, graph=graph)
+            except EngineUnavailable as exc:
+                log.info("lung segmenter: ONNX Runtime not used (%s); PyTorch runs it", exc)
+        return cls(_network(tensors, info, name), info, device)
 
     @property
     def size(self) -> int:

@@ -58,12 +58,21 @@ class EngineMixin:
 
         name = Path(self.loaded.path).name if self.loaded.path else self.loaded.display_name
         batch = self._test_batch()
+        self._reference = None
         try:
-            with torch.inference_mode(), self._autocast():
-                x = batch.to(self.device)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out = self.model(x)
+            if self.device.type == "cpu" and not self.mixed_precision:
+                # fp32 on the CPU: these outputs are also what the ONNX engine is checked against
+                # (``engine_onnx.reference_outputs``), so a start-up runs the PyTorch model once
+                from training.inference.engine_onnx import reference_outputs
+
+                self._reference = reference_outputs(self.model, batch)
+                out = self._reference[0]
+            else:
+                with torch.inference_mode(), self._autocast():
+                    x = batch.to(self.device)
+                    if self.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    out = self.model(x)
         except Exception as exc:
             raise ModelFileError(f"{name}: the model fails to run on a test image ({exception_text(exc)}); the file is "
                                  "damaged or does not match this program.", code="self_test") from None
@@ -146,7 +155,7 @@ class EngineMixin:
                 return engine
         try:
             engine = prepare_engine(self.model, model_stamp(self.loaded).sha256, self.input_size, self._test_batch(),
-                                    self.temperature)
+                                    self.temperature, reference=getattr(self, "_reference", None))
         except EngineUnavailable as exc:
             note = str(exc)
         except Exception as exc:  # whatever goes wrong, classification goes on with PyTorch

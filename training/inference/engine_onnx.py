@@ -48,11 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
-import os
-import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -60,13 +56,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from training.common import atomic
+from training.model.graph_cache import (
+    CACHE_ENV,
+    EngineUnavailable,
+    cache_key,
+    cached_graph,
+    engine_cache_dir,
+    onnxruntime_module,
+)
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "torch", "onnx")
-CACHE_ENV = "XRAY_ENGINE_CACHE"
-APP_CACHE = "xray-cxr"
 # 2: class logits (N,) or (N, C) and the lesion map as a second output; 3: cam_layer's activations as
 # ``features`` (Grad-CAM from the classification pass).  Bump when the export changes: older entries are rebuilt
 FORMAT = 3
@@ -74,46 +75,6 @@ OPSET = 17
 P_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3  # absolute, for |logit| <= 1; relative above
 FEATURE_TOLERANCE = 1e-4  # max |d features| / max(1, max |features|)
-
-
-class EngineUnavailable(RuntimeError):
-    """The fast engine cannot be used; ``str(exc)`` says why in one line."""
-
-
-def engine_cache_dir() -> Path:
-    """The folder of exported engines (see the module docstring)."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    home = Path.home()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / APP_CACHE / "Cache" / "engines"
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / APP_CACHE / "engines"
-    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / APP_CACHE / "engines"
-
-
-def onnxruntime_module():
-    """``onnxruntime``, or :class:`EngineUnavailable` when it cannot be imported."""
-    try:
-        import onnxruntime
-    except Exception as exc:  # ImportError, or a broken install (missing shared library)
-        raise EngineUnavailable(f"ONNX Runtime is not available ({type(exc).__name__}: {exc})") from None
-    return onnxruntime
-
-
-def cache_key(digest: str) -> str:
-    """A file-name-safe key for a model digest (``training.model.audit`` digests may carry a ``weights:`` prefix)."""
-    key = re.sub(r"[^A-Za-z0-9_-]", "-", digest)
-    if not key:
-        raise EngineUnavailable("the model has no digest to key its engine cache on")
-    return key
-
-
-def _sha256(path: Path) -> str:
-    from training.model.modelfile import file_sha256
-
-    return file_sha256(path)
 
 
 class _ExportView(nn.Module):
@@ -169,46 +130,6 @@ def export_onnx(model: nn.Module, input_size: int) -> bytes:
 def engine_facts(key: str, input_size: int) -> dict:
     """What an fp32 graph is built from (its cache record's facts)."""
     return {"format": FORMAT, "model": key, "input_size": int(input_size), "opset": OPSET, "torch": torch.__version__}
-
-
-def _usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
-    """'' when the cache entry matches ``facts`` and is undamaged, else why not."""
-    if not onnx_path.is_file():
-        return "not built yet"
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"its record is missing or unreadable ({type(exc).__name__})"
-    if not isinstance(record, dict) or any(record.get(k) != v for k, v in facts.items()):
-        return "it was built for another model, input size or program version"
-    if record.get("sha256") != _sha256(onnx_path):
-        return "the file is damaged (checksum mismatch)"
-    return ""
-
-
-def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = False,
-                 what: str = "exported to ONNX") -> tuple[Path, bool]:
-    """The one cache-entry mechanism of the engines: ``<folder>/<stem>.onnx`` + ``<stem>.json`` (``facts`` and
-    the ``.onnx`` file's SHA-256).  When the entry is missing, stale (other facts), damaged or ``rebuild``,
-    ``make()`` gives the graph's bytes, written atomically with its record.  Returns ``(path, made_now)``."""
-    onnx_path, record_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    problem = "rebuild requested" if rebuild else _usable_entry(onnx_path, record_path, facts)
-    if not problem:
-        return onnx_path, False
-    if onnx_path.exists():
-        log.info("engine cache %s: %s; building again", onnx_path.name, problem)
-    try:
-        data = make()
-    except EngineUnavailable:
-        raise
-    except Exception as exc:
-        raise EngineUnavailable(f"the model could not be {what} ({type(exc).__name__}: {exc})") from None
-    try:
-        atomic.write_bytes(onnx_path, data)
-        atomic.write_text(record_path, json.dumps({**facts, "sha256": _sha256(onnx_path)}, indent=1))
-    except OSError as exc:
-        raise EngineUnavailable(f"the engine cache folder {folder} is not writable ({exc.strerror or exc})") from None
-    return onnx_path, True
 
 
 def build_cached(model: nn.Module, digest: str, input_size: int, folder: Path | None = None,
@@ -278,9 +199,10 @@ class OnnxEngine:
         return self.outputs(batch)[0]
 
 
-def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float) -> str:
-    """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
-    (batch of N, then its first image alone), else what differs."""
+def reference_outputs(model: nn.Module, check: torch.Tensor) -> tuple:
+    """The fp32 PyTorch ``model``'s (logits, lesion logits or None, ``cam_layer`` activations or None) on
+    ``check``, on the CPU: what an engine is checked against (the classifier's self-test computes them
+    once and hands them to :func:`prepare_engine`, so a start-up runs the PyTorch model once)."""
     from training.inference.engine import capture_features
 
     features = _has_features(model)
@@ -288,8 +210,17 @@ def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temp
         x = check.to(next(model.parameters()).device, torch.float32)
         with capture_features(model) if features else contextlib.nullcontext() as grabbed:
             ref, ref_lesion = model.forward_with_lesion(x) if _has_lesion(model) else (model(x), None)
-        ref = ref.float().cpu()
-        ref_features = grabbed.value.float().cpu() if features else None
+        return (ref.float().cpu(), None if ref_lesion is None else ref_lesion.float().cpu(),
+                grabbed.value.float().cpu() if features else None)
+
+
+def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temperature: float,
+                 reference: tuple | None = None) -> str:
+    """'' when ``engine`` agrees with the fp32 PyTorch ``model`` on ``check``
+    (batch of N, then its first image alone), else what differs.  ``reference``: the model's
+    :func:`reference_outputs` on ``check`` when already computed."""
+    ref, ref_lesion, ref_features = reference if reference is not None else reference_outputs(model, check)
+    features = ref_features is not None
     if features:
         if not engine.has_features:
             return "the engine gives no features output"
@@ -301,7 +232,7 @@ def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temp
     if ref_lesion is not None:
         if got_lesion is None:
             return "the engine gives no lesion map"
-        checks.append(("lesion map", got_lesion, ref_lesion.float().cpu()))
+        checks.append(("lesion map", got_lesion, ref_lesion))
     if ref_features is not None:
         if tuple(got_features.shape) != tuple(ref_features.shape) or not bool(torch.isfinite(got_features).all()):
             return f"features: output shape {tuple(got_features.shape)} or values invalid"
@@ -321,7 +252,8 @@ def disagreement(engine: OnnxEngine, model: nn.Module, check: torch.Tensor, temp
 
 
 def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.Tensor, temperature: float = 1.0,
-                   *, folder: Path | None = None, threads: int | None = None) -> OnnxEngine:
+                   *, folder: Path | None = None, threads: int | None = None,
+                   reference: tuple | None = None) -> OnnxEngine:
     """A checked ONNX Runtime engine for ``model`` (exported and cached on first
     use), or :class:`EngineUnavailable`.  A cached entry that cannot be opened or
     disagrees with PyTorch is rebuilt once."""
@@ -329,7 +261,7 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
     path, fresh = build_cached(model, digest, input_size, folder)
     try:
         engine = OnnxEngine(path, threads)
-        problem = disagreement(engine, model, check, temperature)
+        problem = disagreement(engine, model, check, temperature, reference)
     except EngineUnavailable as exc:
         problem = str(exc)
     if problem and not fresh:
@@ -337,7 +269,7 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
         path, fresh = build_cached(model, digest, input_size, folder, rebuild=True)
         try:
             engine = OnnxEngine(path, threads)
-            problem = disagreement(engine, model, check, temperature)
+            problem = disagreement(engine, model, check, temperature, reference)
         except EngineUnavailable as exc:
             problem = str(exc)
     if problem:
@@ -353,5 +285,5 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
 
 __all__ = ["ENGINES", "CACHE_ENV", "EngineUnavailable", "OnnxEngine", "engine_cache_dir", "build_cached",
            "cached_graph", "engine_facts", "cache_key",
-           "export_onnx", "prepare_engine", "disagreement", "onnxruntime_module", "P_TOLERANCE",
+           "export_onnx", "prepare_engine", "disagreement", "reference_outputs", "onnxruntime_module", "P_TOLERANCE",
            "FEATURE_TOLERANCE"]

@@ -16,6 +16,11 @@ in its file (``ModelInfo.preprocessing``) and read back by :class:`InputSpec`.
   square, which removes most of the scanner's and the hospital's grey-level
   style (exposure, processing curve) while keeping local contrast.
   ``"none"`` leaves the grey levels alone.
+* ``outside = "masked"`` (lung-region models only): after the crop and the
+  intensity step, everything outside the lung mask, widened by
+  ``MASK_DILATE`` of the view's side and feathered over ``MASK_FEATHER`` of it,
+  is set to black, so the model cannot read markers, tubes, the chest wall or
+  the hospital's labels around the lungs.  ``"keep"`` (v1, v2) keeps them.
 
 :func:`model_input` is the path from loader pixels to the model's input tensor
 (prediction, the batch pipeline, Grad-CAM): one resize to the input size, or
@@ -40,6 +45,9 @@ from training.imaging.resize import preprocess, resize_grey
 
 REGIONS = ("whole", "lungs")
 INTENSITIES = ("none", "clahe")
+OUTSIDES = ("keep", "masked")
+MASK_DILATE = 0.04  # the lung mask widened by 4 % of the view's side (pleura, costophrenic angles)
+MASK_FEATHER = 0.02  # then a soft edge (Gaussian, sigma 2 % of the side): no hard border to learn
 WORK_SIZE = 256
 DEFAULT_MARGIN = 0.10
 MIN_LUNG_SHARE = 0.02
@@ -78,6 +86,7 @@ class InputSpec:
     intensity: str = "none"
     margin: float = DEFAULT_MARGIN
     work_size: int = WORK_SIZE  # CLAHE's canvas: its 8 x 8 tiles are defined on this square
+    outside: str = "keep"  # "masked": black outside the (widened) lung mask
 
     def __post_init__(self):
         if self.region not in REGIONS:
@@ -86,6 +95,10 @@ class InputSpec:
             raise ValueError(f"unknown intensity normalisation {self.intensity!r}; choose from {', '.join(INTENSITIES)}")
         if not (0.0 <= float(self.margin) <= 0.5):
             raise ValueError(f"lung margin {self.margin!r} must be between 0 and 0.5")
+        if self.outside not in OUTSIDES:
+            raise ValueError(f"unknown outside-the-lungs rule {self.outside!r}; choose from {', '.join(OUTSIDES)}")
+        if self.outside != "keep" and self.region != "lungs":
+            raise ValueError("masking outside the lungs needs the lung region (region = 'lungs')")
         if not (16 <= int(self.work_size) <= 4096):
             raise ValueError(f"work size {self.work_size!r} must be between 16 and 4096 pixels")
 
@@ -99,20 +112,25 @@ class InputSpec:
         return self.region == "whole" and self.intensity == "none"
 
     def to_metadata(self) -> dict[str, Any]:
-        return {"region": self.region, "intensity": self.intensity, "lung_margin": float(self.margin),
-                "work_size": int(self.work_size)}
+        d = {"region": self.region, "intensity": self.intensity, "lung_margin": float(self.margin),
+             "work_size": int(self.work_size)}
+        if self.outside != "keep":  # files written before the rule existed keep their exact metadata
+            d["outside_lungs"] = self.outside
+        return d
 
     @classmethod
     def from_metadata(cls, prep: Mapping[str, Any] | None) -> "InputSpec":
         prep = prep or {}
         return cls(region=str(prep.get("region", "whole")), intensity=str(prep.get("intensity", "none")),
                    margin=float(prep.get("lung_margin", DEFAULT_MARGIN)),
-                   work_size=int(prep.get("work_size", WORK_SIZE)))
+                   work_size=int(prep.get("work_size", WORK_SIZE)),
+                   outside=str(prep.get("outside_lungs", "keep")))
 
     def describe(self) -> str:
         where = (f"the lungs' box (+{self.margin:.0%} margin)" if self.needs_lungs else "the whole image")
         how = {"none": "grey levels as loaded", "clahe": "CLAHE contrast normalisation"}[self.intensity]
-        return f"{where}, {how}"
+        masked = ", black outside the lungs" if self.outside == "masked" else ""
+        return f"{where}, {how}{masked}"
 
 
 def lung_box(mask: np.ndarray | None, margin: float = DEFAULT_MARGIN) -> Box:
@@ -157,7 +175,40 @@ def model_view(pixels: np.ndarray, spec: InputSpec, mask: np.ndarray | None = No
     view = resize_grey(_crop(pixels, box), spec.work_size).numpy()
     if spec.intensity == "clahe":
         view = clahe(view)
+    if spec.outside == "masked":
+        view = mask_outside(view, mask, box)
     return np.ascontiguousarray(view, dtype=np.float32), box
+
+
+def soft_lung_mask(mask: np.ndarray | None, box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """The lung mask on the view: cropped to ``box``, resized to ``shape``,
+    widened by ``MASK_DILATE`` and feathered by ``MASK_FEATHER`` of the side
+    (float32 in [0, 1]); all ones when there is no usable mask (the view is then
+    the whole image and the result says the lungs were not found)."""
+    h, w = int(shape[0]), int(shape[1])
+    if mask is None or np.asarray(mask).mean() < MIN_LUNG_SHARE:
+        return np.ones((h, w), dtype=np.float32)
+    m = np.asarray(mask, dtype=np.float32)
+    r0, c0, r1, c1 = box.pixels(m.shape)
+    # built on a canvas of at most WORK_SIZE a side (a 2k view costs the same as a 256 one), then resized
+    scale = min(1.0, WORK_SIZE / max(h, w))
+    ch, cw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))
+    t = torch.from_numpy(np.ascontiguousarray(m[r0:r1, c0:c1]))[None, None]
+    on_canvas = F.interpolate(t, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0].numpy() >= 0.5
+    side = max(ch, cw)
+    grow = max(1, int(round(MASK_DILATE * side)))
+    widened = ndimage.binary_dilation(on_canvas, structure=np.ones((3, 3), bool), iterations=grow)
+    soft = np.clip(ndimage.gaussian_filter(widened.astype(np.float32), sigma=max(0.5, MASK_FEATHER * side)), 0, 1)
+    if (ch, cw) != (h, w):
+        t = torch.from_numpy(np.ascontiguousarray(soft, dtype=np.float32))[None, None]
+        soft = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return np.ascontiguousarray(soft, dtype=np.float32)
+
+
+def mask_outside(view: np.ndarray, mask: np.ndarray | None, box: Box) -> np.ndarray:
+    """``view`` (the crop of ``box``) black outside the widened, feathered lung mask."""
+    view = np.asarray(view, dtype=np.float32)
+    return view * soft_lung_mask(mask, box, view.shape)
 
 
 def _crop(pixels: np.ndarray, box: Box) -> np.ndarray:
@@ -182,6 +233,8 @@ def model_input(pixels: np.ndarray, spec: InputSpec, size: int,
     view = _crop(pixels, box)
     if spec.intensity == "clahe":
         view = clahe(resize_grey(view, spec.work_size).numpy())
+    if spec.outside == "masked":
+        view = mask_outside(view, mask, box)
     return preprocess(view, size), box
 
 
@@ -195,5 +248,5 @@ def place_heatmap(heat: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndar
     return out
 
 
-__all__ = ["Box", "InputSpec", "REGIONS", "INTENSITIES", "WORK_SIZE", "lung_box", "model_view", "model_input",
-           "place_heatmap", "clahe"]
+__all__ = ["Box", "InputSpec", "REGIONS", "INTENSITIES", "OUTSIDES", "WORK_SIZE", "lung_box", "model_view",
+           "model_input", "mask_outside", "soft_lung_mask", "place_heatmap", "clahe"]

@@ -5,7 +5,8 @@ returns one **logit** per image, shape ``(N,)``; ``sigmoid(logit)`` is
 P(COVID).  The paper's "sigmoid output + binary cross-entropy" is trained as
 ``BCEWithLogitsLoss``, the numerically stable form of the same thing.
 
-* ``resnet50`` - torchvision ResNet50 (stages 1-5, global average pool) with a
+* ``resnet50`` - torchvision's ResNet50 (``training.model.resnet``: the same network
+  without the torchvision import; stages 1-5, global average pool) with a
   single sigmoid unit instead of the 1000-way classifier.
 * ``lstm`` - the LSTM head alone on the image: the S rows of the (grey) image
   are S time steps of S features (the paper does not say how an image becomes
@@ -31,11 +32,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from training.common.constants import ARCH_LABELS, ARCHITECTURES  # noqa: E402,F401  (torch-free home of the names)
 from training.common.errors import XrayError
 from training.common.formatting import exception_text
+from training.model.resnet import ResNet50, resnet50
 
 LSTM_UNITS = (32, 16, 8)
 DEFAULT_DROPOUT = 0.5
@@ -95,17 +96,17 @@ class LesionDecoder(nn.Module):
         return self.smooth(p)
 
 
-def _resnet50_trunk() -> torchvision.models.ResNet:
-    net = torchvision.models.resnet50(weights=None)
+def _resnet50_trunk() -> ResNet50:
+    net = resnet50()  # torchvision's network without importing torchvision (training.model.resnet)
     net.fc = nn.Identity()
     return net
 
 
-def _trunk_features(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Tensor:
+def _trunk_features(net: ResNet50, x: torch.Tensor) -> torch.Tensor:
     return _trunk_stages(net, x)[-1]
 
 
-def _trunk_stages(net: torchvision.models.ResNet, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _trunk_stages(net: ResNet50, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The outputs of stages 3, 4 and 5 (layer2, layer3, layer4)."""
     x = net.conv1(x)
     x = net.bn1(x)
@@ -225,6 +226,8 @@ def imagenet_state_dict() -> dict:
     """torchvision's ImageNet ResNet50 weights (IMAGENET1K_V2), from the torch hub
     cache or downloaded (only when the user chose ``imagenet``)."""
     try:
+        import torchvision  # only here: the import costs ~1.6 s of start-up (training.model.resnet)
+
         weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
         return weights.get_state_dict(progress=False)
     except Exception as exc:  # URLError, OSError, hash mismatch ...

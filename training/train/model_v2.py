@@ -99,6 +99,7 @@ class V2Config:
     dropout: float = 0.2
     lesion_weight: float = 1.0
     augment: str = "source"
+    outside: str = "keep"  # keep | masked: black outside the widened lung mask (InputSpec.outside)
     init: str = str(V1_MODEL)
     threads: int = 2
     seed: int = 7
@@ -109,6 +110,17 @@ class V2Config:
     @property
     def arch(self) -> str:
         return "resnet50_lstm" if self.head == "lstm" else "resnet50"
+
+    @property
+    def spec(self):
+        """The classifier's input (the v1 view; ``outside`` masked or kept)."""
+        from training.model.lung_input import InputSpec
+
+        return InputSpec(region="lungs", intensity="clahe", outside=self.outside)
+
+    def cache_name(self) -> str:
+        masked = "" if self.outside == "keep" else f"_{self.outside}"
+        return f"v2_{self.classes}c_{self.input_size}px{masked}.npz"
 
 
 # ---------------------------------------------------------------- data
@@ -200,7 +212,7 @@ def _one_view(item: V2Item, spec, segmenter, size: int) -> tuple[np.ndarray, np.
     return x, m.mul(255.0).round().byte().numpy()
 
 
-def build_cache(items: list[V2Item], size: int, cache_path: Path, threads: int = 2, log=print) -> dict:
+def build_cache(items: list[V2Item], size: int, cache_path: Path, threads: int = 2, log=print, spec=None) -> dict:
     """Decode every film once (the classifier's lung view), with its lesion mask; cached as ``.npz``."""
     if cache_path.is_file():
         with np.load(cache_path, allow_pickle=False) as z:
@@ -209,7 +221,7 @@ def build_cache(items: list[V2Item], size: int, cache_path: Path, threads: int =
     from training.gate.segmenter import LungSegmenter, default_segmenter_path
     from training.model.lung_input import InputSpec
 
-    spec = InputSpec(region="lungs", intensity="clahe")
+    spec = spec or InputSpec(region="lungs", intensity="clahe")
     seg_path = default_segmenter_path()
     if seg_path is None:
         raise DataError("model v2 needs the lung segmenter (resources/models/lung_segmenter.safetensors).")
@@ -267,8 +279,26 @@ def epoch_sample(items: list[V2Item], train_idx: np.ndarray, n: int, seed: int) 
 def build(cfg: V2Config) -> nn.Module:
     from training.model.networks import build_model
 
-    return build_model(cfg.arch, cfg.init or "scratch", dropout=cfg.dropout, input_size=cfg.input_size,
-                       classes=cfg.classes, lesion=cfg.lesion)
+    model = build_model(cfg.arch, cfg.init or "scratch", dropout=cfg.dropout, input_size=cfg.input_size,
+                        classes=cfg.classes, lesion=cfg.lesion)
+    warm_start_whole(model, cfg.init)
+    return model
+
+
+def warm_start_whole(model: nn.Module, init: str | None) -> bool:
+    """When ``init`` is a model file of the same network (head and lesion decoder
+    included, e.g. the shipped v2), start from all of it, not from its backbone
+    alone.  False (backbone only, done by ``build_model``) otherwise."""
+    if not init or init in ("scratch", "imagenet") or not str(init).endswith(".safetensors"):
+        return False
+    from training.model.networks import read_weights_file
+
+    sd = read_weights_file(init)
+    own = model.state_dict()
+    if set(sd) != set(own) or any(tuple(sd[k].shape) != tuple(own[k].shape) for k in own):
+        return False
+    model.load_state_dict({k: sd[k].to(own[k].dtype) for k in own}, strict=True)
+    return True
 
 
 FROZEN = ("conv1", "bn1", "layer1")
@@ -397,8 +427,8 @@ def train(cfg: V2Config, log=print) -> Path:
     atomic.write_text(out / run_folder.CONFIG, json.dumps(asdict(cfg), indent=2))
     data_root = Path(cfg.data_root)
     items = read_items(data_root, cfg.classes)
-    cache = build_cache(items, cfg.input_size, out.parent / "cache" / f"v2_{cfg.classes}c_{cfg.input_size}px.npz",
-                        threads=cfg.threads, log=log)
+    cache = build_cache(items, cfg.input_size, out.parent / "cache" / cfg.cache_name(), threads=cfg.threads,
+                        log=log, spec=cfg.spec)
     ok = cache["ok"]
     split = np.array([it.split for it in items])
     train_idx = np.flatnonzero(ok & (split == "train"))
@@ -474,7 +504,6 @@ def train(cfg: V2Config, log=print) -> Path:
 def finish(cfg: V2Config, items, cache, log=print) -> Path:
     """Best epoch -> calibrated model file ``OUT/model.safetensors``."""
     from training.model import calibration as cal
-    from training.model.lung_input import InputSpec
     from training.model.modelfile import ModelInfo, save_model
 
     out = Path(cfg.out)
@@ -492,7 +521,7 @@ def finish(cfg: V2Config, items, cache, log=print) -> Path:
         arch=cfg.arch, name=cfg.extra.get("name", "COVID-19 / pneumonia / Normal"),
         version=cfg.extra.get("version", "2"),
         class_names=list(CLASSES3[:cfg.classes]), positive_class="COVID", input_size=cfg.input_size,
-        preprocessing={**InputSpec(region="lungs", intensity="clahe").to_metadata(),
+        preprocessing={**cfg.spec.to_metadata(),
                        "resize": "bilinear, antialiased, aspect ratio not kept", "scale": "pixel / 255",
                        "channels": "grey repeated to 3", "normalize": None},
         threshold=fit.threshold, band=list(fit.band), calibration=fit.to_metadata(),
@@ -544,8 +573,8 @@ def main(argv=None) -> int:
 
     if a.finish:
         items = read_items(Path(cfg.data_root), cfg.classes)
-        cache = build_cache(items, cfg.input_size, Path(cfg.out).parent / "cache" /
-                            f"v2_{cfg.classes}c_{cfg.input_size}px.npz", threads=cfg.threads, log=log)
+        cache = build_cache(items, cfg.input_size, Path(cfg.out).parent / "cache" / cfg.cache_name(),
+                            threads=cfg.threads, log=log, spec=cfg.spec)
         finish(cfg, items, cache, log)
         return 0
     train(cfg, log)

@@ -1,0 +1,217 @@
+"""The cache of exported ONNX graphs and small networks run by ONNX Runtime.
+
+* :func:`cached_graph` is the one cache-entry mechanism of every exported graph
+  (the classifier's fp32 and int8 engines in ``training.inference``, the lung
+  segmenter and the orientation networks here): ``<folder>/<stem>.onnx`` plus
+  ``<stem>.json`` (what it was built from and the ``.onnx`` file's SHA-256),
+  both written atomically; an entry that is missing, made for other facts or
+  damaged is built again.  The folder is :func:`engine_cache_dir`
+  (``$XRAY_ENGINE_CACHE``, else the per-user cache folder).
+* :class:`SmallGraph` runs a small fixed-size network (the gate's segmenter, the
+  orientation check) from its cached graph.  Why: after the first run a
+  process then never builds these networks in PyTorch - no MONAI import (the
+  segmenter is MONAI's BasicUNet, and importing any MONAI network costs about
+  4 s on a 2-core CPU), no TorchScript tracing (1.5 s) - and ONNX Runtime runs
+  them at least as fast.  The graph is exported from the PyTorch network the
+  first time (``make``) and checked against it then (:func:`check_small`);
+  later runs trust the entry's SHA-256.  Any failure raises
+  :class:`EngineUnavailable` and the caller runs the network in PyTorch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from training.common import atomic
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "XRAY_ENGINE_CACHE"
+APP_CACHE = "xray-cxr"
+SMALL_FORMAT = 1
+SMALL_OPSET = 17
+SMALL_TOLERANCE = 1e-4  # max |d output| / max(1, max |output|) between ONNX Runtime and PyTorch, when exported
+
+
+class EngineUnavailable(RuntimeError):
+    """The fast engine cannot be used; ``str(exc)`` says why in one line."""
+
+
+def engine_cache_dir() -> Path:
+    """The folder of exported engines (see the module docstring)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / APP_CACHE / "Cache" / "engines"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / APP_CACHE / "engines"
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / APP_CACHE / "engines"
+
+
+def onnxruntime_module():
+    """``onnxruntime``, or :class:`EngineUnavailable` when it cannot be imported."""
+    try:
+        import onnxruntime
+    except Exception as exc:  # ImportError, or a broken install (missing shared library)
+        raise EngineUnavailable(f"ONNX Runtime is not available ({type(exc).__name__}: {exc})") from None
+    return onnxruntime
+
+
+def cache_key(digest: str) -> str:
+    """A file-name-safe key for a model digest (``training.model.audit`` digests may carry a ``weights:`` prefix)."""
+    key = re.sub(r"[^A-Za-z0-9_-]", "-", digest)
+    if not key:
+        raise EngineUnavailable("the model has no digest to key its engine cache on")
+    return key
+
+
+def _sha256(path: Path) -> str:
+    from training.model.modelfile import file_sha256
+
+    return file_sha256(path)
+
+
+def _usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
+    """'' when the cache entry matches ``facts`` and is undamaged, else why not."""
+    if not onnx_path.is_file():
+        return "not built yet"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its record is missing or unreadable ({type(exc).__name__})"
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in facts.items()):
+        return "it was built for another model, input size or program version"
+    if record.get("sha256") != _sha256(onnx_path):
+        return "the file is damaged (checksum mismatch)"
+    return ""
+
+
+def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = False,
+                 what: str = "exported to ONNX") -> tuple[Path, bool]:
+    """The one cache-entry mechanism of the engines: ``<folder>/<stem>.onnx`` + ``<stem>.json`` (``facts`` and
+    the ``.onnx`` file's SHA-256).  When the entry is missing, stale (other facts), damaged or ``rebuild``,
+    ``make()`` gives the graph's bytes, written atomically with its record.  Returns ``(path, made_now)``."""
+    onnx_path, record_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
+    problem = "rebuild requested" if rebuild else _usable_entry(onnx_path, record_path, facts)
+    if not problem:
+        return onnx_path, False
+    if onnx_path.exists():
+        log.info("engine cache %s: %s; building again", onnx_path.name, problem)
+    try:
+        data = make()
+    except EngineUnavailable:
+        raise
+    except Exception as exc:
+        raise EngineUnavailable(f"the model could not be {what} ({type(exc).__name__}: {exc})") from None
+    try:
+        atomic.write_bytes(onnx_path, data)
+        atomic.write_text(record_path, json.dumps({**facts, "sha256": _sha256(onnx_path)}, indent=1))
+    except OSError as exc:
+        raise EngineUnavailable(f"the engine cache folder {folder} is not writable ({exc.strerror or exc})") from None
+    return onnx_path, True
+
+
+
+
+def export_small(module: nn.Module, input_shape: Sequence[int], outputs: Sequence[str]) -> bytes:
+    """The fp32 ONNX graph of a small network with one input ``x`` of ``input_shape`` (batch dynamic)."""
+    example = torch.rand(2, *[int(s) for s in input_shape[1:]], generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(module.eval(), (example,), buf, dynamo=False, input_names=["x"],
+                              output_names=list(outputs), dynamic_axes={"x": {0: "n"}, **{o: {0: "n"} for o in outputs}},
+                              opset_version=SMALL_OPSET, do_constant_folding=True)
+    return buf.getvalue()
+
+
+class SmallGraph:
+    """A small network's cached graph in an ONNX Runtime session (CPU, one thread per core torch uses):
+    ``graph(x)`` -> the outputs as fp32 torch tensors, in the exported order."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        ort = onnxruntime_module()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EngineUnavailable(f"ONNX Runtime cannot open {Path(path).name} ({type(exc).__name__})") from None
+        self.path = Path(path)
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        return tuple(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in self.session.run(self.names, {"x": arr}))
+
+
+def check_small(graph: SmallGraph, module: nn.Module, input_shape: Sequence[int]) -> str:
+    """'' when ``graph`` gives ``module``'s outputs (batch of 2, then 1) within ``SMALL_TOLERANCE``, else what differs."""
+    x = torch.rand(2, *[int(s) for s in input_shape[1:]], generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want = module.eval()(x)
+    want = want if isinstance(want, tuple) else (want,)
+    for batch in (x, x[:1]):
+        got = graph(batch)
+        if len(got) != len(want):
+            return f"{len(got)} outputs, not {len(want)}"
+        for g, w in zip(got, want):
+            w = w[: len(batch)].float()
+            if tuple(g.shape) != tuple(w.shape) or not bool(torch.isfinite(g).all()):
+                return f"output shape {tuple(g.shape)} or values invalid"
+            err = float((g - w).abs().max()) / max(1.0, float(w.abs().max()))
+            if err > SMALL_TOLERANCE:
+                return f"|d output| {err:.2e} (limit {SMALL_TOLERANCE:g})"
+    return ""
+
+
+def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Sequence[str],
+                build: Callable[[], nn.Module], folder: Path | None = None) -> SmallGraph:
+    """The checked ONNX Runtime session of a small network, keyed by its file's ``digest`` and ``name``
+    (one file may hold several networks), exported from ``build()`` when not cached.  ``build`` is called
+    only then: a cached graph never builds the PyTorch network.  :class:`EngineUnavailable` on any failure."""
+    onnxruntime_module()
+    folder = Path(folder) if folder is not None else engine_cache_dir()
+    stem = f"{cache_key(digest)}-{re.sub(r'[^A-Za-z0-9_-]', '-', name)}"
+    facts = {"format": SMALL_FORMAT, "model": stem, "input": [int(s) for s in input_shape[1:]],
+             "outputs": list(outputs), "opset": SMALL_OPSET, "torch": torch.__version__}
+    built: dict[str, nn.Module] = {}
+
+    def make() -> bytes:
+        built["module"] = build()
+        return export_small(built["module"], input_shape, outputs)
+
+    path, fresh = cached_graph(folder, stem, facts, make, what=f"exported to ONNX ({name})")
+    graph = SmallGraph(path)
+    if fresh:
+        problem = check_small(graph, built["module"], input_shape)
+        if problem:
+            for stale in (path, path.with_suffix(".json")):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+            raise EngineUnavailable(f"ONNX Runtime does not agree with PyTorch on the {name} ({problem})")
+    return graph
+
+
+__all__ = ["CACHE_ENV", "APP_CACHE", "EngineUnavailable", "engine_cache_dir", "onnxruntime_module", "cache_key",
+           "cached_graph", "SmallGraph", "small_graph", "export_small", "check_small", "SMALL_TOLERANCE"]
