@@ -196,3 +196,28 @@ def test_kept_heatmaps_are_the_explanation_the_secondary_capture_shows(films):
         assert calls[0] == 0 and kept.shape == pixels.shape  # placed, not computed again
         assert np.abs(kept - explain.gradcam(clf, pixels, p.lung_mask)).max() <= TOL, p.path.name
     assert all(p.heat_input is None for p in clf.classify_paths(films[:1]))  # not kept unless asked
+
+
+def test_the_app_places_the_kept_map_at_its_colour_layer_size(films):
+    """The app asks ``heatmap_of`` for the colour layer's grid (a 2k film's map at 1024 px): the
+    same map as the full-size one, area-averaged, and the same share inside the lungs."""
+    import torch.nn.functional as F
+
+    from training.inference.classifier import load_gate, lung_share
+
+    path = default_model_path()
+    gate = load_gate("default")
+    if path is None or gate is None:
+        pytest.skip("shipped model or lung segmenter not installed")
+    clf = _clf(path, "auto", gate=gate)
+    (p,) = list(clf.classify_paths(films[:1], keep_heatmaps=True))
+    pixels = p.model_frame(load_image(p.path).pixels)
+    big = F.interpolate(torch.from_numpy(pixels)[None, None], size=(2048, 1792), mode="bilinear")[0, 0].numpy()
+    full = explain.heatmap_of(clf, p, big)
+    grid = explain.colour_layer_size(big.shape)
+    assert grid == (1024, 896)
+    small = explain.heatmap_of(clf, p, big, grid)
+    assert small.shape == grid and small.dtype == np.float32 and 0.99 <= small.max() <= 1.0
+    pooled = F.interpolate(torch.from_numpy(full)[None, None], size=grid, mode="area")[0, 0].numpy()
+    assert np.abs(small - pooled).max() <= 0.02
+    assert abs(lung_share(p, small) - lung_share(p, full)) <= 0.01

@@ -129,7 +129,10 @@ def test_open_png_shows_prediction_and_heatmap(window, qtbot, png):
     assert f"{pred.p_covid:.3f}" in window.pred_panel.p_text.text()
     assert window.viewer.has_image() and window.viewer.overlay_visible()
     heat, colour = window.images.heatmap()
-    assert heat.shape == window.images.image.pixels.shape and colour.width() == heat.shape[1]
+    from training.inference.explain import colour_layer_size
+
+    # the map is kept at the colour layer's size: the image's, up to 1024 px on the long side
+    assert heat.shape == colour_layer_size(window.images.image.pixels.shape) and colour.width() == heat.shape[1]
     # toggling the heatmap off and on uses the cache (no new worker)
     qtbot.waitUntil(lambda: not window.jobs.running("heatmap"), timeout=WAIT)
     window.actions_by_name["heatmap"].trigger()

@@ -128,3 +128,43 @@ def test_source_augmentation_keeps_range_shape_and_sides():
     assert not torch.equal(out, augment_batch(x, torch.Generator().manual_seed(0), level="basic"))
     with pytest.raises(ValueError):
         augment_batch(x, g, level="extreme")
+
+
+def test_masked_outside_is_black_away_from_the_lungs_and_kept_inside():
+    """``outside = "masked"``: the view is black far outside the widened lung mask, unchanged well
+    inside it, for the training view and the prediction path alike; the rule is recorded in the
+    file only when used (older files keep their exact metadata); a whole-image model cannot ask for it."""
+    from training.model.lung_input import model_input, soft_lung_mask
+
+    rng = np.random.default_rng(0)
+    pixels = (0.3 + 0.4 * rng.random((512, 512))).astype(np.float32)
+    mask = _two_lungs()
+    keep = InputSpec(region="lungs", intensity="none")
+    masked = InputSpec(region="lungs", intensity="none", outside="masked")
+    assert "outside_lungs" not in keep.to_metadata()
+    assert InputSpec.from_metadata(masked.to_metadata()) == masked
+    assert InputSpec.from_metadata(keep.to_metadata()).outside == "keep"
+    with pytest.raises(ValueError):
+        InputSpec(region="whole", outside="masked")
+    with pytest.raises(ValueError):
+        InputSpec(region="lungs", outside="blurred")
+    plain, box = model_view(pixels, keep, mask)
+    view, box2 = model_view(pixels, masked, mask)
+    assert box == box2 and view.shape == plain.shape == (WORK_SIZE, WORK_SIZE)
+    soft = soft_lung_mask(mask, box, view.shape)
+    assert np.allclose(view, plain * soft, atol=1e-6)
+    far, inside = soft < 1e-3, soft > 0.999
+    assert far.mean() > 0.01 and inside.mean() > 0.3  # both regions exist on this layout (the crop is tight)
+    assert np.all(view[far] < 1e-3) and np.allclose(view[inside], plain[inside], atol=1e-3)
+    # the lung edge itself is kept: every mask pixel is at least half visible after the widening
+    r0, c0, r1, c1 = box.pixels(mask.shape)
+    lung = torch.from_numpy(mask[r0:r1, c0:c1].astype(np.float32))[None, None]
+    on_view = torch.nn.functional.interpolate(lung, size=view.shape, mode="nearest")[0, 0].numpy() > 0.5
+    assert on_view.any() and float(soft[on_view].min()) >= 0.5
+    # the prediction path masks the same way (resized to the model's input)
+    x, _ = model_input(pixels, masked, 64, mask)
+    x_keep, _ = model_input(pixels, keep, 64, mask)
+    assert float(x.mean()) < float(x_keep.mean())
+    # no usable lung mask: nothing is blacked out (the view is the whole image, as for "keep")
+    assert np.allclose(model_view(pixels, masked, np.zeros((256, 256), bool))[0],
+                       model_view(pixels, keep, np.zeros((256, 256), bool))[0])

@@ -111,15 +111,18 @@ def gradcam_task(key, classifier, pixels: np.ndarray, pred=None, style=("inferno
     lower level): an RGBA image, transparent below the level, at most
     ``COLOUR_LAYER_MAX_SIDE`` px on its long side; the viewer stretches it over
     the image and blends it at the user's opacity) and the heatmap's share inside ``pred``'s lung
-    mask (None without a mask).  An image the gate found inverted is explained
+    mask (None without a mask).  The heatmap is at the colour layer's size (the image's, up to
+    ``COLOUR_LAYER_MAX_SIDE`` on the long side).  An image the gate found inverted is explained
     as classified: inverted back."""
     from training.inference.classifier import lung_share
-    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, gradcam, heat_rgba, heatmap_of
+    from training.inference.explain import COLOUR_LAYER_MAX_SIDE, colour_layer_size, gradcam, heat_rgba, heatmap_of
 
     if pred is not None and pred.inverted:
         pixels = np.float32(1.0) - np.asarray(pixels, dtype=np.float32)
     if pred is not None and getattr(pred, "heat_input", None) is not None:
-        heat = heatmap_of(classifier, pred, pixels)  # from the classification pass: no model run
+        # from the classification pass (no model run), placed directly at the colour layer's size: the
+        # viewer stretches the layer over the image, the report's overlay resizes the map to the film
+        heat = heatmap_of(classifier, pred, pixels, colour_layer_size(np.shape(pixels), COLOUR_LAYER_MAX_SIDE))
     else:
         with MODEL_LOCK:
             heat = gradcam(classifier, pixels, getattr(pred, "lung_mask", None))

@@ -285,15 +285,22 @@ def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None)
     return _normalise(place_heatmap(heat, box, pixels.shape))
 
 
-def heatmap_of(classifier, pred, pixels: np.ndarray) -> np.ndarray:
+def heatmap_of(classifier, pred, pixels: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
     """The image-sized heatmap of a result, as :func:`gradcam` gives it for ``pixels`` (the result's
     model frame): from the classification pass when the result kept it (``Prediction.heat_input``),
-    else computed now."""
+    else computed now.  ``shape``: place it on a grid of that size instead of the image's (the app
+    asks for its colour layer's size, ``colour_layer_size``: a 2k film's map at 1024 px is a quarter
+    of the work, and the viewer stretches it over the image anyway)."""
     from training.model.lung_input import Box, place_heatmap
 
     if pred.heat_input is None:
-        return gradcam(classifier, pixels, pred.lung_mask)
-    return _normalise(place_heatmap(pred.heat_input, pred.input_box or Box(), np.asarray(pixels).shape))
+        heat = gradcam(classifier, pixels, pred.lung_mask)
+        if shape is not None and tuple(shape) != heat.shape:
+            heat = F.interpolate(torch.from_numpy(heat)[None, None], size=tuple(int(s) for s in shape),
+                                 mode="area")[0, 0].numpy()
+        return heat
+    grid = tuple(int(s) for s in shape) if shape is not None else np.asarray(pixels).shape
+    return _normalise(place_heatmap(pred.heat_input, pred.input_box or Box(), grid))
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:

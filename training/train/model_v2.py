@@ -25,11 +25,14 @@ likely and the source alone cannot tell COVID from Normal; pneumonia films come
 from one source only (no other source has them), which the card says.
 
 Input: the v1 view (the lung segmenter's box + 10 % margin, CLAHE) at
-``input_size``; the lesion masks are cropped with the same box.  Training
+``input_size``; the lesion masks are cropped with the same box.  ``--outside
+masked`` also blacks out everything outside the widened lung mask
+(``training.model.lung_input``, ``InputSpec.outside``), recorded in the file.  Training
 augmentation: ``training.train.augment`` level ``source`` (the masks follow the
 geometry).  The stem and stage 2 of the ResNet50 (conv1, layer1) stay frozen
 (their BatchNorm statistics too), as detectron2 does by default; stages 3-5,
-the head and the decoder learn (warm start: model v1's backbone).
+the head and the decoder learn (warm start: model v1's backbone; ``--init`` a model
+file of the same network, e.g. the shipped v2, starts from all of it).
 
 Loss: cross-entropy over the classes + ``lesion_weight`` x (Dice + BCE) of the
 lesion map against the mask, on films that have a mask only (MONAI
