@@ -4,9 +4,10 @@
 
 * ``xray-classify FILE`` as a user runs it (a fresh process each time, the shipped model, gate and
   orientation check, the ONNX cache already built by an earlier run): wall time per run;
-* the imports it cannot avoid, each in a fresh process after ``import torch``: torch itself,
-  torchvision (the ResNet50 of the classifier), monai (the lung segmenter's BasicUNet: importing any
-  MONAI network runs the package's eager submodule loading), onnxruntime;
+* imports, each in a fresh process after ``import torch``: torch itself, torchvision and monai
+  (both no longer imported after the first run: the ResNet50 is ``training.model.resnet``, the
+  segmenter and orientation networks run from cached ONNX graphs; printed to show what was saved,
+  and checked), onnxruntime;
 * one in-process profile of the command (``cProfile``): model loading, the gate's load (segmenter +
   tracing), the classification itself.
 
@@ -47,8 +48,8 @@ def profile(image: Path) -> list[tuple[str, float]]:
     code = f"""
 import cProfile, pstats, sys, io
 sys.argv = ["xray-classify", {str(image)!r}, "--no-progress"]
-from training.cli.classify import main
 pr = cProfile.Profile(); pr.enable()
+from training.cli.classify import main
 try:
     main()
 except SystemExit:
@@ -89,15 +90,26 @@ def main(argv=None) -> int:
     for module in ("torchvision", "monai", "onnxruntime"):
         t_torch, t_mod = import_seconds(module)
         print(f"  import torch {t_torch:.2f} s, then import {module} {t_mod:.2f} s")
+    check = ("import sys, runpy; sys.argv = ['xray-classify', %r, '--no-progress']\n"
+             "try:\n    runpy.run_module('training.cli.classify', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('IMPORTED', 'torchvision' in sys.modules, 'monai' in sys.modules)") % str(image)
+    seen = [ln for ln in subprocess.run([PY, "-c", check], capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
+            if ln.startswith("IMPORTED")]
+    if seen:
+        _, tv, mo = seen[-1].split()
+        print(f"  imported by a run after the first: torchvision {tv}, monai {mo}")
     prof = dict(profile(image))
 
     def cum(suffix: str) -> float:
         return max((t for where, t in prof.items() if where.endswith(suffix)), default=float("nan"))
 
-    for label, suffix in (("classifier file + engine (Classifier.from_file, gate included)", "classifier.py:from_file"),
-                          ("gate: segmenter + orientation (load_gate)", "classifier.py:load_gate"),
-                          ("segmenter network built (build_segmenter: the monai import)", "segmenter.py:build_segmenter"),
-                          ("TorchScript freezing of the small nets (torch.jit.trace)", "_trace.py:trace"),
+    for label, suffix in (("the program's modules (import training.cli.classify, torch included)", "classify.py:<module>"),
+                          ("classifier file + self-test + gate (Classifier.from_file)", "classifier.py:from_file"),
+                          ("  model file read, checked, network built (load_model)", "modelfile.py:load_model"),
+                          ("  self-test: one PyTorch pass, also the engine check's reference", "engine.py:self_test"),
+                          ("  gate: segmenter + orientation graphs (load_gate)", "classifier.py:load_gate"),
+                          ("ONNX Runtime engine opened and checked (prepare_engine)", "engine_onnx.py:prepare_engine"),
                           ("the classification (Classifier.classify_paths)", "batch.py:classify_paths")):
         print(f"  {label}: {cum(suffix):.2f} s")
     return 0
