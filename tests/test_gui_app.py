@@ -129,6 +129,9 @@ def test_open_png_shows_prediction_and_heatmap(window, qtbot, png):
     assert f"{pred.p_covid:.3f}" in window.pred_panel.p_text.text()
     assert window.viewer.has_image() and window.viewer.overlay_visible()
     heat, colour = window.images.heatmap()
+    import gc
+
+    assert gc.get_freeze_count() > 0  # the model's load moved the long-lived objects out of the collector's way
     from training.inference.explain import colour_layer_size
 
     # the map is kept at the colour layer's size: the image's, up to 1024 px on the long side
