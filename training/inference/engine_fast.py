@@ -228,11 +228,9 @@ def prepare_fast_engine(model: nn.Module, digest: str, input_size: int, check: t
     engine.name = "onnx-int8"
     problem = structural_problem(engine, check, classes, getattr(model, "lesion", None) is not None)
     if problem:
-        for stale in (path, path.with_suffix(".json")):
-            try:
-                stale.unlink()
-            except OSError:
-                pass
+        from training.model.graph_cache import drop_entry
+
+        drop_entry(path)
         raise EngineUnavailable(f"the int8 engine failed its check ({problem})")
     return engine
 

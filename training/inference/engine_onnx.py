@@ -61,6 +61,8 @@ from training.model.graph_cache import (
     EngineUnavailable,
     cache_key,
     cached_graph,
+    cpu_session,
+    drop_entry,
     engine_cache_dir,
     onnxruntime_module,
 )
@@ -150,19 +152,8 @@ class OnnxEngine:
 
     def __init__(self, path: Path, threads: int | None = None):
         ort = onnxruntime_module()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: the decode threads and the GUI share these cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EngineUnavailable(f"ONNX Runtime cannot open {Path(path).name} ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        self.session, self.threads = cpu_session(path, threads)
         self.path = Path(path)
-        self.threads = opts.intra_op_num_threads
         self.version = getattr(ort, "__version__", "?")
 
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -273,11 +264,7 @@ def prepare_engine(model: nn.Module, digest: str, input_size: int, check: torch.
         except EngineUnavailable as exc:
             problem = str(exc)
     if problem:
-        for stale in (path, path.with_suffix(".json")):  # never keep a file that failed its check
-            try:
-                stale.unlink()
-            except OSError:
-                pass
+        drop_entry(path)  # never keep a file that failed its check
         raise EngineUnavailable(f"ONNX Runtime does not agree with PyTorch on this model ({problem})"
                                 if "|dP|" in problem or "|dA|" in problem or "invalid" in problem else problem)
     return engine

@@ -140,21 +140,40 @@ def export_small(module: nn.Module, input_shape: Sequence[int], outputs: Sequenc
     return buf.getvalue()
 
 
+def cpu_session(path: Path, threads: int | None = None):
+    """``(session, threads)``: an ONNX Runtime CPU session of the graph at ``path`` (full graph
+    optimisation, ``threads`` intra-op threads, default torch's, one inter-op thread, no busy-waiting
+    between runs: the decode threads and the GUI share these cores); :class:`EngineUnavailable` with
+    a one-line reason when it cannot be opened."""
+    ort = onnxruntime_module()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EngineUnavailable(f"ONNX Runtime cannot open {Path(path).name} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    return session, opts.intra_op_num_threads
+
+
+def drop_entry(path: Path) -> None:
+    """Remove a cache entry (``.onnx`` and its ``.json`` record) that failed its check: never kept."""
+    for stale in (Path(path), Path(path).with_suffix(".json")):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
 class SmallGraph:
     """A small network's cached graph in an ONNX Runtime session (CPU, one thread per core torch uses):
     ``graph(x)`` -> the outputs as fp32 torch tensors, in the exported order."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        ort = onnxruntime_module()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EngineUnavailable(f"ONNX Runtime cannot open {Path(path).name} ({type(exc).__name__})") from None
+        self.session, self.threads = cpu_session(path, threads)
         self.path = Path(path)
         self.names = [o.name for o in self.session.get_outputs()]
 
@@ -204,14 +223,10 @@ def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Seq
     if fresh:
         problem = check_small(graph, built["module"], input_shape)
         if problem:
-            for stale in (path, path.with_suffix(".json")):
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
+            drop_entry(path)
             raise EngineUnavailable(f"ONNX Runtime does not agree with PyTorch on the {name} ({problem})")
     return graph
 
 
 __all__ = ["CACHE_ENV", "APP_CACHE", "EngineUnavailable", "engine_cache_dir", "onnxruntime_module", "cache_key",
-           "cached_graph", "SmallGraph", "small_graph", "export_small", "check_small", "SMALL_TOLERANCE"]
+           "cached_graph", "cpu_session", "drop_entry", "SmallGraph", "small_graph", "export_small", "check_small", "SMALL_TOLERANCE"]
