@@ -109,18 +109,6 @@ class ModelController(QObject):
         self.changed.emit(clf)
         settle_memory()
 
-
-def settle_memory() -> None:
-    """After a model load: collect once, then move every object alive now (Qt, torch, the model) out of
-    the cyclic garbage collector's way (``gc.freeze``), so its full collections stay short.  Measured
-    (``bench/bench_gui_latency.py``): without it a full collection fell inside one image open in six and
-    delayed its prediction by 0.2 s.  The previous freeze is undone first, so a replaced model is freed."""
-    import gc
-
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
     def set_device(self, device: str) -> None:
         """Reload the current model on another device (kept on failure)."""
         if self.path is None:
@@ -157,3 +145,15 @@ def settle_memory() -> None:
         self.classifier.threshold = float(self.classifier.info.threshold)
         self.settings.set_threshold_for(str(self.path), None)
         return self.classifier.threshold
+
+
+def settle_memory() -> None:
+    """After a model load: collect once, then move every object alive now (Qt, torch, the model) out of
+    the cyclic garbage collector's way (``gc.freeze``), so its full collections stay short.  Measured
+    (``bench/bench_gui_latency.py``): without it a full collection fell inside one image open in six and
+    delayed its prediction by 0.2 s.  The previous freeze is undone first, so a replaced model is freed."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
