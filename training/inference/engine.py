@@ -138,6 +138,7 @@ class EngineMixin:
             if not self._fast_tried:
                 self._fast = self._build_fast_engine()
                 self._fast_tried = True
+                self._reference = None  # the self-test's outputs served their one use: the engine check
         return self._fast
 
     def _build_fast_engine(self):

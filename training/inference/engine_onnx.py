@@ -47,9 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +56,14 @@ import torch.nn as nn
 
 from training.model.graph_cache import (
     CACHE_ENV,
+    OPSET,
     EngineUnavailable,
     cache_key,
     cached_graph,
     cpu_session,
     drop_entry,
     engine_cache_dir,
+    export_graph,
     onnxruntime_module,
 )
 
@@ -73,7 +73,6 @@ ENGINES = ("auto", "torch", "onnx")
 # 2: class logits (N,) or (N, C) and the lesion map as a second output; 3: cam_layer's activations as
 # ``features`` (Grad-CAM from the classification pass).  Bump when the export changes: older entries are rebuilt
 FORMAT = 3
-OPSET = 17
 P_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3  # absolute, for |logit| <= 1; relative above
 FEATURE_TOLERANCE = 1e-4  # max |d features| / max(1, max |features|)
@@ -118,15 +117,7 @@ def export_onnx(model: nn.Module, input_size: int) -> bytes:
     names = ["logit"] + (["lesion"] if lesion else []) + (["features"] if features else [])
     if len(names) > 1:
         work = _ExportView(work, lesion, features)
-    example = torch.rand(2, 3, int(input_size), int(input_size), generator=torch.Generator().manual_seed(0))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
-        warnings.simplefilter("ignore")
-        with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(work, (example,), buf, dynamo=False, input_names=["x"], output_names=names,
-                              dynamic_axes={"x": {0: "n"}, **{o: {0: "n"} for o in names}}, opset_version=OPSET,
-                              do_constant_folding=True)
-    return buf.getvalue()
+    return export_graph(work, (1, 3, int(input_size), int(input_size)), names)
 
 
 def engine_facts(key: str, input_size: int) -> dict:

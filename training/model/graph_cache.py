@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "XRAY_ENGINE_CACHE"
 APP_CACHE = "xray-cxr"
 SMALL_FORMAT = 1
-SMALL_OPSET = 17
+OPSET = 17  # every graph this program exports
 SMALL_TOLERANCE = 1e-4  # max |d output| / max(1, max |output|) between ONNX Runtime and PyTorch, when exported
 
 
@@ -127,16 +127,18 @@ def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = 
 
 
 
-def export_small(module: nn.Module, input_shape: Sequence[int], outputs: Sequence[str]) -> bytes:
-    """The fp32 ONNX graph of a small network with one input ``x`` of ``input_shape`` (batch dynamic)."""
+def export_graph(module: nn.Module, input_shape: Sequence[int], outputs: Sequence[str]) -> bytes:
+    """The fp32 ONNX graph of ``module`` with one input ``x`` of ``input_shape`` (the batch dimension dynamic,
+    like every output's): the TorchScript exporter (``dynamo=False``), opset ``OPSET``, traced on a seeded
+    random batch of 2.  The one export of the classifier's engine and of the small networks."""
     example = torch.rand(2, *[int(s) for s in input_shape[1:]], generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
         warnings.simplefilter("ignore")
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(module.eval(), (example,), buf, dynamo=False, input_names=["x"],
                               output_names=list(outputs), dynamic_axes={"x": {0: "n"}, **{o: {0: "n"} for o in outputs}},
-                              opset_version=SMALL_OPSET, do_constant_folding=True)
+                              opset_version=OPSET, do_constant_folding=True)
     return buf.getvalue()
 
 
@@ -209,14 +211,14 @@ def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Seq
     only then: a cached graph never builds the PyTorch network.  :class:`EngineUnavailable` on any failure."""
     onnxruntime_module()
     folder = Path(folder) if folder is not None else engine_cache_dir()
-    stem = f"{cache_key(digest)}-{re.sub(r'[^A-Za-z0-9_-]', '-', name)}"
+    stem = f"{cache_key(digest)}-{cache_key(name)}"
     facts = {"format": SMALL_FORMAT, "model": stem, "input": [int(s) for s in input_shape[1:]],
-             "outputs": list(outputs), "opset": SMALL_OPSET, "torch": torch.__version__}
+             "outputs": list(outputs), "opset": OPSET, "torch": torch.__version__}
     built: dict[str, nn.Module] = {}
 
     def make() -> bytes:
         built["module"] = build()
-        return export_small(built["module"], input_shape, outputs)
+        return export_graph(built["module"], input_shape, outputs)
 
     path, fresh = cached_graph(folder, stem, facts, make, what=f"exported to ONNX ({name})")
     graph = SmallGraph(path)
@@ -229,4 +231,4 @@ def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Seq
 
 
 __all__ = ["CACHE_ENV", "APP_CACHE", "EngineUnavailable", "engine_cache_dir", "onnxruntime_module", "cache_key",
-           "cached_graph", "cpu_session", "drop_entry", "SmallGraph", "small_graph", "export_small", "check_small", "SMALL_TOLERANCE"]
+           "cached_graph", "cpu_session", "drop_entry", "SmallGraph", "small_graph", "export_graph", "check_small", "OPSET", "SMALL_TOLERANCE"]
