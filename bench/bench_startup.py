@@ -5,11 +5,12 @@
 * ``xray-classify FILE`` as a user runs it (a fresh process each time, the shipped model, gate and
   orientation check, the ONNX cache already built by an earlier run): wall time per run;
 * imports, each in a fresh process after ``import torch``: torch itself, torchvision and monai
-  (both no longer imported after the first run: the ResNet50 is ``training.model.resnet``, the
-  segmenter and orientation networks run from cached ONNX graphs; printed to show what was saved,
-  and checked), onnxruntime;
-* one in-process profile of the command (``cProfile``): model loading, the gate's load (segmenter +
-  tracing), the classification itself.
+  (none of the three is imported by a run after the first any more: the classifier starts from its
+  cached ONNX Runtime engine, the segmenter and orientation networks from their cached graphs, the
+  preprocessing and Grad-CAM's head gradient are NumPy; printed to show what was saved, and
+  checked), onnxruntime;
+* one in-process profile of the command (``cProfile``): the program's imports, the model file and
+  its cached engine, the gate, the classification itself.
 
 Goal (issue "reduced-precision engine"): <= 2 s from process start to the first result after the first run.
 """
@@ -93,23 +94,24 @@ def main(argv=None) -> int:
     check = ("import sys, runpy; sys.argv = ['xray-classify', %r, '--no-progress']\n"
              "try:\n    runpy.run_module('training.cli.classify', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
-             "print('IMPORTED', 'torchvision' in sys.modules, 'monai' in sys.modules)") % str(image)
+             "print('IMPORTED', 'torchvision' in sys.modules, 'monai' in sys.modules, 'torch' in sys.modules)") % str(image)
     seen = [ln for ln in subprocess.run([PY, "-c", check], capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
             if ln.startswith("IMPORTED")]
     if seen:
-        _, tv, mo = seen[-1].split()
-        print(f"  imported by a run after the first: torchvision {tv}, monai {mo}")
+        _, tv, mo, to = seen[-1].split()
+        print(f"  imported by a run after the first: torchvision {tv}, monai {mo}, torch {to}")
     prof = dict(profile(image))
 
     def cum(suffix: str) -> float:
         return max((t for where, t in prof.items() if where.endswith(suffix)), default=float("nan"))
 
-    for label, suffix in (("the program's modules (import training.cli.classify, torch included)", "classify.py:<module>"),
-                          ("classifier file + self-test + gate (Classifier.from_file)", "classifier.py:from_file"),
-                          ("  model file read, checked, network built (load_model)", "modelfile.py:load_model"),
-                          ("  self-test: one PyTorch pass, also the engine check's reference", "engine.py:self_test"),
+    for label, suffix in (("the program's modules (import training.cli.classify)", "classify.py:<module>"),
+                          ("the classifier's modules (import training.inference.classifier)", "classifier.py:<module>"),
+                          ("classifier file + engine + gate (Classifier.from_file)", "classifier.py:from_file"),
+                          ("  model file read and hashed (read_file_bytes)", "modelfile.py:read_file_bytes"),
+                          ("  cached engine opened and checked, no torch (open_cached)", "engine_onnx.py:open_cached"),
                           ("  gate: segmenter + orientation graphs (load_gate)", "classifier.py:load_gate"),
-                          ("ONNX Runtime engine opened and checked (prepare_engine)", "engine_onnx.py:prepare_engine"),
+                          ("  PyTorch model loaded (load_model; 0 when started from the cache)", "modelfile.py:load_model"),
                           ("the classification (Classifier.classify_paths)", "batch.py:classify_paths")):
         print(f"  {label}: {cum(suffix):.2f} s")
     return 0

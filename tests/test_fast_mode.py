@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from training.common.resources import default_model_path, v1_model_path
 from training.imaging.loading import load_image
@@ -92,7 +91,7 @@ def int8_model(tmp_path_factory, tiny_v2_model, films) -> Path:
     path = folder / "tiny_v2_fast.safetensors"
     path.write_bytes(tiny_v2_model.read_bytes())
     clf = Classifier.from_file(path, device="cpu", gate=None, mixed_precision=False)
-    batch = torch.stack([clf.model_input(load_image(f).pixels)[0] for f in films]).numpy()
+    batch = np.stack([clf.model_input(load_image(f).pixels)[0] for f in films])
     fp32, _ = build_cached(clf.model, model_stamp(clf.loaded).sha256, clf.input_size, folder)
     ranges = engine_fast.calibrate(fp32, [batch[:4], batch[4:]], folder / "int8.onnx")
     info, _ = read_info(path)

@@ -14,7 +14,8 @@ from training.common.errors import ModelFileError
 from training.common.resources import default_model_path
 from training.gate.gate import ChestGate
 from training.gate.notes import ATTENTION_OUTSIDE_NOTE, INVERTED_NOTE, REFUSAL_PREFIX, heatmap_in_lungs
-from training.gate.segmenter import default_segmenter_path, load_segmenter_module, read_segmenter_info
+from training.gate.segmenter import default_segmenter_path, read_segmenter_info
+from training.gate.segmenter_net import load_segmenter_module
 from training.imaging.loading import load_image
 from training.inference.classifier import Classifier
 from training.inference.result import GATE_CODE, Prediction
@@ -174,8 +175,9 @@ def test_segmenter_engines_match_monai_eager_for_any_batch(chest_files, tmp_path
     (``engine="torch"``): both give the numbers of MONAI's eager BasicUNet, for one image or several."""
     import torch
 
-    from training.gate import segmenter as segmod
-    from training.gate.segmenter import LungSegmenter, SegmentAndPool, load_segmenter_module, to_seg_input
+    from training.gate import segmenter_net as segmod
+    from training.gate.segmenter import LungSegmenter, to_seg_input
+    from training.gate.segmenter_net import SegmentAndPool, load_segmenter_module
 
     monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
     net, _ = load_segmenter_module(default_segmenter_path())
@@ -187,10 +189,10 @@ def test_segmenter_engines_match_monai_eager_for_any_batch(chest_files, tmp_path
     onnx = LungSegmenter.from_file(default_segmenter_path())
     assert onnx.engine_name == "onnx" and onnx.net is None and len(built) == 1  # cached: no network built
     frozen = LungSegmenter.from_file(default_segmenter_path(), engine="torch")
-    assert isinstance(frozen._forward, torch.jit.ScriptModule) and frozen.engine_name == "torch"
+    assert frozen.engine_name == "torch" and frozen.net is not None
     ims = [load_image(f).pixels for f in chest_files[:3]]
     with torch.inference_mode():
-        x = torch.cat([to_seg_input(im) for im in ims])
+        x = torch.from_numpy(np.concatenate([to_seg_input(im) for im in ims]))
         logits = net(x)
         _, feats = SegmentAndPool(net)(x)
     for seg, tol in ((frozen, 1e-5), (onnx, 1e-4)):

@@ -93,7 +93,7 @@ def backbone_calls(model):
 @pytest.mark.parametrize("which", ["shipped_v1", "default", "tiny_v2"])
 def test_one_pass_cam_matches_pytorch_grad_cam(which, engine, tiny_v2_model, films):
     clf = _clf(_model_file(which, tiny_v2_model), engine)
-    x = torch.stack([clf.model_input(load_image(p).pixels)[0] for p in films])
+    x = torch.from_numpy(np.stack([clf.model_input(load_image(p).pixels)[0] for p in films]))
     ref = reference_gradcam(clf, x)
     assert ref.shape == (len(films), clf.input_size, clf.input_size)
     assert sum(float(r.std()) > 0.05 for r in ref) >= len(ref) // 2  # real maps (an untrained model may give a zero one)
@@ -117,7 +117,7 @@ def test_one_pass_cam_matches_pytorch_grad_cam(which, engine, tiny_v2_model, fil
 
 def test_a_session_error_falls_back_and_the_cam_still_comes(tiny_v2_model, films):
     clf = _clf(tiny_v2_model, "onnx")
-    x = torch.stack([clf.model_input(load_image(p).pixels)[0] for p in films[:2]])
+    x = torch.from_numpy(np.stack([clf.model_input(load_image(p).pixels)[0] for p in films[:2]]))
     clf.predict_full(x[:1])
     assert clf.active_engine == "onnx" and clf.fast_engine().has_features, clf.engine_note
 
@@ -149,7 +149,7 @@ def test_classify_paths_lung_shares_come_from_the_classification_pass(tiny_v2_mo
 
     def two_passes(classifier, x):  # the former way: classify, then the package's Grad-CAM
         logits, lesion = classifier.outputs(x)
-        return logits, lesion, reference_gradcam(classifier, x)
+        return logits, lesion, reference_gradcam(classifier, torch.from_numpy(np.asarray(x)))
 
     monkeypatch.setattr(explain, "pass_with_cams", two_passes)
     before = list(clf.classify_paths(films, explain=True))
@@ -168,7 +168,7 @@ def test_an_explanation_failure_never_fails_the_classification(tiny_v2_model, fi
         raise RuntimeError("head exploded")
 
     monkeypatch.setattr(explain, "cams_from_features", broken)
-    x = torch.stack([clf.model_input(load_image(p).pixels)[0] for p in films[:2]])
+    x = torch.from_numpy(np.stack([clf.model_input(load_image(p).pixels)[0] for p in films[:2]]))
     probs, _, cams = clf.predict_full(x, with_cam=True)
     assert cams is None and np.all(np.isfinite(probs))
     if clf.gate is not None:

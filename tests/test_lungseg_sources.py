@@ -16,12 +16,8 @@ import torch
 
 from training.cli.train_lungs import main as train_lungs
 from training.common.errors import DataError
-from training.gate.segmenter import (
-    SegmenterInfo,
-    build_segmenter,
-    read_segmenter_info,
-    save_segmenter,
-)
+from training.gate.segmenter import SegmenterInfo, read_segmenter_info
+from training.gate.segmenter_net import build_segmenter, save_segmenter
 from training.train.segmenter_trainer import (
     SegTrainConfig,
     augment_pairs,

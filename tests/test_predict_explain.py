@@ -36,7 +36,7 @@ def _pngs(cxr1000: Path, per_class: int) -> tuple[list[Path], list[int]]:
 @pytest.fixture(scope="module")
 def train_set(cxr1000):
     paths, labels = _pngs(cxr1000, 16)
-    x = preprocess_batch([load_image(p).pixels for p in paths], SIZE)
+    x = torch.from_numpy(preprocess_batch([load_image(p).pixels for p in paths], SIZE))
     return x, torch.tensor(labels, dtype=torch.float32), paths
 
 

@@ -64,7 +64,7 @@ def test_temperature_is_applied_to_every_output(lung_model_file, films):
     clf = Classifier.from_file(lung_model_file, device="cpu", mixed_precision=False, gate=None)
     x = clf.model_input(load_image(films[0]).pixels)[0][None]
     with torch.inference_mode():
-        logit = float(clf.model(x)[0])
+        logit = float(clf.model(torch.from_numpy(x))[0])
     assert clf.predict_batch(x)[0] == pytest.approx(1 / (1 + np.exp(-logit / 2.0)), abs=1e-6)
 
 

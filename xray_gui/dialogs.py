@@ -63,7 +63,7 @@ def model_info_html(classifier) -> str:
             ("Decision threshold (file)", f"{info.threshold:.3f}"),
             ("Threshold in use", f"{classifier.threshold:.3f}"),
             ("Created", info.created or "—"), ("File", str(path or "—")),
-            ("Running on", str(classifier.device)),
+            ("Running on", classifier.device_type),
             ("Engine", getattr(classifier, "engine_note", "") or "not started yet")]
     if info.band:
         rows.append(("Borderline band (Indeterminate)", f"{info.band[0]:.3f}–{info.band[1]:.3f}"))

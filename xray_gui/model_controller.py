@@ -42,7 +42,7 @@ class ModelController(QObject):
     def status_text(self) -> str:
         if self.classifier is None:
             return "no model loaded — open one"
-        return f"{self.classifier.loaded.display_name} · {self.classifier.device.type.upper()}"
+        return f"{self.classifier.loaded.display_name} · {self.classifier.device_type.upper()}"
 
     def load(self, path, device: str | None = None, *, remember: bool = True, remember_device: bool | None = None,
              context: str = "") -> None:

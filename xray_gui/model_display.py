@@ -76,7 +76,7 @@ class ModelDisplay:
             kind = (f"{len(c.info.class_names)} classes" + (" + lesion map" if getattr(c, "has_lesion_map", False)
                                                             else "") + ", ")
         return (f"<b>{c.loaded.display_name}</b><br>{ARCH_LABELS.get(c.info.arch, c.info.arch)}, {kind}"
-                f"{c.info.input_size} px input, running on {c.device.type.upper()}")
+                f"{c.info.input_size} px input, running on {c.device_type.upper()}")
 
     def choose_device(self, device: str) -> None:
         """Settings → Device: reload the model on ``device`` (a failure keeps the old one)."""

@@ -9,7 +9,8 @@ import sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import orientation as helper  # the helper's standalone module
 
-from training.gate.orientation import OrientationDetector, OrientationInfo, save_orientation
+from training.gate.orientation import OrientationDetector, OrientationInfo
+from training.gate.orientation_net import save_orientation
 
 src, dst = sys.argv[1], sys.argv[2]
 nets, meta = helper.load_model(src)

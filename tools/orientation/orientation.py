@@ -49,7 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.gate.orientation import OrientationNet, apply_orientation, to_input  # noqa: F401  (the one copy)
+from training.gate.orientation import apply_orientation, to_input  # noqa: F401  (the one copy)
+from training.gate.orientation_net import OrientationNet  # noqa: F401  (the one copy)
 from training.model.modelfile import weights_digest as _weights_digest  # the project's one weights digest
 
 FORMAT = "xray-orientation"

@@ -327,7 +327,7 @@ def _classify(args, out, started: list[bool]) -> int:
         dicom = DicomExporter.for_classifier(args.dicom_out, clf, alpha=args.alpha)
     classes = (f"; classes {' / '.join(clf.info.class_names)}" if clf.multiclass else "") + (
         "; lesion map" if clf.has_lesion_map else "")
-    print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device.type}, "
+    print(f"Model: {clf.loaded.display_name} ({model_path.name}) on {clf.device_type}, "
           f"threshold {clf.threshold:.3g}{classes}; chest-radiograph gate "
           f"{'on' if clf.gate is not None else 'not installed'}", file=sys.stderr)
     clf.fast_engine()  # built now (it would be on the first batch), so the line below says what runs

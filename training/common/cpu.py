@@ -3,7 +3,9 @@ flags (which precisions are fast on it).  No torch: the GUI thread may ask."""
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 
 
 def _cpuinfo() -> str:
@@ -30,4 +32,27 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-__all__ = ["cpu_name", "cpu_flags"]
+def compute_threads() -> int:
+    """Intra-op threads for a network run: torch's setting when torch is loaded (``--threads``, the
+    app's Settings), else ``OMP_NUM_THREADS``, else the cores this process may use - without
+    importing torch (its default is the same count on the machines measured here)."""
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        logical = os.cpu_count() or 1
+    per_core = {}  # torch counts physical cores: "siblings" logical CPUs share "cpu cores" cores
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("siblings", "cpu cores") and value.strip().isdigit():
+            per_core[key.strip()] = int(value)
+    if per_core.get("siblings", 0) > per_core.get("cpu cores", 0) > 0:
+        logical = logical * per_core["cpu cores"] // per_core["siblings"]
+    return max(1, logical)
+
+
+__all__ = ["cpu_name", "cpu_flags", "compute_threads"]

@@ -26,7 +26,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from training.gate.gate import NOVELTY_REASONS, ChestGate, calibrate, measure, novelty_vectors
-from training.gate.segmenter import LungSegmenter, load_segmenter_module, save_segmenter
+from training.gate.segmenter import LungSegmenter
+from training.gate.segmenter_net import load_segmenter_module, save_segmenter
 from training.imaging.loading import load_image
 
 COLOUR_WARN = 0.005

@@ -121,20 +121,11 @@ class GateResult:
 
 
 def _components(mask: np.ndarray) -> list[dict[str, float]]:
-    from scipy import ndimage
+    from training.imaging.components import parts
 
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return []
     s = mask.shape[0]
-    idx = np.arange(1, n + 1)
-    areas = ndimage.sum_labels(mask, lab, idx) / mask.size
-    out = []
-    for i, sl in enumerate(ndimage.find_objects(lab)):
-        ys, xs = sl
-        cy, cx = ndimage.center_of_mass(mask, lab, i + 1)
-        out.append({"area": float(areas[i]), "cx": cx / s, "cy": cy / s, "top": ys.start / s,
-                    "bottom": ys.stop / s, "left": xs.start / s, "right": xs.stop / s})
+    out = [{"area": p.pixels / mask.size, "cx": p.cx / s, "cy": p.cy / s, "top": p.top / s, "bottom": p.bottom / s,
+            "left": p.left / s, "right": p.right / s} for p in parts(mask)]
     return sorted(out, key=lambda c: -c["area"])
 
 

@@ -1,7 +1,7 @@
 """The orientation check: is a frontal chest film stored rotated by 0 / 90 /
 180 / 270 degrees, and is it mirrored left-right?
 
-Two tiny CNNs (``OrientationNet``): the *rotation* network (64 px) gives one
+Two tiny CNNs (``training.gate.orientation_net.OrientationNet``): the *rotation* network (64 px) gives one
 softmax over the 8 ways a film can be stored (the dihedral group D4; class
 ``k + 4 * m`` means "mirrored left-right if ``m``, then rotated ``90 * k``
 degrees clockwise"), of which the rotation is used; the *mirror* network (96 px)
@@ -25,7 +25,6 @@ nothing in it is executed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 from dataclasses import dataclass, field
@@ -33,20 +32,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from training.common.errors import ModelFileError
-from training.model.modelfile import (
-    MetaRecord,
-    read_file_once,
-    read_header,
-    record_from_header,
-    state_tensors,
-    verified_tensors,
-    write_tensors,
-)
+from training.imaging.resize import resize_grey
+from training.model.modelfile import FileContents, MetaRecord, read_file_bytes, read_header, record_from_header
 
 ORIENT_FORMAT = "xray-orientation"
 ORIENT_FORMAT_VERSION = 1
@@ -57,40 +46,8 @@ DEFAULT_ORIENTATION_NAME = "orientation.safetensors"
 log = logging.getLogger(__name__)
 
 
-def _cbr(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class OrientationNet(nn.Module):
-    """``(N, 1, S, S)`` grey in [0, 1] -> ``(N, 8)`` logits.  Four stride-2 stages of 3x3
-    conv + BN + ReLU; the ``(S/16)^2`` positions are kept (flattened, not averaged: where the
-    apices, heart and diaphragm lie is the whole point), then two linear layers."""
-
-    def __init__(self, input_size: int = 64, widths: Sequence[int] = (16, 32, 64, 64), hidden: int = 64,
-                 dropout: float = 0.2, n_out: int = N_CLASSES):
-        super().__init__()
-        if input_size % 16:
-            raise ValueError("input_size must be a multiple of 16")
-        layers: list[nn.Module] = []
-        cin = 1
-        w = [int(v) for v in widths]
-        for i, c in enumerate(w):
-            layers.append(_cbr(cin, c, 2))
-            if i < len(w) - 1:
-                layers.append(_cbr(c, c, 1))
-            cin = c
-        self.features = nn.Sequential(*layers)
-        side = input_size // 16
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x - 0.5))
-
-
-def to_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """Loader image -> ``(1, 1, size, size)``.  A large film is first subsampled by an integer
+def to_input(image: np.ndarray, size: int) -> np.ndarray:
+    """Loader image -> ``(1, 1, size, size)`` float32.  A large film is first subsampled by an integer
     stride (still >= 4x the target; the antialiased resize does the low-pass): < 1 grey level of
     difference on real films, 0.5 ms instead of 8 ms for a 2500 x 2048 film."""
     arr = np.asarray(image)
@@ -99,10 +56,7 @@ def to_input(image: np.ndarray, size: int) -> torch.Tensor:
     f = min(arr.shape) // (4 * size)
     if f >= 2:
         arr = arr[::f, ::f]
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.clamp_(0.0, 1.0)
+    return resize_grey(arr, size)[None, None]
 
 
 def apply_orientation(image: np.ndarray, rotation_deg: int, mirrored: bool) -> np.ndarray:
@@ -158,20 +112,6 @@ class OrientationInfo(MetaRecord):
 NETS = ("rotation", "mirror")
 
 
-def build_net(cfg: dict[str, Any]) -> OrientationNet:
-    return OrientationNet(int(cfg["input_size"]), cfg["widths"], int(cfg.get("hidden", 64)),
-                          n_out=int(cfg.get("n_out", N_CLASSES)))
-
-
-def save_orientation(nets: dict[str, nn.Module], info: OrientationInfo, path: str | os.PathLike) -> Path:
-    """Both networks' weights (names prefixed ``rotation.`` / ``mirror.``) + metadata, atomically."""
-    if not info.created:
-        info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    meta = {"format": ORIENT_FORMAT, "format_version": ORIENT_FORMAT_VERSION, **info.to_dict()}
-    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in state_tensors(net).items()}
-    return write_tensors(tensors, ORIENT_META_KEY, meta, path)
-
-
 def read_orientation_info(path: str | os.PathLike, header: dict[str, str] | None = None) -> OrientationInfo:
     p = Path(path)
     header = header if header is not None else read_header(p, "orientation model")
@@ -179,38 +119,19 @@ def read_orientation_info(path: str | os.PathLike, header: dict[str, str] | None
                                                         ORIENT_FORMAT_VERSION, "orientation model"))
 
 
-def _read_orientation(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], OrientationInfo, str]:
-    """One read of the file: (each network's weights, checked against their stored SHA-256; the record;
-    the file's SHA-256)."""
+def read_orientation_file(path: str | os.PathLike) -> tuple[FileContents, OrientationInfo]:
+    """One read of the file, without torch: its bytes, header and SHA-256, and its record (checked); the
+    weights are loaded and checked only when a network is built (``training.gate.orientation_net``)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"Orientation model file not found: {p}")
-    contents = read_file_once(p, "orientation weights")
-    info = read_orientation_info(p, contents.header)
-    tensors = verified_tensors(p.name, contents, "orientation weights")
-    parts = {}
-    for name in NETS:
-        sub = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        if getattr(info, name) and sub:
-            parts[name] = sub
-    if "rotation" not in parts:
-        raise ModelFileError(f"{p.name}: the file holds no rotation network.")
-    return parts, info, contents.sha256
+    contents = read_file_bytes(p)
+    return contents, read_orientation_info(p, contents.header)
 
 
-def _net(name: str, sub: dict[str, torch.Tensor], info: OrientationInfo, file_name: str) -> OrientationNet:
-    net = build_net(getattr(info, name))
-    try:
-        net.load_state_dict(sub, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{file_name}: the weights do not fit the orientation network.") from exc
-    return net.eval()
-
-
-def load_orientation(path: str | os.PathLike) -> tuple[dict[str, OrientationNet], OrientationInfo]:
-    """One read of the file; weights checked against their stored SHA-256; the networks rebuilt from our code."""
-    parts, info, _ = _read_orientation(path)
-    return {name: _net(name, sub, info, Path(path).name) for name, sub in parts.items()}, info
+def _names(info: OrientationInfo) -> tuple[str, ...]:
+    """The networks the file's record describes (the rotation network always)."""
+    return tuple(name for name in NETS if name == "rotation" or getattr(info, name))
 
 
 class _FirstOutput:
@@ -219,53 +140,53 @@ class _FirstOutput:
     def __init__(self, graph):
         self.graph = graph
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.graph(x)[0]
 
 
-def _graphs(parts: dict, info: OrientationInfo, sha: str, file_name: str) -> dict | None:
+def _graphs(contents: FileContents, info: OrientationInfo, file_name: str) -> dict | None:
     """Each network's cached ONNX Runtime graph (built from the network on the first run), or None
     when ONNX Runtime cannot be used (logged; the networks then run in PyTorch)."""
     from training.model.graph_cache import EngineUnavailable, small_graph
 
+    def build(name):
+        from training.gate.orientation_net import networks_of
+
+        return networks_of(contents, info, file_name)[name]
+
     out = {}
     try:
-        for name, sub in parts.items():
+        for name in _names(info):
             size = int(getattr(info, name)["input_size"])
-            out[name] = _FirstOutput(small_graph(sha, f"orientation-{name}", (1, 1, size, size), ("logit",),
-                                                 lambda name=name, sub=sub: _net(name, sub, info, file_name)))
+            out[name] = _FirstOutput(small_graph(contents.sha256, f"orientation-{name}", (1, 1, size, size),
+                                                 ("logit",), lambda name=name: build(name)))
     except EngineUnavailable as exc:
         log.info("orientation check: ONNX Runtime not used (%s); PyTorch runs it", exc)
         return None
     return out
 
 
-def _freeze(net: nn.Module, size: int) -> nn.Module:
-    """TorchScript trace + freeze (BatchNorm folded): faster at batch 1 on the CPU; eager on failure."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            f = torch.jit.freeze(torch.jit.trace(net, torch.zeros(1, 1, size, size)))
-            f(torch.zeros(2, 1, size, size))  # warm-up
-            return f
-    except Exception:  # pragma: no cover - an unusual torch build
-        return net
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float32)))).astype(np.float32)
 
 
-def _combine(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _combine(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """The mean of two probabilities in logit space (two different networks' P(mirrored))."""
     def logit(x):
-        return torch.log(x.clamp(1e-6, 1 - 1e-6)) - torch.log((1 - x).clamp(1e-6, 1))
-    return torch.sigmoid((logit(p) + logit(q)) / 2)
+        return np.log(np.clip(x, 1e-6, 1 - 1e-6)) - np.log(np.clip(1 - x, 1e-6, 1))
+    return _sigmoid((logit(p) + logit(q)) / 2)
 
 
 class OrientationDetector:
     """Runs the orientation networks on loader images (CPU): the rotation network, then the
     mirror network on each film turned back by its most likely rotation."""
 
-    def __init__(self, nets: dict[str, OrientationNet], info: OrientationInfo | None = None, *,
+    def __init__(self, nets: dict, info: OrientationInfo | None = None, *,
                  graphs: dict | None = None):
         self.info = info or OrientationInfo()
         th = self.info.thresholds
@@ -279,27 +200,30 @@ class OrientationDetector:
         if graphs is not None:  # the cached ONNX Runtime graphs (``from_file``)
             self._rot, self._mir, self.engine_name = graphs["rotation"], graphs.get("mirror"), "onnx"
             return
-        self._rot = _freeze(nets["rotation"].eval(), self.size)
-        self._mir = _freeze(nets["mirror"].eval(), self.mirror_size) if "mirror" in nets else None
+        from training.gate.orientation_net import torch_callable  # the networks given in PyTorch
+
+        self._rot = torch_callable(nets["rotation"], self.size)
+        self._mir = torch_callable(nets["mirror"], self.mirror_size) if "mirror" in nets else None
         self.engine_name = "torch"
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, engine: str = "auto") -> "OrientationDetector":
         """The file's networks, run from their cached ONNX Runtime graphs (no PyTorch network built, no
         tracing, after the first run), or in PyTorch (``engine="torch"``, or ONNX Runtime unavailable)."""
-        parts, info, sha = _read_orientation(path)
-        graphs = _graphs(parts, info, sha, Path(path).name) if engine != "torch" else None
+        contents, info = read_orientation_file(path)
+        graphs = _graphs(contents, info, Path(path).name) if engine != "torch" else None
         if graphs is not None:
             return cls({}, info, graphs=graphs)
-        return cls({name: _net(name, sub, info, Path(path).name) for name, sub in parts.items()}, info)
+        from training.gate.orientation_net import networks_of
 
-    def _inputs(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return cls(networks_of(contents, info, Path(path).name), info)
+
+    def _inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         big = max(self.size, self.mirror_size or 0)  # one pass over each film; the smaller input from it
-        xb = torch.cat([to_input(im, big) for im in images])
+        xb = np.concatenate([to_input(im, big) for im in images])
 
         def at(size):
-            return xb if size == big else F.interpolate(xb, size=(size, size), mode="bilinear",
-                                                        align_corners=False, antialias=True)
+            return xb if size == big else np.stack([resize_grey(x[0], size)[None] for x in xb])
         return at(self.size), (at(self.mirror_size) if self._mir is not None else None)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -307,18 +231,17 @@ class OrientationDetector:
         if len(images) == 0:
             return np.zeros((0, N_CLASSES), np.float32), np.zeros(0, np.float32)
         xs, xm = self._inputs(images)
-        with torch.inference_mode():
-            p8 = torch.softmax(self._rot(xs).float(), dim=1)
-            if self._mir is None:
-                return p8.numpy(), p8[:, 4:].sum(1).numpy()
-            k = (p8[:, :4] + p8[:, 4:]).argmax(1)
-            up = torch.stack([torch.rot90(xm[i], int(k[i]), dims=(-2, -1)) for i in range(len(xm))])
-            pm = torch.sigmoid(self._mir(up).float()[:, 0])
-            if self.mirror_tta:
-                pm = 0.5 * (pm + 1 - torch.sigmoid(self._mir(up.flip(-1)).float()[:, 0]))
-            if self.mirror_combine:  # with the rotation network's own mirror marginal, in logit space
-                pm = _combine(pm, p8[:, 4:].sum(1))
-            return p8.numpy(), pm.numpy()
+        p8 = _softmax(np.asarray(self._rot(xs), dtype=np.float32))
+        if self._mir is None:
+            return p8, p8[:, 4:].sum(1)
+        k = (p8[:, :4] + p8[:, 4:]).argmax(1)
+        up = np.ascontiguousarray(np.stack([np.rot90(xm[i], int(k[i]), axes=(-2, -1)) for i in range(len(xm))]))
+        pm = _sigmoid(self._mir(up)[:, 0])
+        if self.mirror_tta:
+            pm = 0.5 * (pm + 1 - _sigmoid(self._mir(np.ascontiguousarray(up[..., ::-1]))[:, 0]))
+        if self.mirror_combine:  # with the rotation network's own mirror marginal, in logit space
+            pm = _combine(pm, p8[:, 4:].sum(1))
+        return p8, pm.astype(np.float32)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[OrientationResult]:
         p8, pm = self.probabilities(images)
@@ -346,6 +269,6 @@ def load_detector(spec: "str | os.PathLike | OrientationDetector | None") -> Ori
     return OrientationDetector.from_file(spec)
 
 
-__all__ = ["OrientationNet", "OrientationResult", "OrientationInfo", "OrientationDetector", "apply_orientation",
-           "decide", "save_orientation", "load_orientation", "read_orientation_info", "load_detector",
-           "default_orientation_path", "to_input", "ROTATIONS"]
+__all__ = ["OrientationResult", "OrientationInfo", "OrientationDetector", "apply_orientation", "decide",
+           "read_orientation_info", "read_orientation_file", "load_detector", "default_orientation_path", "to_input",
+           "ROTATIONS"]

@@ -20,7 +20,6 @@ code from the file.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,21 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from training.common.errors import ModelFileError
-from training.imaging.resize import resize_grey
-from training.model.modelfile import (
-    MetaRecord,
-    read_file_once,
-    read_header,
-    record_from_header,
-    state_tensors,
-    verified_tensors,
-    write_tensors,
-)
+from training.imaging.resize import bilinear, resize_grey
+from training.model.modelfile import FileContents, MetaRecord, read_file_bytes, read_header, record_from_header
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +41,6 @@ SEG_SIZE = 256
 # (encoder levels 0-4, final up-sampling); ~125 k parameters, ~22 ms per 256 px image on 2 AVX2 cores
 SEG_FEATURES = (8, 8, 16, 32, 64, 8)
 DEFAULT_SEGMENTER_NAME = "lung_segmenter.safetensors"
-
-
-def build_segmenter(features=SEG_FEATURES) -> nn.Module:
-    """MONAI's BasicUNet for one grey channel in, one lung logit out."""
-    from monai.networks.nets import BasicUNet
-
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(int(f) for f in features),
-                     act=("LeakyReLU", {"negative_slope": 0.1, "inplace": True}), norm=("instance", {"affine": True}),
-                     dropout=0.0)
 
 
 @dataclass
@@ -78,14 +57,6 @@ class SegmenterInfo(MetaRecord):
     gate: dict[str, Any] = field(default_factory=dict)  # thresholds of training.gate.gate, from validation data
 
 
-def save_segmenter(model: nn.Module, info: SegmenterInfo, path: str | os.PathLike) -> Path:
-    """Write weights (fp32; the network is small) + metadata atomically."""
-    if not info.created:
-        info.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    meta = {"format": SEG_FORMAT, "format_version": SEG_FORMAT_VERSION, **info.to_dict()}
-    return write_tensors(state_tensors(model), SEG_META_KEY, meta, path)
-
-
 def read_segmenter_info(path: str | os.PathLike, header: dict[str, str] | None = None) -> SegmenterInfo:
     p = Path(path)
     header = header if header is not None else read_header(p, "lung segmenter")
@@ -93,32 +64,17 @@ def read_segmenter_info(path: str | os.PathLike, header: dict[str, str] | None =
                                                       "lung segmenter"))
 
 
-def _read_segmenter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], SegmenterInfo, str]:
-    """One read of the file: (weights checked against their stored SHA-256, its record, the file's SHA-256)."""
+def read_segmenter_file(path: str | os.PathLike) -> tuple[FileContents, SegmenterInfo]:
+    """One read of the file, without torch: its bytes, header and SHA-256, and its record (checked);
+    the weights are loaded and checked only when the network is built (``segmenter_net``)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"Lung segmenter file not found: {p}")
-    contents = read_file_once(p, "segmenter weights")
-    info = read_segmenter_info(p, contents.header)
-    return verified_tensors(p.name, contents, "segmenter weights"), info, contents.sha256
+    contents = read_file_bytes(p)
+    return contents, read_segmenter_info(p, contents.header)
 
 
-def _network(tensors: dict[str, torch.Tensor], info: SegmenterInfo, name: str) -> nn.Module:
-    net = build_segmenter(info.features)
-    try:
-        net.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{name}: the weights do not fit this program's lung segmenter.") from exc
-    return net.eval()
-
-
-def load_segmenter_module(path: str | os.PathLike) -> tuple[nn.Module, SegmenterInfo]:
-    """One read of the file; weights checked against their stored SHA-256; the network rebuilt from our code."""
-    tensors, info, _ = _read_segmenter(path)
-    return _network(tensors, info, Path(path).name), info
-
-
-def to_seg_input(pixels: np.ndarray, size: int = SEG_SIZE) -> torch.Tensor:
+def to_seg_input(pixels: np.ndarray, size: int = SEG_SIZE) -> np.ndarray:
     """Loader output ``(H, W)`` -> ``(1, 1, size, size)`` float32 in [0, 1]."""
     return resize_grey(pixels, size)[None, None]
 
@@ -138,46 +94,7 @@ class Segmentation:
 
     def mask_at(self, shape: tuple[int, int]) -> np.ndarray:
         """The lung mask resized (nearest) to ``shape`` = (rows, cols)."""
-        t = torch.from_numpy(self.prob)[None, None]
-        r = F.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)
-        return (r[0, 0] >= 0.5).numpy()
-
-
-class SegmentAndPool(nn.Module):
-    """BasicUNet's forward pass that also returns the bottleneck activations
-    averaged over space (the gate's feature space): ``(logits, features)``."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.net
-        x0 = n.conv_0(x)
-        x1 = n.down_1(x0)
-        x2 = n.down_2(x1)
-        x3 = n.down_3(x2)
-        x4 = n.down_4(x3)
-        u4 = n.upcat_4(x4, x3)
-        u3 = n.upcat_3(u4, x2)
-        u2 = n.upcat_2(u3, x1)
-        u1 = n.upcat_1(u2, x0)
-        return n.final_conv(u1), x4.mean(dim=(2, 3))
-
-
-def freeze_for_cpu(module: nn.Module, size: int) -> nn.Module:
-    """TorchScript trace + freeze (oneDNN folds the normalisation and
-    activation into the convolutions): about 15 % faster on the CPU, same
-    numbers (``tests/test_gate.py``).  The input size is fixed (``size``), the
-    batch size is not.  Falls back to the eager module if tracing fails."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # TracerWarning: the shape checks are constant at a fixed size
-            return torch.jit.freeze(torch.jit.trace(module.eval(), torch.zeros(1, 1, size, size)))
-    except Exception:  # pragma: no cover - an unusual torch build
-        return module
+        return bilinear(self.prob, shape) >= 0.5
 
 
 class LungSegmenter:
@@ -185,41 +102,47 @@ class LungSegmenter:
 
     ``from_file`` on the CPU runs the network's cached ONNX Runtime graph
     (``training.model.graph_cache.small_graph``: after the first run the PyTorch
-    network - MONAI's BasicUNet - is never built, which saves MONAI's import
-    and the tracing at start-up); when ONNX Runtime cannot be used, or with
-    ``engine="torch"``, the frozen TorchScript of the PyTorch network.
+    network - MONAI's BasicUNet - is never built and torch is not even imported);
+    when ONNX Runtime cannot be used, or with ``engine="torch"``, the frozen
+    TorchScript of the PyTorch network (``training.gate.segmenter_net``).
     ``engine_name`` says which runs."""
 
-    def __init__(self, net: nn.Module | None, info: SegmenterInfo, device: torch.device | str = "cpu", *,
-                 graph=None):
+    def __init__(self, net, info: SegmenterInfo, device="cpu", *, graph=None):
         self.info = info
-        self.device = torch.device(device)
-        self.net = None if net is None else net.eval().to(self.device)
+        self.device = str(device)
+        self.net = net
         if graph is not None:
             self._forward, self.engine_name = graph, "onnx"
-        elif self.net is None:
+        elif net is None:
             raise ValueError("a lung segmenter needs its network or its graph")
         else:
-            module = SegmentAndPool(self.net)
-            self._forward = freeze_for_cpu(module, self.size) if self.device.type == "cpu" else module
+            from training.gate.segmenter_net import torch_forward
+
+            self.net, self._forward = torch_forward(net, self.device, self.size)
             self.engine_name = "torch"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
-                  engine: str = "auto") -> "LungSegmenter":
-        tensors, info, sha = _read_segmenter(path)
+    def from_file(cls, path: str | os.PathLike, device="cpu", engine: str = "auto") -> "LungSegmenter":
+        contents, info = read_segmenter_file(path)
         name = Path(path).name
-        if torch.device(device).type == "cpu" and engine != "torch":
+        if str(device).split(":")[0] == "cpu" and engine != "torch":
             from training.model.graph_cache import EngineUnavailable, small_graph
+
+            def build():
+                from training.gate.segmenter_net import SegmentAndPool, network_of
+
+                return SegmentAndPool(network_of(contents, info, name))
 
             size = int(info.input_size)
             try:
-                graph = small_graph(sha, "lung-segmenter", (1, 1, size, size), ("logits", "features"),
-                                    lambda: SegmentAndPool(_network(tensors, info, name)))
+                graph = small_graph(contents.sha256, "lung-segmenter", (1, 1, size, size), ("logits", "features"),
+                                    build)
                 return cls(None, info, device, graph=graph)
             except EngineUnavailable as exc:
                 log.info("lung segmenter: ONNX Runtime not used (%s); PyTorch runs it", exc)
-        return cls(_network(tensors, info, name), info, device)
+        from training.gate.segmenter_net import network_of
+
+        return cls(network_of(contents, info, name), info, device)
 
     @property
     def size(self) -> int:
@@ -228,15 +151,11 @@ class LungSegmenter:
     def segment_batch(self, images: list[np.ndarray]) -> list[Segmentation]:
         if not images:
             return []
-        x = torch.cat([to_seg_input(im, self.size) for im in images]).to(self.device)
-        with torch.inference_mode():
-            logits, feats = self._forward(x)
-            prob = torch.sigmoid(logits.float())
-            feats = feats.float()
-        prob_np = prob[:, 0].cpu().numpy()
-        feats_np = feats.cpu().numpy()
-        x_np = x[:, 0].cpu().numpy()
-        return [Segmentation(prob=prob_np[i], mask=prob_np[i] >= 0.5, features=feats_np[i], image=x_np[i])
+        x = np.concatenate([to_seg_input(im, self.size) for im in images])
+        logits, feats = self._forward(x)
+        prob_np = (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32))))[:, 0].astype(np.float32)
+        feats_np = np.asarray(feats, dtype=np.float32)
+        return [Segmentation(prob=prob_np[i], mask=prob_np[i] >= 0.5, features=feats_np[i], image=x[i, 0])
                 for i in range(len(images))]
 
     def segment(self, pixels: np.ndarray) -> Segmentation:
@@ -250,6 +169,5 @@ def default_segmenter_path() -> Path | None:
     return p if p.is_file() else None
 
 
-__all__ = ["SEG_SIZE", "SEG_FEATURES", "SegmenterInfo", "Segmentation", "LungSegmenter", "build_segmenter",
-           "save_segmenter", "load_segmenter_module", "read_segmenter_info", "to_seg_input",
-           "default_segmenter_path"]
+__all__ = ["SEG_SIZE", "SEG_FEATURES", "SegmenterInfo", "Segmentation", "LungSegmenter", "read_segmenter_info",
+           "read_segmenter_file", "to_seg_input", "default_segmenter_path"]

@@ -1,5 +1,5 @@
 """Classifying many files: decoding, the gate and the model view run in a small thread pool
-(PIL, pydicom's decoders and torch's resize release the GIL) while the model runs on the
+(PIL, pydicom's decoders, the resize and ONNX Runtime release the GIL) while the model runs on the
 previous batch; every file gives one :class:`~training.inference.result.Prediction`, in input
 order, a broken or refused one included.
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from training.common.errors import ImageRefused
 from training.common.formatting import exception_text
@@ -29,11 +28,11 @@ from training.model.lung_input import Box, place_heatmap
 
 @dataclass
 class _Decoded:
-    """A file after the worker thread: preprocessed tensor or a failure."""
+    """A file after the worker thread: the model's input ``(3, S, S)`` or a failure."""
 
     path: Path
     status: str
-    tensor: torch.Tensor | None = None
+    tensor: np.ndarray | None = None
     meta: Any = None
     warnings: list[str] = field(default_factory=list)
     reason: str = ""
@@ -65,9 +64,7 @@ def _is_cancelled(cancel) -> bool:
 def kept_heatmap(classifier, cam: np.ndarray) -> np.ndarray | None:
     """A Grad-CAM map of the classification pass, kept for the result: only for models whose pass gives
     ``explain.gradcam``'s map exactly (a ``cam_layer`` with its head); SmoothGrad models are explained again."""
-    from training.inference.explain import cam_head
-
-    return np.ascontiguousarray(cam, dtype=np.float32) if cam_head(classifier.model) is not None else None
+    return np.ascontiguousarray(cam, dtype=np.float32) if classifier.head_gradient is not None else None
 
 
 class BatchMixin:
@@ -94,7 +91,7 @@ class BatchMixin:
         return _Decoded(path, "ok", tensor=tensor, meta=img.meta, warnings=list(img.warnings), gate=gres,
                         preview=_preview(pixels, preview) if preview else None, box=box)
 
-    def input_of_file(self, path: str | os.PathLike) -> torch.Tensor | None:
+    def input_of_file(self, path: str | os.PathLike) -> np.ndarray | None:
         """The model input of one file as a classification would build it (loader, gate mask, lung crop,
         ``model_input``; gate refusals included), or None when it cannot be read."""
         d = self._decode(Path(path), True, 0, enforce_gate=False)
@@ -153,7 +150,7 @@ class BatchMixin:
         cams = None
         if ok:
             try:
-                batch = torch.stack([d.tensor for d in ok])
+                batch = np.stack([d.tensor for d in ok])
                 if (explain and self.gate is not None) or keep:  # shares need lung masks; the CAM from this pass
                     values, maps, cams = self.predict_full(batch, with_cam=True)
                 else:
@@ -191,7 +188,7 @@ class BatchMixin:
                 yield Prediction(path=d.path, status=d.status, threshold=self._threshold,
                                  reason=d.reason, warnings=d.warnings, meta=d.meta, code=d.code)
 
-    def _lung_shares(self, decoded: list[_Decoded], batch: torch.Tensor,
+    def _lung_shares(self, decoded: list[_Decoded], batch: np.ndarray,
                      maps: np.ndarray | None = None) -> dict[int, float | None]:
         """Grad-CAM share inside the lungs for each decoded image with a lung mask.  ``maps``: the
         heatmaps at the model's input (``predict_full(with_cam=True)``); None computes them."""

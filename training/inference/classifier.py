@@ -21,6 +21,15 @@ threads overlapping inference, and mixed precision only where
 ``training.common.autocast`` chooses it (CUDA fp16; CPU bf16 only on CPUs
 with native bf16 instructions - on AVX2-only CPUs bf16 is emulated and slower).
 
+Start-up without torch: ``from_file`` on the CPU in fp32 (``device`` ``'cpu'``, or ``'auto'`` on a
+computer without an NVIDIA driver or Apple GPU: ``training.common.device.cpu_without_asking_torch``)
+first tries the model file's cached ONNX Runtime engine (``engine_onnx.open_cached``: keyed by the
+file's SHA-256 and checked against the PyTorch outputs kept when it was built).  When it is there,
+the PyTorch model is not loaded at all - the self-test runs on the engine, Grad-CAM's head gradient
+comes from the file's head weights in NumPy (``training.inference.head_grad``) - and ``model`` loads
+it only when something needs PyTorch (SmoothGrad, the package Grad-CAM, an engine failure).  A run
+after the first thus never imports torch (``tests/test_torch_free_start.py``).
+
 Engine: on the CPU in fp32, classification runs on ONNX Runtime when it is
 installed (``engine='auto'``; ``training.inference.engine_onnx``: exported once per model
 file, cached, checked against PyTorch), PyTorch otherwise; any failure of it
@@ -39,21 +48,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-from training.common.device import pick_device
+from training.common.device import cpu_without_asking_torch, pick_device
 from training.common.errors import XrayError
 from training.common.formatting import clause
+from training.imaging.resize import bilinear
 from training.model.lung_input import Box, InputSpec, model_input
 from training.model.modelfile import LoadedModel, ModelInfo, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from training.gate.gate import ChestGate
     from training.imaging.loading import LoadedImage
 
 from training.inference import gate_policy
 from training.inference.batch import BatchMixin, default_decode_workers, kept_heatmap
 from training.inference.engine import EngineMixin
+from training.inference.model_source import ModelSourceMixin
 from training.inference.result import (
     HEADER_FORCED_NOTE,
     PNEUMONIA,
@@ -65,7 +77,7 @@ from training.inference.result import (
 log = logging.getLogger(__name__)
 
 
-class Classifier(EngineMixin, BatchMixin):
+class Classifier(ModelSourceMixin, EngineMixin, BatchMixin):
     """P(COVID) for grey chest X-rays with one loaded model.
 
     ``device``: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``,
@@ -89,7 +101,7 @@ class Classifier(EngineMixin, BatchMixin):
     The wrapped model is moved to ``device`` and put in eval mode (in place).
     """
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", batch_size: int = 16, *,
+    def __init__(self, loaded: LoadedModel, device: "str | torch.device" = "auto", batch_size: int = 16, *,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
                  decode_workers: int | None = None, gate: "ChestGate | None" = None, engine: str = "auto",
                  precision: str = "fp32"):
@@ -106,23 +118,23 @@ class Classifier(EngineMixin, BatchMixin):
         self._fast = None
         self._fast_tried = False
         self._engine_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._head_gradient = None
         self.loaded = loaded
         self.gate = gate
-        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self._device = device if not isinstance(device, str) else None
+        self._device_choice = device if isinstance(device, str) else None
         if int(batch_size) < 1:
             raise XrayError(f"The batch size must be at least 1, got {batch_size}.", code="batch_size")
         self.batch_size = int(batch_size)
         self.decode_workers = int(decode_workers) if decode_workers else default_decode_workers()
         self._threshold = validate_threshold(loaded.info.threshold)
-        model = loaded.model
-        model.eval().to(self.device)
-        if channels_last is None:
-            channels_last = getattr(model, "cam_layer", None) is not None and self.device.type != "mps"
-        self.channels_last = bool(channels_last)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self._channels_last_choice = channels_last
+        self.channels_last = False
         self.mixed_precision = mixed_precision
-        self.model = model
+        self._model = None
+        if loaded.model is not None:
+            self._adopt(loaded.model)
         self.spec = InputSpec.from_metadata(loaded.info.preprocessing)
         self.temperature = loaded.info.temperature
         self.band = tuple(float(v) for v in loaded.info.band) if loaded.info.band else None
@@ -141,14 +153,20 @@ class Classifier(EngineMixin, BatchMixin):
 
     # ------------------------------------------------------------------ setup
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device: str | torch.device = "auto", *,
+    def from_file(cls, path: str | os.PathLike, device: "str | torch.device" = "auto", *,
                   gate: "ChestGate | str | os.PathLike | None" = "default", **kwargs) -> "Classifier":
         """Load and verify a model file (``ModelFileError`` on a bad file).
 
         ``gate``: ``'default'`` = the shipped lung segmenter + chest-radiograph
         gate (none when it is not installed), a segmenter file path, a
-        :class:`ChestGate`, or ``None`` for no gate."""
-        dev = device if isinstance(device, torch.device) else pick_device(device)
+        :class:`ChestGate`, or ``None`` for no gate.  On the CPU in fp32 a model whose engine is
+        cached starts without torch (module docstring)."""
+        if (isinstance(device, str) and cpu_without_asking_torch(device) and kwargs.get("engine", "auto") != "torch"
+                and kwargs.get("precision", "fp32") == "fp32" and not kwargs.get("mixed_precision")):
+            clf = cls._from_cached_engine(path, gate, **kwargs)
+            if clf is not None:
+                return clf
+        dev = pick_device(device) if isinstance(device, str) else device
         clf = cls(load_model(path, device=dev), device=dev, gate=load_gate(gate), **kwargs)
         clf.self_test()
         return clf
@@ -235,7 +253,7 @@ class Classifier(EngineMixin, BatchMixin):
         """``name vVERSION`` of the loaded model (``LoadedModel.display_name``)."""
         return self.loaded.display_name
 
-    def model_input(self, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
+    def model_input(self, pixels: np.ndarray, lung_mask: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
         """Loader pixels -> the model's input ``(3, S, S)`` and the region it shows
         (:func:`training.model.lung_input.model_input`, the one path of prediction,
         batches and Grad-CAM).  ``lung_mask`` is the gate's segmentation; without it
@@ -252,7 +270,7 @@ class Classifier(EngineMixin, BatchMixin):
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = torch.stack([self.model_input(im)[0] for im in chunk])
+            batch = np.stack([self.model_input(im)[0] for im in chunk])
             out.append(self.predict_batch(batch))
         return np.concatenate(out)
 
@@ -337,9 +355,7 @@ def lung_share(pred: Prediction, heat: np.ndarray) -> float | None:
     mask = pred.lung_mask
     if mask is None:
         return None
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    m = torch.nn.functional.interpolate(t, size=tuple(heat.shape), mode="bilinear", align_corners=False)[0, 0] >= 0.5
-    return heatmap_in_lungs(heat, m.numpy())
+    return heatmap_in_lungs(heat, bilinear(mask.astype(np.float32), heat.shape) >= 0.5)
 
 
 __all__ = ["Classifier", "load_gate", "lung_share"]

@@ -54,7 +54,6 @@ import numpy as np
 from training.common.cpu import cpu_flags
 
 if TYPE_CHECKING:  # torch only where a graph is built or run: the About box imports this module on the GUI thread
-    import torch
     import torch.nn as nn
 
 log = logging.getLogger(__name__)
@@ -198,23 +197,22 @@ def build_cached_int8(model: nn.Module, digest: str, input_size: int, ranges: di
     return path
 
 
-def structural_problem(engine, check: torch.Tensor, classes: int, lesion: bool) -> str:
+def structural_problem(engine, check, classes: int, lesion: bool) -> str:
     """'' when the int8 engine gives finite outputs of the right shapes on ``check`` (batch, then one image)."""
-    import torch
-
+    check = np.asarray(check)
     logits, lesion_map = engine.outputs(check)
     single = engine.logits(check[:1])
     want = (check.shape[0],) if classes <= 2 else (check.shape[0], classes)
-    if tuple(logits.shape) != want or not bool(torch.isfinite(logits).all()):
+    if tuple(logits.shape) != want or not bool(np.isfinite(logits).all()):
         return f"output shape {tuple(logits.shape)} or values invalid"
-    if tuple(single.shape) != (1,) + want[1:] or not bool(torch.isfinite(single).all()):
+    if tuple(single.shape) != (1,) + want[1:] or not bool(np.isfinite(single).all()):
         return "a single image gives an invalid output"
-    if lesion and (lesion_map is None or not bool(torch.isfinite(lesion_map).all())):
+    if lesion and (lesion_map is None or not bool(np.isfinite(lesion_map).all())):
         return "no valid lesion map"
     return ""
 
 
-def prepare_fast_engine(model: nn.Module, digest: str, input_size: int, check: torch.Tensor, record: dict,
+def prepare_fast_engine(model: nn.Module, digest: str, input_size: int, check, record: dict,
                         classes: int, *, folder: Path | None = None, threads: int | None = None):
     """A checked int8 :class:`~training.inference.engine_onnx.OnnxEngine`, or ``EngineUnavailable``."""
     from training.inference.engine_onnx import EngineUnavailable, OnnxEngine, onnxruntime_module

@@ -14,8 +14,11 @@ model input).
   logits, ``training.inference.engine_onnx``; the PyTorch engine catches it with a forward
   hook), and ``dY/dA`` flows only through the model's small head
   (``model._head``: global average pool + linear, or the stacked-LSTM head), so
-  it is computed in torch on the head alone (:func:`cams_from_features`) -
-  no second pass and no backward pass through the backbone.
+  it is computed on the head alone, in NumPy from the head's weights
+  (``training.inference.head_grad``, checked against torch autograd in
+  ``tests/test_head_grad.py``; :func:`cams_from_features`) - no second pass, no
+  backward pass through the backbone, and no torch in a run whose engine came
+  from the cache.
   ``cam = ReLU(sum_c mean_hw(dY/dA)_c * A_c)``, min-max scaled per image,
   bilinearly resized to the model's input and min-max scaled again: exactly
   the post-processing of the ``grad-cam`` package's ``GradCAM``
@@ -44,6 +47,9 @@ model input).
   lungs are dark (close to 0) on a radiograph, and multiplying by the input
   would blank exactly the region of interest.
 
+This module imports torch only in the functions that need it (SmoothGrad, the
+package's Grad-CAM); Grad-CAM from the pass and the overlays are torch-free.
+
 Gradients run with ``torch.inference_mode(False)`` + ``torch.enable_grad()``
 (so they work even when called from inside an inference-mode block), in fp32
 (no autocast), with the model in eval mode, and never leave ``.grad`` buffers
@@ -70,36 +76,47 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from training.common import atomic
 from training.common.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
+from training.imaging.resize import bilinear, resize_grey
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
 
-class _TwoDimOutput(nn.Module):
+def _two_dim_output(model: "nn.Module") -> "nn.Module":
     """``(N,)`` logits -> ``(N, 1)``, the shape ``pytorch_grad_cam`` expects."""
+    import torch.nn as nn
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+    class TwoDimOutput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).reshape(x.shape[0], -1)
+        def forward(self, x):
+            return self.model(x).reshape(x.shape[0], -1)
+
+    return TwoDimOutput()
 
 
-def _has_lstm(model: nn.Module) -> bool:
+def _has_lstm(model: "nn.Module") -> bool:
+    import torch.nn as nn
+
     return any(isinstance(m, nn.RNNBase) for m in model.modules())
 
 
 @contextlib.contextmanager
-def _grad_pass(model: nn.Module, device: torch.device):
+def _grad_pass(model: "nn.Module", device: "torch.device"):
     """Gradients on, fp32, weights frozen; cuDNN off for LSTMs on CUDA (see module doc)."""
+    import torch
+
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
     was_training = model.training
@@ -118,13 +135,6 @@ def _grad_pass(model: nn.Module, device: torch.device):
         model.train(was_training)
 
 
-def _resize_to(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(h, w) -> (H, W), bilinear."""
-    if tuple(heat.shape[-2:]) == tuple(size):
-        return heat
-    return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-
-
 def _normalise(heat: np.ndarray, top_percentile: float | None = None) -> np.ndarray:
     heat = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     lo = float(heat.min())
@@ -134,7 +144,7 @@ def _normalise(heat: np.ndarray, top_percentile: float | None = None) -> np.ndar
     return np.clip((heat - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def cam_head(model: nn.Module):
+def cam_head(model: "nn.Module"):
     """``model._head`` (the layers after ``model.cam_layer``: ``cam_layer``'s output -> class logits) when
     Grad-CAM can come from the classification pass, else None (no ``cam_layer``, or no such head)."""
     if getattr(model, "cam_layer", None) is None:
@@ -151,57 +161,38 @@ def _target_index(classifier) -> int | None:
     return None
 
 
-@contextlib.contextmanager
-def _head_grad(model: nn.Module, device: torch.device):
-    """Gradients on, fp32, cuDNN off for LSTMs on CUDA (see the module doc); the model is not touched."""
-    cudnn_off = (torch.backends.cudnn.flags(enabled=False)
-                 if device.type == "cuda" and _has_lstm(model) else contextlib.nullcontext())
-    with torch.inference_mode(False), torch.enable_grad(), \
-            torch.autocast(device_type=device.type, enabled=False), cudnn_off:
-        yield
-
-
-def _minmax(cam: torch.Tensor) -> torch.Tensor:
+def _minmax(cam: np.ndarray) -> np.ndarray:
     """Per image ``(N, h, w)``: ``x - min``, then ``/ (1e-7 + max)`` (``pytorch_grad_cam.utils.image.scale_cam_image``)."""
-    cam = cam - cam.amin(dim=(1, 2), keepdim=True)
-    return cam / (1e-7 + cam.amax(dim=(1, 2), keepdim=True))
+    cam = cam - cam.min(axis=(1, 2), keepdims=True)
+    return cam / (np.float32(1e-7) + cam.max(axis=(1, 2), keepdims=True))
 
 
-def cams_from_features(classifier, features: torch.Tensor, size: tuple[int, int] | int) -> np.ndarray:
+def cams_from_features(classifier, features: np.ndarray, size: tuple[int, int] | int) -> np.ndarray:
     """Grad-CAM maps ``(N, H, W)`` float32 in [0, 1] at the model's input ``size`` from ``cam_layer``'s
-    activations ``A`` of a classification pass: the target logit's gradient through ``model._head`` alone,
-    then ``GradCAM``'s weighting and scaling (module docstring)."""
-    model = classifier.model
-    head = cam_head(model)
+    activations ``A`` of a classification pass: the target logit's gradient through the head alone
+    (``classifier.head_gradient``, NumPy), then ``GradCAM``'s weighting and scaling (module docstring)."""
+    head = classifier.head_gradient
     if head is None:
         raise ValueError("this model has no head after its cam_layer; use package_gradcam_maps")
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    device = torch.device(classifier.device)
-    target = _target_index(classifier)
-    with _head_grad(model, device):
-        # cloned here, outside inference mode: a normal tensor (the pass may have made an inference tensor)
-        a = features.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
-        logits = head(a).reshape(a.shape[0], -1)
-        score = logits[:, 0 if target is None else target].sum()  # per-image heads: d(sum)/dA_n = dY_n/dA_n
-        (grads,) = torch.autograd.grad(score, a)
-    with torch.inference_mode(False), torch.no_grad():
-        a = a.detach().float().cpu()
-        weights = grads.detach().float().cpu().mean(dim=(2, 3))  # GradCAM.get_cam_weights
-        cam = (weights[:, :, None, None] * a).sum(dim=1).clamp_min(0)  # get_cam_image, then np.maximum(cam, 0)
-        cam = _minmax(cam)  # scale_cam_image(cam, target_size) ...
-        if tuple(cam.shape[-2:]) != size:  # ... cv2.resize, INTER_LINEAR (half-pixel centres)
-            cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        cam = _minmax(cam.clamp_min(0))  # aggregate_multi_layers: max(., 0), mean of one layer, scale again
-        return np.ascontiguousarray(cam.numpy(), dtype=np.float32)
+    a = np.asarray(features, dtype=np.float32)
+    _, grads = head.gradient(a, _target_index(classifier))
+    weights = grads.mean(axis=(2, 3), dtype=np.float32)  # GradCAM.get_cam_weights
+    cam = np.maximum(np.einsum("nc,nchw->nhw", weights, a), 0)  # get_cam_image, then np.maximum(cam, 0)
+    cam = _minmax(cam)  # scale_cam_image(cam, target_size) ...
+    if tuple(cam.shape[-2:]) != size:  # ... cv2.resize, INTER_LINEAR (half-pixel centres)
+        cam = bilinear(cam, size)
+    cam = _minmax(np.maximum(cam, 0))  # aggregate_multi_layers: max(., 0), mean of one layer, scale again
+    return np.ascontiguousarray(cam, dtype=np.float32)
 
 
-def pass_with_cams(classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
+def pass_with_cams(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``Classifier.predict_full(with_cam=True)``'s pass for one chunk: (class logits, lesion logits or None,
     heatmaps ``(N, S, S)`` or None when the explanation failed - it never fails the classification).
     Models with :func:`cam_head`: one forward pass (``Classifier.outputs_with_features``).  Others (the ``lstm``
     model's SmoothGrad, a ``cam_layer`` without ``_head``): the classification pass, then
     :func:`gradcam_maps`."""
-    if cam_head(classifier.model) is None:
+    if classifier.head_gradient is None:
         logits, lesion = classifier.outputs(x)
         try:
             cams = gradcam_maps(classifier, x)
@@ -218,34 +209,34 @@ def pass_with_cams(classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return logits, lesion, cams
 
 
-def gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
+def gradcam_maps(classifier, batch) -> np.ndarray:
     """Heatmaps at the model's input size for a preprocessed batch
     ``(N, 3, S, S)``: ``(N, S, S)`` float32 in [0, 1].  Grad-CAM from one forward
     pass per chunk (:func:`cams_from_features`) for the convolutional models;
     SmoothGrad per image for ``lstm``; the ``grad-cam`` package for a model with a
     ``cam_layer`` but no ``_head``."""
-    model = classifier.model
-    if getattr(model, "cam_layer", None) is None:
-        return np.stack([smoothgrad_tensor(classifier, x) for x in batch])
-    if cam_head(model) is None:
+    batch = np.asarray(batch, dtype=np.float32)
+    if classifier.head_gradient is None:
+        if getattr(classifier.model, "cam_layer", None) is None:
+            return np.stack([smoothgrad_tensor(classifier, x) for x in batch])
         return package_gradcam_maps(classifier, batch)
     classifier.fast_engine()  # built outside inference mode (the export traces the model)
     step = int(getattr(classifier, "batch_size", 0) or max(1, batch.shape[0]))
     out = []
-    with torch.inference_mode():
-        for start in range(0, batch.shape[0], step):
-            chunk = batch[start:start + step]
-            _, _, features = classifier.outputs_with_features(chunk)
-            out.append(cams_from_features(classifier, features, tuple(chunk.shape[-2:])))
+    for start in range(0, batch.shape[0], step):
+        chunk = batch[start:start + step]
+        _, _, features = classifier.outputs_with_features(chunk)
+        out.append(cams_from_features(classifier, features, tuple(chunk.shape[-2:])))
     if not out:
         return np.empty((0, *batch.shape[-2:]), dtype=np.float32)
     return np.concatenate(out)
 
 
-def package_gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
+def package_gradcam_maps(classifier, batch) -> np.ndarray:
     """Grad-CAM by the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``): a full forward and backward
     pass of the PyTorch model.  The reference the one-pass maps are tested against, and the path for a
     model with a ``cam_layer`` but no ``_head``.  ``(N, S, S)`` float32 in [0, 1]."""
+    import torch
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
@@ -254,10 +245,10 @@ def package_gradcam_maps(classifier, batch: torch.Tensor) -> np.ndarray:
     target = BinaryClassifierOutputTarget(1) if index is None else ClassifierOutputTarget(index)
     device = classifier.device
     with _grad_pass(model, device):
-        x = batch.detach().clone().to(device)  # created here: not an inference tensor
+        x = torch.as_tensor(np.asarray(batch), dtype=torch.float32).clone().to(device)  # not an inference tensor
         if getattr(classifier, "channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)
-        with GradCAM(model=_TwoDimOutput(model), target_layers=[model.cam_layer]) as cam:
+        with GradCAM(model=_two_dim_output(model), target_layers=[model.cam_layer]) as cam:
             # compute_input_gradient: the input carries the gradient (weights are
             # frozen) so the hook on the cam layer's output sees a graph
             cam.compute_input_gradient = True
@@ -278,7 +269,7 @@ def gradcam(classifier, pixels: np.ndarray, lung_mask: np.ndarray | None = None)
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
-    if getattr(classifier.model, "cam_layer", None) is None:
+    if classifier.head_gradient is None and getattr(classifier.model, "cam_layer", None) is None:
         return smoothgrad(classifier, pixels, lung_mask=lung_mask)
     x, box = classifier.model_input(pixels, lung_mask)
     heat = gradcam_maps(classifier, x[None])[0]
@@ -296,15 +287,17 @@ def heatmap_of(classifier, pred, pixels: np.ndarray, shape: tuple[int, int] | No
     if pred.heat_input is None:
         heat = gradcam(classifier, pixels, pred.lung_mask)
         if shape is not None and tuple(shape) != heat.shape:
-            heat = F.interpolate(torch.from_numpy(heat)[None, None], size=tuple(int(s) for s in shape),
-                                 mode="area")[0, 0].numpy()
+            heat = resize_grey(heat, tuple(int(s) for s in shape))
         return heat
     grid = tuple(int(s) for s in shape) if shape is not None else np.asarray(pixels).shape
     return _normalise(place_heatmap(pred.heat_input, pred.input_box or Box(), grid))
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+def _gaussian_blur(img: "torch.Tensor", sigma: float) -> "torch.Tensor":
     """Separable Gaussian blur of a 2-D tensor (reflect padding)."""
+    import torch
+    import torch.nn.functional as F
+
     if sigma <= 0:
         return img
     radius = min(max(1, int(round(3 * sigma))), img.shape[0] - 1, img.shape[1] - 1)
@@ -321,14 +314,16 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return t[0, 0]
 
 
-def smoothgrad_tensor(classifier, x: torch.Tensor, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
+def smoothgrad_tensor(classifier, x, n: int = 16, noise: float = 0.10, seed: int = 0) -> np.ndarray:
     """SmoothGrad saliency at the model's input size for one preprocessed
     image ``(3, S, S)``: ``(S, S)`` float32 in [0, 1]."""
+    import torch
+
     model = classifier.model
     device = classifier.device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with _grad_pass(model, device):
-        x = x.detach().clone()[None].to(device)
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32).clone()[None].to(device)
         size = x.shape[-1]
         grads = torch.zeros_like(x[0])
         remaining = n
@@ -410,8 +405,7 @@ def heat_rgba(heatmap: np.ndarray, cmap: str = HEAT_CMAP_DEFAULT, floor: float =
     if max_side is not None and heat.ndim == 2:
         size = colour_layer_size(heat.shape, max_side)
         if size != heat.shape:
-            heat = F.interpolate(torch.from_numpy(np.ascontiguousarray(heat))[None, None], size=size,
-                                 mode="area")[0, 0].numpy()
+            heat = resize_grey(heat, size)
     top = float(heat.max()) if heat.size else 0.0
     rel = heat / top if top > 1e-12 else np.zeros_like(heat)
     rgba = _colormap(cmap)(rel, bytes=True)  # (H, W, 4) uint8
@@ -431,7 +425,7 @@ def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cma
         raise ValueError(f"expected a 2-D grey image, got shape {grey.shape}")
     heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
     if heat.shape != grey.shape:
-        heat = _resize_to(torch.from_numpy(np.ascontiguousarray(heat)), grey.shape).numpy()
+        heat = bilinear(heat, grey.shape)
     a = float(np.clip(alpha, 0.0, 1.0))
     colours = _colormap(cmap)(heat)[..., :3].astype(np.float32)  # (H, W, 3) in [0, 1]
     if float(floor) > 0.0:

@@ -28,13 +28,14 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from training.common import atomic
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported only to export and check a graph
+    import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-def _usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
+def usable_entry(onnx_path: Path, record_path: Path, facts: dict) -> str:
     """'' when the cache entry matches ``facts`` and is undamaged, else why not."""
     if not onnx_path.is_file():
         return "not built yet"
@@ -106,7 +107,7 @@ def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = 
     the ``.onnx`` file's SHA-256).  When the entry is missing, stale (other facts), damaged or ``rebuild``,
     ``make()`` gives the graph's bytes, written atomically with its record.  Returns ``(path, made_now)``."""
     onnx_path, record_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    problem = "rebuild requested" if rebuild else _usable_entry(onnx_path, record_path, facts)
+    problem = "rebuild requested" if rebuild else usable_entry(onnx_path, record_path, facts)
     if not problem:
         return onnx_path, False
     if onnx_path.exists():
@@ -127,10 +128,22 @@ def cached_graph(folder: Path, stem: str, facts: dict, make, *, rebuild: bool = 
 
 
 
-def export_graph(module: nn.Module, input_shape: Sequence[int], outputs: Sequence[str]) -> bytes:
+def torch_version() -> str:
+    """The installed torch's version, read from its package record (no import): a cache fact."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "none"
+
+
+def export_graph(module: "nn.Module", input_shape: Sequence[int], outputs: Sequence[str]) -> bytes:
     """The fp32 ONNX graph of ``module`` with one input ``x`` of ``input_shape`` (the batch dimension dynamic,
     like every output's): the TorchScript exporter (``dynamo=False``), opset ``OPSET``, traced on a seeded
     random batch of 2.  The one export of the classifier's engine and of the small networks."""
+    import torch
+
     example = torch.rand(2, *[int(s) for s in input_shape[1:]], generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
     with warnings.catch_warnings():  # tracer and deprecation chatter; correctness is checked on the result
@@ -149,7 +162,9 @@ def cpu_session(path: Path, threads: int | None = None):
     a one-line reason when it cannot be opened."""
     ort = onnxruntime_module()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    from training.common.cpu import compute_threads
+
+    opts.intra_op_num_threads = int(threads or compute_threads())
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -172,40 +187,42 @@ def drop_entry(path: Path) -> None:
 
 class SmallGraph:
     """A small network's cached graph in an ONNX Runtime session (CPU, one thread per core torch uses):
-    ``graph(x)`` -> the outputs as fp32 torch tensors, in the exported order."""
+    ``graph(x)`` (a NumPy batch) -> the outputs as fp32 NumPy arrays, in the exported order."""
 
     def __init__(self, path: Path, threads: int | None = None):
         self.session, self.threads = cpu_session(path, threads)
         self.path = Path(path)
         self.names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return tuple(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in self.session.run(self.names, {"x": arr}))
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        arr = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
+        return tuple(np.asarray(o, dtype=np.float32) for o in self.session.run(self.names, {"x": arr}))
 
 
-def check_small(graph: SmallGraph, module: nn.Module, input_shape: Sequence[int]) -> str:
+def check_small(graph: SmallGraph, module: "nn.Module", input_shape: Sequence[int]) -> str:
     """'' when ``graph`` gives ``module``'s outputs (batch of 2, then 1) within ``SMALL_TOLERANCE``, else what differs."""
+    import torch
+
     x = torch.rand(2, *[int(s) for s in input_shape[1:]], generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = module.eval()(x)
     want = want if isinstance(want, tuple) else (want,)
     for batch in (x, x[:1]):
-        got = graph(batch)
+        got = graph(batch.numpy())
         if len(got) != len(want):
             return f"{len(got)} outputs, not {len(want)}"
         for g, w in zip(got, want):
-            w = w[: len(batch)].float()
-            if tuple(g.shape) != tuple(w.shape) or not bool(torch.isfinite(g).all()):
+            w = w[: len(batch)].float().numpy()
+            if tuple(g.shape) != tuple(w.shape) or not bool(np.isfinite(g).all()):
                 return f"output shape {tuple(g.shape)} or values invalid"
-            err = float((g - w).abs().max()) / max(1.0, float(w.abs().max()))
+            err = float(np.abs(g - w).max()) / max(1.0, float(np.abs(w).max()))
             if err > SMALL_TOLERANCE:
                 return f"|d output| {err:.2e} (limit {SMALL_TOLERANCE:g})"
     return ""
 
 
 def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Sequence[str],
-                build: Callable[[], nn.Module], folder: Path | None = None) -> SmallGraph:
+                build: Callable[[], "nn.Module"], folder: Path | None = None) -> SmallGraph:
     """The checked ONNX Runtime session of a small network, keyed by its file's ``digest`` and ``name``
     (one file may hold several networks), exported from ``build()`` when not cached.  ``build`` is called
     only then: a cached graph never builds the PyTorch network.  :class:`EngineUnavailable` on any failure."""
@@ -213,8 +230,8 @@ def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Seq
     folder = Path(folder) if folder is not None else engine_cache_dir()
     stem = f"{cache_key(digest)}-{cache_key(name)}"
     facts = {"format": SMALL_FORMAT, "model": stem, "input": [int(s) for s in input_shape[1:]],
-             "outputs": list(outputs), "opset": OPSET, "torch": torch.__version__}
-    built: dict[str, nn.Module] = {}
+             "outputs": list(outputs), "opset": OPSET, "torch": torch_version()}
+    built: dict[str, "nn.Module"] = {}
 
     def make() -> bytes:
         built["module"] = build()
@@ -231,4 +248,4 @@ def small_graph(digest: str, name: str, input_shape: Sequence[int], outputs: Seq
 
 
 __all__ = ["CACHE_ENV", "APP_CACHE", "EngineUnavailable", "engine_cache_dir", "onnxruntime_module", "cache_key",
-           "cached_graph", "cpu_session", "drop_entry", "SmallGraph", "small_graph", "export_graph", "check_small", "OPSET", "SMALL_TOLERANCE"]
+           "cached_graph", "usable_entry", "cpu_session", "drop_entry", "torch_version", "SmallGraph", "small_graph", "export_graph", "check_small", "OPSET", "SMALL_TOLERANCE"]

@@ -37,11 +37,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
-from training.imaging.resize import preprocess, resize_grey
+from training.imaging.components import parts
+from training.imaging.resize import bilinear, preprocess, resize_grey
 
 REGIONS = ("whole", "lungs")
 INTENSITIES = ("none", "clahe")
@@ -141,16 +139,10 @@ def lung_box(mask: np.ndarray | None, margin: float = DEFAULT_MARGIN) -> Box:
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2 or m.mean() < MIN_LUNG_SHARE:
         return Box()
-    lab, n = ndimage.label(m)
-    if n > 2:
-        sizes = ndimage.sum_labels(m, lab, np.arange(1, n + 1))
-        keep = 1 + np.argsort(sizes)[::-1][:2]
-        m = np.isin(lab, keep)
-    rows = np.flatnonzero(m.any(axis=1))
-    cols = np.flatnonzero(m.any(axis=0))
+    two = sorted(parts(m), key=lambda p: -p.pixels)[:2]  # the two largest parts (ties: raster order)
     h, w = m.shape
-    top, bottom = rows[0] / h, (rows[-1] + 1) / h
-    left, right = cols[0] / w, (cols[-1] + 1) / w
+    top, bottom = min(p.top for p in two) / h, max(p.bottom for p in two) / h
+    left, right = min(p.left for p in two) / w, max(p.right for p in two) / w
     dh, dw = (bottom - top) * margin, (right - left) * margin
     return Box(max(0.0, top - dh), max(0.0, left - dw), min(1.0, bottom + dh), min(1.0, right + dw))
 
@@ -172,7 +164,7 @@ def model_view(pixels: np.ndarray, spec: InputSpec, mask: np.ndarray | None = No
     if spec.plain:
         return pixels, Box()
     box = lung_box(mask, spec.margin) if spec.needs_lungs else Box()
-    view = resize_grey(_crop(pixels, box), spec.work_size).numpy()
+    view = resize_grey(_crop(pixels, box), spec.work_size)
     if spec.intensity == "clahe":
         view = clahe(view)
     if spec.outside == "masked":
@@ -193,15 +185,15 @@ def soft_lung_mask(mask: np.ndarray | None, box: Box, shape: tuple[int, int]) ->
     # built on a canvas of at most WORK_SIZE a side (a 2k view costs the same as a 256 one), then resized
     scale = min(1.0, WORK_SIZE / max(h, w))
     ch, cw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))
-    t = torch.from_numpy(np.ascontiguousarray(m[r0:r1, c0:c1]))[None, None]
-    on_canvas = F.interpolate(t, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0].numpy() >= 0.5
+    on_canvas = bilinear(m[r0:r1, c0:c1], (ch, cw)) >= 0.5
     side = max(ch, cw)
     grow = max(1, int(round(MASK_DILATE * side)))
+    from scipy import ndimage  # the masked input only (an experiment, not a shipped model)
+
     widened = ndimage.binary_dilation(on_canvas, structure=np.ones((3, 3), bool), iterations=grow)
     soft = np.clip(ndimage.gaussian_filter(widened.astype(np.float32), sigma=max(0.5, MASK_FEATHER * side)), 0, 1)
     if (ch, cw) != (h, w):
-        t = torch.from_numpy(np.ascontiguousarray(soft, dtype=np.float32))[None, None]
-        soft = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+        soft = bilinear(soft, (h, w))
     return np.ascontiguousarray(soft, dtype=np.float32)
 
 
@@ -219,10 +211,10 @@ def _crop(pixels: np.ndarray, box: Box) -> np.ndarray:
 
 
 def model_input(pixels: np.ndarray, spec: InputSpec, size: int,
-                mask: np.ndarray | None = None) -> tuple[torch.Tensor, Box]:
+                mask: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
     """THE image -> model path of prediction, the batch pipeline and Grad-CAM:
     loader pixels ``(H, W)`` in [0, 1] -> the model's input ``(3, size, size)`` and
-    the region it shows.
+    the region it shows (a float32 array; the engines take NumPy batches).
 
     One resize, from the (cropped) image to the model's input size, except for
     a CLAHE model: CLAHE's tiles are defined on the model file's ``work_size``
@@ -232,7 +224,7 @@ def model_input(pixels: np.ndarray, spec: InputSpec, size: int,
     box = lung_box(mask, spec.margin) if spec.needs_lungs else Box()
     view = _crop(pixels, box)
     if spec.intensity == "clahe":
-        view = clahe(resize_grey(view, spec.work_size).numpy())
+        view = clahe(resize_grey(view, spec.work_size))
     if spec.outside == "masked":
         view = mask_outside(view, mask, box)
     return preprocess(view, size), box
@@ -243,8 +235,7 @@ def place_heatmap(heat: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndar
     (zero outside the box)."""
     out = np.zeros(tuple(int(s) for s in shape), dtype=np.float32)
     r0, c0, r1, c1 = box.pixels(out.shape)
-    t = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))[None, None]
-    out[r0:r1, c0:c1] = F.interpolate(t, size=(r1 - r0, c1 - c0), mode="bilinear", align_corners=False)[0, 0].numpy()
+    out[r0:r1, c0:c1] = bilinear(heat, (r1 - r0, c1 - c0))
     return out
 
 

@@ -20,15 +20,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from training.common import atomic
+from training.common.constants import ARCH_LABELS, ARCHITECTURES
 from training.common.errors import ModelFileError, XrayError
 from training.common.formatting import version_label
-from training.model.networks import ARCH_LABELS, ARCHITECTURES, build_model
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported by the functions that need it (a run from cached
+    import torch  # ONNX Runtime graphs reads headers and hashes here without importing it)
+    import torch.nn as nn
 
 FORMAT = "xray-cxr-model"
 FORMAT_VERSION = 2  # 2: three-class models and the lesion decoder (model v2); version-1 files still load
@@ -48,7 +49,7 @@ class MetaRecord:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def state_tensors(model: nn.Module, *, half: bool = False) -> dict[str, torch.Tensor]:
+def state_tensors(model: "nn.Module", *, half: bool = False) -> dict[str, "torch.Tensor"]:
     """A (DDP-unwrapped) model's state dict as contiguous CPU tensors; ``half``: fp16 floats."""
     sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
     out = {}
@@ -60,7 +61,7 @@ def state_tensors(model: nn.Module, *, half: bool = False) -> dict[str, torch.Te
     return out
 
 
-def write_tensors(tensors: dict[str, torch.Tensor], meta_key: str, meta: dict[str, Any], path) -> Path:
+def write_tensors(tensors: dict[str, "torch.Tensor"], meta_key: str, meta: dict[str, Any], path) -> Path:
     """safetensors file with ``meta`` (JSON) under ``meta_key`` and the weights' SHA-256, atomically."""
     from safetensors.torch import save_file
 
@@ -95,33 +96,51 @@ class FileContents:
     and the SHA-256 of the file's bytes (the audit stamp's)."""
 
     header: dict[str, str]
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, "torch.Tensor"]
     sha256: str
+    data: bytes = b""  # the file's bytes (dropped once the tensors are made from them)
 
 
-def read_file_once(path, what: str = "weights") -> FileContents:
-    """Read a safetensors file in one go (one ``open``): the header is parsed from the bytes
-    (8-byte length, JSON), the tensors loaded from the same bytes, the file hashed from them."""
+def read_file_bytes(path) -> FileContents:
+    """Read a safetensors file in one go (one ``open``), without torch: the header parsed from the
+    bytes (8-byte length, JSON), the file hashed from them; ``tensors`` left empty, ``data`` kept."""
     import struct
-
-    from safetensors.torch import load as load_bytes
 
     p = Path(path)
     try:
         data = p.read_bytes()
         (n,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8:8 + n]).get("__metadata__") or {}
-        tensors = load_bytes(data)
     except Exception as exc:
         raise ModelFileError(f"{p.name} is not a readable model file (damaged, truncated, or not a .safetensors "
                              "file).") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{p.name} is not a readable model file (damaged metadata).")
-    return FileContents(header={str(k): str(v) for k, v in header.items()}, tensors=tensors,
-                        sha256=hashlib.sha256(data).hexdigest())
+    return FileContents(header={str(k): str(v) for k, v in header.items()}, tensors={},
+                        sha256=hashlib.sha256(data).hexdigest(), data=data)
 
 
-def verified_tensors(name: str, contents: FileContents, what: str = "weights") -> dict[str, torch.Tensor]:
+def with_tensors(contents: FileContents, name: str) -> FileContents:
+    """``contents`` with its tensors loaded (torch) from the bytes read by :func:`read_file_bytes`."""
+    from safetensors.torch import load as load_bytes
+
+    if not contents.tensors:
+        try:
+            contents.tensors = load_bytes(contents.data)
+        except Exception as exc:
+            raise ModelFileError(f"{name} is not a readable model file (damaged, truncated, or not a .safetensors "
+                                 "file).") from exc
+        contents.data = b""
+    return contents
+
+
+def read_file_once(path, what: str = "weights") -> FileContents:
+    """Read a safetensors file in one go (one ``open``): the header is parsed from the bytes
+    (8-byte length, JSON), the tensors loaded from the same bytes, the file hashed from them."""
+    return with_tensors(read_file_bytes(path), Path(path).name)
+
+
+def verified_tensors(name: str, contents: FileContents, what: str = "weights") -> dict[str, "torch.Tensor"]:
     """The file's tensors, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
     expected = contents.header.get("weights_sha256")
     if not expected or weights_digest(contents.tensors) != expected:
@@ -153,13 +172,13 @@ def read_header(path, kind: str) -> dict[str, str]:
     if not p.is_file():
         raise ModelFileError(f"{kind[0].upper()}{kind[1:]} file not found: {p}")
     try:
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:
             return fh.metadata() or {}
     except Exception as exc:
         raise ModelFileError(f"{p.name} is not a readable {kind} file.") from exc
 
 
-def read_verified_tensors(path, what: str = "weights") -> dict[str, torch.Tensor]:
+def read_verified_tensors(path, what: str = "weights") -> dict[str, "torch.Tensor"]:
     """The tensors of a model file, checked against their stored SHA-256 (``ModelFileError`` otherwise)."""
     return verified_tensors(Path(path).name, read_file_once(path, what), what)
 
@@ -222,7 +241,9 @@ class LoadedModel:
         return version_label(self.info.title, self.info.version)
 
 
-def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+def weights_digest(tensors: dict[str, "torch.Tensor"]) -> str:
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
@@ -272,7 +293,7 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
     p = Path(path)
     _check_path(p)
     try:
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:
             header = fh.metadata() or {}
     except Exception as exc:
         raise ModelFileError(
@@ -360,21 +381,22 @@ def _metadata_problem(info: ModelInfo) -> str:
     return ""
 
 
-_EXPONENT_BITS = {torch.float16: (torch.int16, 0x7C00), torch.float32: (torch.int32, 0x7F800000)}
-
-
-def all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: "torch.Tensor") -> bool:
     """No NaN or infinity in ``t``: for fp16 / fp32 read from the exponent bits (all ones = NaN or
     infinity), three times faster than ``torch.isfinite`` on a 24 M-weight file (a start-up cost)."""
-    bits = _EXPONENT_BITS.get(t.dtype)
+    import torch
+
+    bits = {torch.float16: (torch.int16, 0x7C00), torch.float32: (torch.int32, 0x7F800000)}.get(t.dtype)
     if bits is None:
         return bool(torch.isfinite(t).all())
     as_int, mask = bits
     return not bool(((t.contiguous().view(as_int) & mask) == mask).any())
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(path: str | os.PathLike, device: "torch.device | str" = "cpu") -> LoadedModel:
     """Load and verify a model file; the model is returned in eval mode on ``device``."""
+    from training.model.networks import build_model
+
     p = Path(path)
     _check_path(p)
     contents = read_file_once(p)  # the one read of the file: metadata, weights and the audit digest
@@ -393,7 +415,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> L
     return LoadedModel(model=model, info=info, path=p, sha256=contents.sha256)
 
 
-def loaded_from_module(model: nn.Module, info: ModelInfo) -> LoadedModel:
+def loaded_from_module(model: "nn.Module", info: ModelInfo) -> LoadedModel:
     """Wrap an in-memory model (tests, the trainer) like a loaded file."""
     return LoadedModel(model=model.eval(), info=info, path=None)
 

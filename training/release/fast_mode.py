@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from training.common import atomic
 from training.common.cpu import cpu_name
 from training.release.evaluate_v2 import DEFAULT_DATA_ROOT, REPO, SETS, predict_all
@@ -61,7 +63,6 @@ def calibration_files(data_root: Path, split_file: Path, n: int, seed: int = 0) 
 def prepare(model_file: Path, data_root: Path, split_file: Path, films: int, batch: int = 8) -> dict:
     """The fast-mode record without its validation: recipe and ranges."""
     import onnxruntime
-    import torch
 
     from training.inference import engine_fast
     from training.inference.classifier import Classifier
@@ -73,7 +74,7 @@ def prepare(model_file: Path, data_root: Path, split_file: Path, films: int, bat
     inputs = [t for t in (clf.input_of_file(p) for p in files) if t is not None]
     with tempfile.TemporaryDirectory(prefix="xray-fast-") as tmp:
         fp32, _ = build_cached(clf.model, model_stamp(clf.loaded).sha256, clf.input_size, Path(tmp))
-        batches = (torch.stack(inputs[i:i + batch]).numpy() for i in range(0, len(inputs), batch))
+        batches = (np.stack(inputs[i:i + batch]) for i in range(0, len(inputs), batch))
         ranges = engine_fast.calibrate(fp32, batches, Path(tmp) / "int8.onnx")
     return {"format": engine_fast.FAST_FORMAT, "engine": f"ONNX Runtime {onnxruntime.__version__} int8",
             "recipe": engine_fast.RECIPE,

@@ -165,7 +165,7 @@ def decode_all(items: Sequence[Item], size: int, *, threads: int = 4,
         except Exception as exc:  # the loader promises not to, but never crash a run on one file
             return None, exception_text(exc), True
         # the model's resize, stored as uint8 (4x less memory than float32; ``uint8 / 255`` is the paper's scaling)
-        return resize_grey(pixels, size).mul(255.0).round().byte().numpy(), None, found
+        return np.rint(resize_grey(pixels, size) * np.float32(255.0)).astype(np.uint8), None, found
 
     out = np.empty((len(items), size, size), dtype=np.uint8)
     keep = np.zeros(len(items), dtype=bool)

@@ -202,7 +202,7 @@ def _one_view(item: V2Item, spec, segmenter, size: int) -> tuple[np.ndarray, np.
     img = load_image(item.path)
     mask = segmenter.segment(img.pixels).mask
     view, box = model_view(img.pixels, spec, mask)
-    x = resize_grey(view, size).mul(255.0).round().byte().numpy()
+    x = np.rint(resize_grey(view, size) * np.float32(255.0)).astype(np.uint8)
     if not item.has_mask:
         return x, None
     msz = size // MASK_DIVISOR

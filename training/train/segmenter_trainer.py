@@ -53,14 +53,8 @@ import torch.nn.functional as F
 from training.common import atomic
 from training.common.errors import DataError, TrainingCancelled
 from training.common.events import Event
-from training.gate.segmenter import (
-    DEFAULT_SEGMENTER_NAME,
-    SEG_FEATURES,
-    SEG_SIZE,
-    SegmenterInfo,
-    build_segmenter,
-    save_segmenter,
-)
+from training.gate.segmenter import DEFAULT_SEGMENTER_NAME, SEG_FEATURES, SEG_SIZE, SegmenterInfo
+from training.gate.segmenter_net import build_segmenter, save_segmenter
 from training.train.data import stratified_split
 
 
@@ -433,7 +427,7 @@ def dice_summary(d: np.ndarray, inv: np.ndarray | None = None) -> dict[str, Any]
 
 def _init_weights(net, cfg: SegTrainConfig) -> str:
     """Load ``cfg.init``'s weights into ``net``; returns a line saying what it was."""
-    from training.gate.segmenter import load_segmenter_module
+    from training.gate.segmenter_net import load_segmenter_module
 
     src, info = load_segmenter_module(cfg.init)
     if list(info.features) != list(cfg.features):
