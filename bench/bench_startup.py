@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     prof = dict(profile(image))
 
     def cum(suffix: str) -> float:
-        return max((t for where, t in prof.items() if where.endswith(suffix)), default=float("nan"))
+        return max((t for where, t in prof.items() if where.endswith(suffix)), default=0.0)
 
     for label, suffix in (("the program's modules (import training.cli.classify)", "classify.py:<module>"),
                           ("the classifier's modules (import training.inference.classifier)", "classifier.py:<module>"),

@@ -55,4 +55,23 @@ def compute_threads() -> int:
     return max(1, logical)
 
 
-__all__ = ["cpu_name", "cpu_flags", "compute_threads"]
+_BLAS_LIMITED: list = []
+
+
+def single_threaded_blas() -> None:
+    """NumPy's BLAS on one thread, for the rest of the process (once).  The classifier's NumPy matrix
+    products (the antialiased resize, Grad-CAM's head) are small and run in the decode threads beside
+    ONNX Runtime's own threads; OpenBLAS's worker threads spin while they wait, and on 2 cores they cost
+    a 300-film batch about a seventh of its time (300 films: 29.8-31.9 s against 25.9-27.5 s, docs/INFERENCE.md).  ``threadpoolctl``
+    sets it in the loaded library; without it, nothing changes."""
+    if _BLAS_LIMITED:
+        return
+    _BLAS_LIMITED.append(True)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; a bundle without it keeps NumPy's default
+        return
+    _BLAS_LIMITED.append(threadpool_limits(limits=1, user_api="blas"))
+
+
+__all__ = ["cpu_name", "cpu_flags", "compute_threads", "single_threaded_blas"]

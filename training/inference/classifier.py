@@ -4,11 +4,11 @@ batch of files (the app's folder mode and ``xray-classify``).
 ``Classifier`` wraps a :class:`training.model.modelfile.LoadedModel`:
 
 * ``predict_arrays(images)`` - grey ``(H, W)`` float arrays in [0, 1] -> P(COVID)
-  per image (``numpy.float32``), batched, under ``torch.inference_mode``.
+  per image (``numpy.float32``), batched (NumPy batches in, NumPy out, whatever the engine).
 * ``predict_image(loaded_image)`` -> :class:`Prediction`.
 * ``classify_paths(paths, cancel=None)`` -> one :class:`Prediction` per path, in
   input order.  Files are decoded and preprocessed in a small thread pool (PIL,
-  pydicom's decoders and torch's resize release the GIL) while the model runs
+  pydicom's decoders, the NumPy resize and ONNX Runtime release the GIL) while the model runs
   on the previous batch.  A file that is refused (``ImageRefused``) or breaks
   the decoder yields a Prediction with status ``'refused'`` / ``'error'`` and a
   one-line reason; it never stops the batch.  ``cancel`` (a callable returning
@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from training.common.cpu import single_threaded_blas
 from training.common.device import cpu_without_asking_torch, pick_device
 from training.common.errors import XrayError
 from training.common.formatting import clause
@@ -112,6 +113,7 @@ class Classifier(ModelSourceMixin, EngineMixin, BatchMixin):
             raise XrayError(f"Unknown inference engine {engine!r}. Use one of: {', '.join(ENGINES)}.", code="engine")
         if precision not in PRECISIONS + ("int8",):
             raise XrayError(f"Unknown precision {precision!r}. Use one of: {', '.join(PRECISIONS)}.", code="precision")
+        single_threaded_blas()  # NumPy's products run in the decode threads beside the engine's own threads
         self.engine = engine
         self.precision = precision
         self.engine_note = ""  # set on the first classification: which engine runs, or why not the fast one
