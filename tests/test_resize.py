@@ -1,5 +1,5 @@
 """The NumPy resizes (``training.imaging.resize``) compute PyTorch's ``interpolate``: antialiased bilinear
-(``resize_grey``, the input of every model) and plain bilinear (``bilinear``, heatmaps and masks), within 1e-6."""
+(``resize_grey``, the input of every model) and plain bilinear (``bilinear``, heatmaps and masks; OpenCV's), within 1e-6 and 1e-4."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_bilinear_is_torchs_plain_bilinear(shape, size):
     t = t[None, None] if a.ndim == 2 else t[:, None]
     want = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
     want = (want[0, 0] if a.ndim == 2 else want[:, 0]).numpy()
-    assert np.abs(bilinear(a, size) - want).max() < 1e-6
+    assert np.abs(bilinear(a, size) - want).max() < 1e-4  # on noise, the worst case; smooth maps differ less
 
 
 def test_preprocess_repeats_the_grey_channel():

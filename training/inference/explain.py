@@ -82,7 +82,7 @@ import numpy as np
 
 from training.common import atomic
 from training.common.heat_style import HEAT_CMAP_DEFAULT, HEAT_FLOOR_DEFAULT
-from training.imaging.resize import bilinear, resize_grey
+from training.imaging.resize import bilinear
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -159,6 +159,14 @@ def _target_index(classifier) -> int | None:
     if info is not None and getattr(info, "multiclass", False):
         return info.class_names.index(info.positive_class)
     return None
+
+
+def _area(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A heatmap made smaller by averaging the pixels each output pixel covers (OpenCV's ``INTER_AREA``)."""
+    import cv2
+
+    return cv2.resize(np.ascontiguousarray(heat, dtype=np.float32), (int(size[1]), int(size[0])),
+                      interpolation=cv2.INTER_AREA)
 
 
 def _minmax(cam: np.ndarray) -> np.ndarray:
@@ -287,7 +295,7 @@ def heatmap_of(classifier, pred, pixels: np.ndarray, shape: tuple[int, int] | No
     if pred.heat_input is None:
         heat = gradcam(classifier, pixels, pred.lung_mask)
         if shape is not None and tuple(shape) != heat.shape:
-            heat = resize_grey(heat, tuple(int(s) for s in shape))
+            heat = _area(heat, tuple(int(s) for s in shape))
         return heat
     grid = tuple(int(s) for s in shape) if shape is not None else np.asarray(pixels).shape
     return _normalise(place_heatmap(pred.heat_input, pred.input_box or Box(), grid))
@@ -405,7 +413,7 @@ def heat_rgba(heatmap: np.ndarray, cmap: str = HEAT_CMAP_DEFAULT, floor: float =
     if max_side is not None and heat.ndim == 2:
         size = colour_layer_size(heat.shape, max_side)
         if size != heat.shape:
-            heat = resize_grey(heat, size)
+            heat = _area(heat, size)
     top = float(heat.max()) if heat.size else 0.0
     rel = heat / top if top > 1e-12 else np.zeros_like(heat)
     rgba = _colormap(cmap)(rel, bytes=True)  # (H, W, 4) uint8
