@@ -89,3 +89,36 @@ def test_the_cpu_is_known_without_torch_only_when_certain():
     code = "import sys; from training.common.device import cpu_without_asking_torch as c; c('auto'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+GUI_CODE = """
+import sys
+from PySide6.QtCore import QEventLoop
+from xray_gui.app import _make_app
+from xray_gui.main_window import MainWindow
+from xray_gui.settings import AppSettings
+from training.common.resources import default_model_path
+app = _make_app("test")
+win = MainWindow(AppSettings(), dialogs=False)
+win.show()
+loop = QEventLoop()
+win.models.settled.connect(loop.quit)
+win.open_model(default_model_path())
+loop.exec()
+print("RESULT", win.models.classifier is not None, "torch" in sys.modules)
+"""
+
+
+def test_the_app_loads_its_model_without_torch_after_the_first_run(tmp_path, monkeypatch):
+    """The window's model load (worker) starts from the cached engine too: no torch in the process."""
+    from training.inference.classifier import Classifier
+
+    monkeypatch.setenv("XRAY_ENGINE_CACHE", str(tmp_path / "engines"))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "HOME": str(tmp_path)}
+    clf = Classifier.from_file(default_model_path(), device="cpu")
+    clf.predict_arrays([np.random.default_rng(0).random((256, 256), dtype=np.float32)])  # builds the engine
+    out = subprocess.run([sys.executable, "-c", GUI_CODE], capture_output=True, text=True, timeout=600, env=env)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert lines, out.stderr[-3000:]
+    assert lines[-1] == "RESULT True False"

@@ -85,12 +85,12 @@ class ModelController(QObject):
     def use(self, classifier, path=None, *, remember: bool = False) -> None:
         """Adopt an already loaded Classifier (tests, or a model handed over by
         another part of the program)."""
-        import torch
+        from training.common.device import cuda_available
 
-        self._loaded(classifier, bool(torch.cuda.is_available()),
+        self._loaded(classifier, cuda_available(),
                      Path(path or classifier.loaded.path or "model"), self.device, remember)
 
-    def _loaded(self, clf, cuda: bool, path: Path, device: str, remember: bool,
+    def _loaded(self, clf, cuda: bool | None, path: Path, device: str, remember: bool,
                 remember_device: bool | None = None) -> None:
         self.cuda_available = cuda
         self.classifier, self.path, self.device = clf, path, device
@@ -105,7 +105,7 @@ class ModelController(QObject):
         if remember if remember_device is None else remember_device:
             self.settings.device = device
         self.remembered = bool(remember) or self.settings.model_path == str(path)
-        self.notifier.info(f"Model loaded: {clf.loaded.display_name} on {clf.device}")
+        self.notifier.info(f"Model loaded: {clf.loaded.display_name} on {clf.device_type}")
         self.changed.emit(clf)
         settle_memory()
 

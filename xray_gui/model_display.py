@@ -68,7 +68,7 @@ class ModelDisplay:
 
     def details(self) -> str:
         c = self.models.classifier
-        from training.model.networks import ARCH_LABELS
+        from training.common.constants import ARCH_LABELS
 
         self.w.pred_panel.model_text.setToolTip(str(c.loaded.path or ""))
         kind = ""

@@ -19,21 +19,22 @@ from .images import THUMB_SIZE, lung_outline_path, rgba_to_qimage, thumbnail
 from .workers import MODEL_LOCK, locked_iter
 
 
-def configure_torch_threads() -> None:
-    """Leave one core to the GUI thread so the window stays responsive."""
-    import torch
+def configure_compute_threads() -> None:
+    """Leave one core to the GUI thread so the window stays responsive (ONNX Runtime's and torch's
+    threads; torch is not imported for it)."""
+    from training.common.cpu import compute_threads, set_compute_threads
 
     n = os.cpu_count() or 1
-    if n > 1 and torch.get_num_threads() >= n:
-        torch.set_num_threads(n - 1)
+    if n > 1 and compute_threads() >= n:
+        set_compute_threads(n - 1)
 
 
 def load_model_task(path: str, device: str, precision: str = "fp32"):
-    """Import torch, load + verify a model file, build a Classifier."""
+    """Load + verify a model file, build a Classifier (torch is imported here, off the GUI thread, only when
+    the model cannot start from its cached engine)."""
     yield ("status", "starting the inference engine…")
-    import torch  # noqa: F401  (the slow import, off the GUI thread)
-
-    configure_torch_threads()
+    configure_compute_threads()
+    from training.common.device import cuda_available
     from training.inference.classifier import Classifier
 
     yield ("status", f"loading model {Path(path).name}…")
@@ -43,7 +44,7 @@ def load_model_task(path: str, device: str, precision: str = "fp32"):
     model_stamp(clf.loaded)  # the model file's SHA-256, once, here rather than on the GUI thread
     yield ("status", "preparing the inference engine…")
     clf.warm_up()  # the fast engine's session and the gate, here rather than on the first image opened
-    yield ("loaded", clf, bool(torch.cuda.is_available()))
+    yield ("loaded", clf, cuda_available())
 
 
 HEADER_CODES = ("modality", "body_part", "view")

@@ -32,10 +32,29 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+_CHOSEN_THREADS: list[int] = []
+
+
+def set_compute_threads(n: int) -> None:
+    """The intra-op threads of every network run from now on, in this process: ONNX Runtime sessions
+    made afterwards, torch now if it is loaded and when it is (``apply_to_torch``).  The app leaves one
+    core to its window this way, without importing torch."""
+    _CHOSEN_THREADS[:] = [max(1, int(n))]
+    apply_to_torch()
+
+
+def apply_to_torch() -> None:
+    """torch's intra-op threads set to :func:`set_compute_threads`'s choice, when there is one and torch is loaded."""
+    if _CHOSEN_THREADS and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_CHOSEN_THREADS[0])
+
+
 def compute_threads() -> int:
-    """Intra-op threads for a network run: torch's setting when torch is loaded (``--threads``, the
-    app's Settings), else ``OMP_NUM_THREADS``, else the cores this process may use - without
-    importing torch (its default is the same count on the machines measured here)."""
+    """Intra-op threads for a network run: :func:`set_compute_threads`'s choice, else torch's setting when
+    torch is loaded (``--threads``), else ``OMP_NUM_THREADS``, else the physical cores this process may
+    use - without importing torch (its default is the same count on the machines measured here)."""
+    if _CHOSEN_THREADS:
+        return _CHOSEN_THREADS[0]
     if "torch" in sys.modules:
         return int(sys.modules["torch"].get_num_threads())
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -74,4 +93,4 @@ def single_threaded_blas() -> None:
     _BLAS_LIMITED.append(threadpool_limits(limits=1, user_api="blas"))
 
 
-__all__ = ["cpu_name", "cpu_flags", "compute_threads", "single_threaded_blas"]
+__all__ = ["cpu_name", "cpu_flags", "compute_threads", "set_compute_threads", "apply_to_torch", "single_threaded_blas"]

@@ -37,6 +37,16 @@ def cpu_without_asking_torch(preference: str = "auto") -> bool:
     return not Path("/proc/driver/nvidia/version").exists() and not Path("/dev/nvidiactl").exists()
 
 
+def cuda_available() -> bool | None:
+    """Whether CUDA can run here: torch's answer when torch is loaded; False without an NVIDIA driver
+    (decided without torch); None (not known yet) otherwise - choosing it then asks torch."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    if cpu_without_asking_torch("auto") and sys.platform != "darwin":
+        return False
+    return None
+
+
 def pick_device(preference: str = "auto") -> "torch.device":
     """Return the device for ``preference`` ('auto', 'cuda', 'cuda:1', 'mps', 'cpu').
 

@@ -32,6 +32,9 @@ class ModelSourceMixin:
         """Take the PyTorch model: eval mode on the device, ``channels_last`` for convolutional models."""
         import torch
 
+        from training.common.cpu import apply_to_torch
+
+        apply_to_torch()  # the app's thread choice, made before torch was loaded
         model.eval().to(self.device)
         channels_last = self._channels_last_choice
         if channels_last is None:
@@ -91,10 +94,10 @@ class ModelSourceMixin:
         (no usable entry: the caller loads the model).  A bad file still raises ``ModelFileError``."""
         from training.inference.classifier import load_gate
         from training.inference.engine_onnx import EngineUnavailable, open_cached
-        from training.model.modelfile import _check_path, info_from_header, read_file_bytes
+        from training.model.modelfile import check_model_path, info_from_header, read_file_bytes
 
         p = Path(path)
-        _check_path(p)
+        check_model_path(p)
         contents = read_file_bytes(p)
         info = info_from_header(p.name, contents.header)
         contents.data = b""

@@ -275,7 +275,8 @@ def rewrite_info(path: str | os.PathLike, info: ModelInfo) -> Path:
     return write_tensors(tensors, META_KEY, meta, p)
 
 
-def _check_path(p: Path) -> None:
+def check_model_path(p: Path) -> None:
+    """``ModelFileError`` in words unless ``p`` is a non-empty regular file."""
     if not p.exists():
         raise ModelFileError(f"Model file not found: {p}")
     if p.is_dir():
@@ -291,7 +292,7 @@ def read_info(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, str]]:
     from safetensors import safe_open
 
     p = Path(path)
-    _check_path(p)
+    check_model_path(p)
     try:
         with safe_open(str(p), framework="numpy") as fh:
             header = fh.metadata() or {}
@@ -398,7 +399,7 @@ def load_model(path: str | os.PathLike, device: "torch.device | str" = "cpu") ->
     from training.model.networks import build_model
 
     p = Path(path)
-    _check_path(p)
+    check_model_path(p)
     contents = read_file_once(p)  # the one read of the file: metadata, weights and the audit digest
     info = info_from_header(p.name, contents.header)
     tensors = verified_tensors(p.name, contents)
