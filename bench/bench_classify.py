@@ -160,7 +160,7 @@ def torch_runner(model, batch: int, channels_last: bool, bf16: bool, temperature
 
 def onnx_runner(engine: OnnxEngine, batch: int, temperature: float):
     def run(x: torch.Tensor) -> np.ndarray:
-        return torch.cat([p_covid(engine.logits(x[i:i + batch]), temperature)
+        return torch.cat([p_covid(torch.from_numpy(engine.logits(x[i:i + batch])), temperature)
                           for i in range(0, len(x), batch)]).double().numpy()
 
     return run
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
 
     # references, inputs, limits
     ref_clf = Classifier(load_model(model_path), device="cpu", mixed_precision=False, engine="torch", gate=None)
-    x_all = torch.stack([ref_clf.model_input(load_image(p).pixels)[0] for p in files])
+    x_all = torch.from_numpy(np.stack([ref_clf.model_input(load_image(p).pixels)[0] for p in files]))
     base_model = load_model(model_path).model.eval()
     gflop = model_gflop(base_model, size)
     gemm = [gemm_gflops()]
