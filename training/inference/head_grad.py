@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+HEAD_ARCHS = ("resnet50", "resnet50_lstm")  # the architectures whose head this module computes
+
 _F32 = np.float32
 
 
@@ -96,7 +98,7 @@ class HeadGradient:
     @classmethod
     def from_state_dict(cls, arch: str, state: Mapping[str, Any]) -> HeadGradient | None:
         """The head of a model's state dict (arrays or tensors); None for an arch without such a head."""
-        if arch not in ("resnet50", "resnet50_lstm"):
+        if arch not in HEAD_ARCHS:
             return None
         return cls(arch, {k: v for k, v in state.items() if k.startswith(cls.head_keys(arch))})
 
@@ -146,3 +148,6 @@ class HeadGradient:
                 dhs = dz @ self._layers[k][3]
         grads = np.matmul(self._w0_t, dz.transpose(1, 2, 0))  # (C, 4H) @ (N, 4H, T) -> (N, C, T)
         return logits.astype(_F32), grads.reshape(a.shape)
+
+
+__all__ = ["HeadGradient", "HEAD_ARCHS"]

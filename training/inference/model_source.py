@@ -13,8 +13,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from training.common.device import cpu_without_asking_torch, pick_device
 from training.common.errors import XrayError
 from training.model.modelfile import LoadedModel, load_model
@@ -83,9 +81,9 @@ class ModelSourceMixin:
                 ok = cam_head(self._model) is not None
                 state = self._model.state_dict() if ok else {}
                 arch = getattr(self._model, "arch", self.info.arch)
-            else:
-                ok, arch, state = True, self.info.arch, _head_weights(self.loaded.path, self.info.arch)
-            self._head_gradient = (HeadGradient.from_state_dict(arch, state) if ok else None) or False
+            else:  # started from the cached engine: the head's weights were taken from the file's bytes
+                ok, arch, state = True, self.info.arch, getattr(self, "_head_state", None) or {}
+            self._head_gradient = (HeadGradient.from_state_dict(arch, state) if ok and state else None) or False
         return self._head_gradient or None
 
     @classmethod
@@ -94,37 +92,32 @@ class ModelSourceMixin:
         (no usable entry: the caller loads the model).  A bad file still raises ``ModelFileError``."""
         from training.inference.classifier import load_gate
         from training.inference.engine_onnx import EngineUnavailable, open_cached
-        from training.model.modelfile import check_model_path, info_from_header, read_file_bytes
+        from training.inference.head_grad import HEAD_ARCHS, HeadGradient
+        from training.model.modelfile import check_model_path, info_from_header, numpy_tensors, read_file_bytes
 
         p = Path(path)
         check_model_path(p)
         contents = read_file_bytes(p)
         info = info_from_header(p.name, contents.header)
-        contents.data = b""
         try:
             engine, logits, _ = open_cached(contents.sha256, int(info.input_size), float(info.temperature))
+            head = numpy_tensors(contents, HeadGradient.head_keys(info.arch)) if info.arch in HEAD_ARCHS else {}
         except EngineUnavailable as exc:
             log.info("%s: starting with PyTorch (%s)", p.name, exc)
             return None
+        except (KeyError, ValueError, TypeError) as exc:  # a header the PyTorch load will explain in words
+            log.info("%s: starting with PyTorch (the head's weights: %s)", p.name, exc)
+            return None
+        finally:
+            contents.data = b""
         clf = cls(LoadedModel(model=None, info=info, path=p, sha256=contents.sha256), device="cpu",
                   gate=load_gate(gate), **kwargs)
+        clf._head_state = head
         clf.self_test(outputs=logits)
         clf._fast, clf._fast_tried = engine, True
         clf.engine_note = f"ONNX Runtime {engine.version} fp32 ({engine.threads} thread(s), {engine.path.name})"
         log.info("%s: classifying with %s (started from the cached engine)", clf.version_text, clf.engine_note)
         return clf
-
-
-
-def _head_weights(path: Path, arch: str) -> dict[str, np.ndarray]:
-    """The head's weights of a model file as NumPy (the Grad-CAM head of a torch-free classifier)."""
-    from safetensors import safe_open
-
-    from training.inference.head_grad import HeadGradient
-
-    prefixes = HeadGradient.head_keys(arch)
-    with safe_open(str(path), framework="numpy") as fh:
-        return {k: np.asarray(fh.get_tensor(k), dtype=np.float32) for k in fh.keys() if k.startswith(prefixes)}
 
 
 __all__ = ["ModelSourceMixin"]

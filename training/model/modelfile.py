@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from training.common import atomic
 from training.common.constants import ARCH_LABELS, ARCHITECTURES
 from training.common.errors import ModelFileError, XrayError
@@ -118,6 +120,26 @@ def read_file_bytes(path) -> FileContents:
         raise ModelFileError(f"{p.name} is not a readable model file (damaged metadata).")
     return FileContents(header={str(k): str(v) for k, v in header.items()}, tensors={},
                         sha256=hashlib.sha256(data).hexdigest(), data=data)
+
+
+_NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "U8": "u1", "BOOL": "?"}
+
+
+def numpy_tensors(contents: FileContents, prefixes: tuple[str, ...]) -> dict[str, "np.ndarray"]:
+    """The tensors whose names start with one of ``prefixes``, as float32 NumPy arrays, sliced from the
+    bytes :func:`read_file_bytes` read (the same bytes that were hashed; no torch)."""
+    import struct
+
+    data = contents.data
+    (n,) = struct.unpack("<Q", data[:8])
+    out = {}
+    for name, entry in json.loads(data[8:8 + n]).items():
+        if name == "__metadata__" or not name.startswith(prefixes):
+            continue
+        start, stop = (8 + n + int(v) for v in entry["data_offsets"])
+        arr = np.frombuffer(data[start:stop], dtype=_NUMPY_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        out[name] = arr.astype(np.float32)
+    return out
 
 
 def with_tensors(contents: FileContents, name: str) -> FileContents:
