@@ -93,7 +93,7 @@ class Segmentation:
     image: np.ndarray
 
     def mask_at(self, shape: tuple[int, int]) -> np.ndarray:
-        """The lung mask resized (nearest) to ``shape`` = (rows, cols)."""
+        """The lung mask on a grid of ``shape`` = (rows, cols): P(lung) resized bilinearly, then >= 0.5."""
         return bilinear(self.prob, shape) >= 0.5
 
 
