@@ -1,6 +1,6 @@
 """Start-up: from process start to the first result, and where the time goes (prints figures; not a test).
 
-    .venv/bin/python bench/bench_startup.py [--runs 3] [--image FILE]
+    .venv/bin/python bench/bench_startup.py [--runs 3] [--image FILE] [--app 0]
 
 * ``xray-classify FILE`` as a user runs it (a fresh process each time, the shipped model, gate and
   orientation check, the ONNX cache already built by an earlier run): wall time per run;
@@ -11,6 +11,9 @@
   checked), onnxruntime;
 * one in-process profile of the command (``cProfile``): the program's imports, the model file and
   its cached engine, the gate, the classification itself.
+
+* ``--app N``: also N fresh processes of the app (offscreen Qt, ``bench/bench_window.py``): from the
+  window's creation to the shipped model loaded, checked and warmed up, and whether torch was imported.
 
 Goal (issue "reduced-precision engine"): <= 2 s from process start to the first result after the first run.
 """
@@ -69,10 +72,32 @@ for (f, line, name), (cc, nc, tt, ct, callers) in st.stats.items():
     return rows
 
 
+APP_CODE = """
+import sys, time
+sys.path.insert(0, {bench!r})
+from bench_window import window_with_model
+from training.common.resources import default_model_path
+t = time.perf_counter()
+app, win = window_with_model(default_model_path(), "auto")
+print("APP", round(time.perf_counter() - t, 2), "torch" in sys.modules)
+"""
+
+
+def app_runs(n: int) -> list[str]:
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = []
+    for _ in range(n):
+        run = subprocess.run([PY, "-c", APP_CODE.format(bench=str(ROOT / "bench"))], capture_output=True, text=True,
+                             cwd=ROOT, env=env)
+        out += [ln.split(" ", 1)[1] for ln in run.stdout.splitlines() if ln.startswith("APP ")]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--image", type=Path, default=None)
+    ap.add_argument("--app", type=int, default=0, help="also N fresh processes of the app (model load time)")
     args = ap.parse_args(argv)
     image = args.image or first_external_film()
     exe = Path(PY).with_name("xray-classify")
@@ -114,6 +139,9 @@ def main(argv=None) -> int:
                           ("  PyTorch model loaded (load_model; 0 when started from the cache)", "modelfile.py:load_model"),
                           ("the classification (Classifier.classify_paths)", "batch.py:classify_paths")):
         print(f"  {label}: {cum(suffix):.2f} s")
+    if args.app:
+        runs = app_runs(args.app)
+        print("the app, window created to the model loaded and warmed up (s, torch imported): " + "; ".join(runs))
     return 0
 
 
