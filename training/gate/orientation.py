@@ -35,6 +35,7 @@ import numpy as np
 
 from training.common.errors import ModelFileError
 from training.imaging.resize import resize_grey
+from training.model.calibration import logit, sigmoid, softmax
 from training.model.modelfile import FileContents, MetaRecord, read_file_bytes, read_header, record_from_header
 
 ORIENT_FORMAT = "xray-orientation"
@@ -166,20 +167,9 @@ def _graphs(contents: FileContents, info: OrientationInfo, file_name: str) -> di
     return out
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float32)))).astype(np.float32)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def _combine(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """The mean of two probabilities in logit space (two different networks' P(mirrored))."""
-    def logit(x):
-        return np.log(np.clip(x, 1e-6, 1 - 1e-6)) - np.log(np.clip(1 - x, 1e-6, 1))
-    return _sigmoid((logit(p) + logit(q)) / 2)
+    return sigmoid((logit(p) + logit(q)) / 2).astype(np.float32)
 
 
 class OrientationDetector:
@@ -231,14 +221,14 @@ class OrientationDetector:
         if len(images) == 0:
             return np.zeros((0, N_CLASSES), np.float32), np.zeros(0, np.float32)
         xs, xm = self._inputs(images)
-        p8 = _softmax(np.asarray(self._rot(xs), dtype=np.float32))
+        p8 = softmax(self._rot(xs)).astype(np.float32)
         if self._mir is None:
             return p8, p8[:, 4:].sum(1)
         k = (p8[:, :4] + p8[:, 4:]).argmax(1)
         up = np.ascontiguousarray(np.stack([np.rot90(xm[i], int(k[i]), axes=(-2, -1)) for i in range(len(xm))]))
-        pm = _sigmoid(self._mir(up)[:, 0])
+        pm = sigmoid(self._mir(up)[:, 0]).astype(np.float32)
         if self.mirror_tta:
-            pm = 0.5 * (pm + 1 - _sigmoid(self._mir(np.ascontiguousarray(up[..., ::-1]))[:, 0]))
+            pm = 0.5 * (pm + 1 - sigmoid(self._mir(np.ascontiguousarray(up[..., ::-1]))[:, 0]).astype(np.float32))
         if self.mirror_combine:  # with the rotation network's own mirror marginal, in logit space
             pm = _combine(pm, p8[:, 4:].sum(1))
         return p8, pm.astype(np.float32)

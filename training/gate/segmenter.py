@@ -30,6 +30,7 @@ import numpy as np
 
 from training.common.errors import ModelFileError
 from training.imaging.resize import bilinear, resize_grey
+from training.model.calibration import sigmoid
 from training.model.modelfile import FileContents, MetaRecord, read_file_bytes, read_header, record_from_header
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class LungSegmenter:
             return []
         x = np.concatenate([to_seg_input(im, self.size) for im in images])
         logits, feats = self._forward(x)
-        prob_np = (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32))))[:, 0].astype(np.float32)
+        prob_np = sigmoid(logits)[:, 0].astype(np.float32)
         feats_np = np.asarray(feats, dtype=np.float32)
         return [Segmentation(prob=prob_np[i], mask=prob_np[i] >= 0.5, features=feats_np[i], image=x[i, 0])
                 for i in range(len(images))]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from training.common.formatting import exception_text
+from training.model.calibration import sigmoid, softmax
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -81,11 +82,11 @@ class EngineMixin:
         if not bool(np.isfinite(logits).all()):
             raise ModelFileError(f"{name}: the model gives invalid outputs (not a number) on a test image; the "
                                  "file is damaged.", code="self_test")
-        if self.multiclass:  # the COVID logit against the others: the score the app shows
+        if self.multiclass:  # the COVID logit against the others (unclipped): the score the app shows
             others = logits[:, [i for i in range(logits.shape[1]) if i != self.covid_index]]
             top = others.max(axis=1, keepdims=True)
             logits = logits[:, self.covid_index] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
-        probs = 1.0 / (1.0 + np.exp(-logits))
+        probs = sigmoid(logits)
         a, b = float(logits[0]), float(logits[1])
         if abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) or float(probs[0]) == float(probs[1]):
             raise ModelFileError(f"{name}: the model gives the same output (P(COVID) {float(probs[0]):.4g}) for two "
@@ -257,11 +258,9 @@ class EngineMixin:
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities ``(N, C)`` float32 in the order of the model's class names."""
-        z = np.asarray(logits, dtype=np.float32) / np.float32(self.temperature)
         if self.multiclass:
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-        p = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+            return softmax(logits, self.temperature).astype(np.float32)
+        p = sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature).astype(np.float32)
         probs = np.stack([1.0 - p, p], axis=1)  # [negative, positive] for class_names [Normal, COVID]
         return probs if self.covid_index == 1 else probs[:, ::-1]
 
@@ -290,7 +289,7 @@ class EngineMixin:
                 logits, lesion = self.outputs(chunk)
             probs.append(self._probabilities(logits))
             if lesion is not None:
-                lesions.append((1.0 / (1.0 + np.exp(-np.asarray(lesion, dtype=np.float32))))[:, 0])
+                lesions.append(sigmoid(lesion)[:, 0].astype(np.float32))
         out = (np.concatenate(probs).astype(np.float32, copy=False),
                np.concatenate(lesions).astype(np.float32, copy=False) if lesions else None)
         if not with_cam:

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from training.common import atomic
+from training.model.calibration import sigmoid
 from training.model.graph_cache import (
     CACHE_ENV,
     OPSET,
@@ -225,16 +226,12 @@ def reference_outputs(model: "nn.Module", check) -> tuple:
                 grabbed.value.float().cpu().numpy() if features else None)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-
-
 def _compare(name: str, out, want, temperature: float) -> str:
     out, want = np.asarray(out, dtype=np.float32), np.asarray(want, dtype=np.float32)
     if tuple(out.shape) != tuple(want.shape) or not bool(np.isfinite(out).all()):
         return f"{name}: output shape {tuple(out.shape)} or values invalid"
     dlogit = np.abs(out - want) / np.maximum(np.abs(want), 1.0)
-    dp = np.abs(_sigmoid(out / temperature) - _sigmoid(want / temperature))
+    dp = np.abs(sigmoid(out / temperature) - sigmoid(want / temperature))
     if float(dlogit.max(initial=0.0)) > LOGIT_TOLERANCE or float(dp.max(initial=0.0)) > P_TOLERANCE:
         return (f"{name}: |dP| {float(dp.max()):.2e}, relative |dlogit| {float(dlogit.max()):.2e} "
                 f"(limits {P_TOLERANCE:g}, {LOGIT_TOLERANCE:g})")
@@ -253,12 +250,6 @@ def disagreement(engine: OnnxEngine, model: "nn.Module | None", check, temperatu
         got, got_lesion, got_features = engine.outputs_with_features(check)
     else:
         (got, got_lesion), got_features = engine.outputs(check), None
-    single = engine.logits(np.asarray(check)[:1])
-    checks = [("batch", got, ref), ("single image", single, np.asarray(ref)[:1])]
-    if ref_lesion is not None:
-        if got_lesion is None:
-            return "the engine gives no lesion map"
-        checks.append(("lesion map", got_lesion, ref_lesion))
     if ref_features is not None:
         if tuple(got_features.shape) != tuple(ref_features.shape) or not bool(np.isfinite(got_features).all()):
             return f"features: output shape {tuple(got_features.shape)} or values invalid"
@@ -266,11 +257,16 @@ def disagreement(engine: OnnxEngine, model: "nn.Module | None", check, temperatu
         dfeat = float(np.abs(got_features - ref_features).max()) / scale
         if dfeat > FEATURE_TOLERANCE:
             return f"features: |dA| / max|A| {dfeat:.2e} (limit {FEATURE_TOLERANCE:g})"
-    for name, out, want in checks:
-        problem = _compare(name, out, want, temperature)
-        if problem:
-            return problem
-    return ""
+    return (_outputs_problem(got, got_lesion, ref, ref_lesion, temperature)
+            or _compare("single image", engine.logits(np.asarray(check)[:1]), np.asarray(ref)[:1], temperature))
+
+
+def _outputs_problem(logits, lesion, ref, ref_lesion, temperature: float) -> str:
+    """'' when the batch's logits and lesion map agree with the reference's, else what differs."""
+    if ref_lesion is not None and lesion is None:
+        return "the engine gives no lesion map"
+    return (_compare("batch", logits, ref, temperature)
+            or (_compare("lesion map", lesion, ref_lesion, temperature) if ref_lesion is not None else ""))
 
 
 def _feature_summary(features) -> dict | None:
@@ -337,13 +333,9 @@ def open_cached(digest: str, input_size: int, temperature: float = 1.0, *, folde
                                     f"{drift:.2e}, limit {FEATURE_TOLERANCE:g})")
     else:
         logits, lesion = engine.outputs(check)
-    checks = [("batch", logits, ref)] + ([("lesion map", lesion, ref_lesion)] if ref_lesion is not None else [])
-    if ref_lesion is not None and lesion is None:
-        raise EngineUnavailable("the cached engine gives no lesion map")
-    for name, out, want in checks:
-        problem = _compare(name, out, want, temperature)
-        if problem:
-            raise EngineUnavailable(f"the cached engine does not give its recorded outputs ({problem})")
+    problem = _outputs_problem(logits, lesion, ref, ref_lesion, temperature)
+    if problem:
+        raise EngineUnavailable(f"the cached engine does not give its recorded outputs ({problem})")
     return engine, logits, lesion
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from training.model.metrics import threshold_for_sensitivity
 
@@ -55,6 +54,8 @@ def fit_temperature(p_val, y_val) -> float:
     def nll(log_t: float) -> float:
         q = np.clip(sigmoid(z / math.exp(log_t)), EPS, 1 - EPS)
         return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    from scipy.optimize import minimize_scalar  # fitting only: the app's start-up uses sigmoid/softmax alone
 
     res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return float(math.exp(res.x))
@@ -116,6 +117,8 @@ def fit_softmax_temperature(logits, y) -> float:
     def nll(log_t: float) -> float:
         q = np.clip(softmax(z, math.exp(log_t))[np.arange(len(y)), y], EPS, 1.0)
         return float(-np.log(q).mean())
+
+    from scipy.optimize import minimize_scalar  # fitting only: the app's start-up uses sigmoid/softmax alone
 
     res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return float(math.exp(res.x))
