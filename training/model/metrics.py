@@ -146,3 +146,14 @@ def evaluate(y_true, p, threshold: float = 0.5, *, bootstrap: int = 2000, seed: 
     return {"n": int(n), "threshold": float(threshold), "confusion": cm, **m, "roc_auc": auc,
             "ci95": {k: [float(v[0]), float(v[1])] for k, v in ci.items()},
             "ece": cal["ece"], "reliability": cal["bins"]}
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, classes=(0, 1, 2)) -> float:
+    """Mean of the per-class F1 of ``pred`` against ``y`` (0 for a class never predicted right)."""
+    f1s = []
+    for c in classes:
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))

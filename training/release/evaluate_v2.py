@@ -34,6 +34,7 @@ import numpy as np
 
 from training.common import atomic
 from training.common.csv_out import write_csv
+from training.model.metrics import macro_f1
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
@@ -142,16 +143,6 @@ def _f(v: str) -> float:
     return float(v) if v not in ("", None) else float("nan")
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, classes=(0, 1, 2)) -> float:
-    f1s = []
-    for c in classes:
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s))
-
-
 def set_figures(rows: list[dict[str, str]], threshold: float, band: list[float] | None) -> dict[str, Any]:
     """Every figure for one set's rows (``threshold`` / ``band`` on P(COVID): the model's stored ones)."""
     from training.model.metrics import calibration, evaluate, wilson
@@ -179,9 +170,9 @@ def set_figures(rows: list[dict[str, str]], threshold: float, band: list[float] 
                             "called_pneumonia": int((cat[pn] == "Other pneumonia").sum())}
         if any(r["p_pneumonia"] for r in ok):
             pred = np.array([{"Normal": 0, "COVID": 1, "Pneumonia": 2}.get(r["predicted"], -1) for r in ok])
-            out["macro_f1_3class"] = _macro_f1(y, pred)
+            out["macro_f1_3class"] = macro_f1(y, pred)
             out["accuracy_3class"] = float((pred == y).mean())
-            out["macro_f1_3class_decided"] = _macro_f1(y[~indet], pred[~indet])
+            out["macro_f1_3class_decided"] = macro_f1(y[~indet], pred[~indet])
     # a verdict given (not Indeterminate) that was right, COVID and Normal films
     dec = cn & ~indet
     right = ((cat == "COVID-19") & (y == 1)) | ((cat == "Normal") & (y == 0))

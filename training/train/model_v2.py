@@ -407,6 +407,12 @@ def val_summary(cfg: V2Config, items, cache, idx, model) -> dict:
         acc = float(((p_covid >= 0.5) == (y == 1)).mean())
     cn = y <= 1
     out = {"val_loss": loss, "val_acc": acc, "val_auc_covid_normal": roc_auc((y[cn] == 1).astype(int), p_covid[cn])}
+    if cfg.classes > 2:  # the three-way figures the ablation reports (validation only)
+        from training.model.metrics import macro_f1
+
+        out["val_macro_f1"] = macro_f1(y, probs.argmax(1))
+        cp = y >= 1
+        out["val_auc_covid_pneumonia"] = roc_auc((y[cp] == 1).astype(int), p_covid[cp])
     if lesion is not None:
         with_mask = [k for k, i in enumerate(idx) if items[i].label == 1 and items[i].lesion is not None]
         if with_mask:
