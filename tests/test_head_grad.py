@@ -70,6 +70,22 @@ def test_lstm_gradient_is_not_trivial():
     assert (np.abs(grads).reshape(2, 2048, -1).max(axis=1) > 0).all()
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_column_sequence_order_matches_torch_autograd(classes):
+    """A model that reads its map column after column (``sequence_order`` "column"): a map that is not
+    square catches a transposed sequence or gradient; raster and column give different logits."""
+    torch.manual_seed(21 + classes)
+    model = build_model("resnet50_lstm", "scratch", classes=classes, sequence="column").eval()
+    head = HeadGradient.from_state_dict("resnet50_lstm", model.state_dict(), "column")
+    a = random_features((2, 2048, 5, 7), seed=9)
+    for target in ([None] if classes == 2 else [0, 1, 2]):
+        assert_matches(head, model, a, target)
+    raster = HeadGradient.from_state_dict("resnet50_lstm", model.state_dict(), "raster")
+    assert np.abs(raster.logits(a.numpy()) - head.logits(a.numpy())).max() > 1e-4
+    with pytest.raises(ValueError):
+        HeadGradient("resnet50_lstm", model.state_dict(), "spiral")
+
+
 def test_numpy_state_dict_and_unrelated_keys_are_fine():
     torch.manual_seed(3)
     model = build_model("resnet50_lstm", "scratch", classes=2).eval()

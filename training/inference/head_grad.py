@@ -4,7 +4,8 @@ Grad-CAM needs ``dY/dA`` for the activations ``A`` ``(N, 2048, h, w)`` of ``cam_
 ``Y``; it flows only through ``model._head`` (``training.model.networks``, eval mode: no dropout):
 ``resnet50`` = average pool + ``fc``; ``resnet50_lstm`` = ``A`` in raster order as ``h*w`` time steps
 through the stacked torch LSTMs ``head.lstms.{i}`` (zero initial state), the last step into ``head.fc``,
-differentiated by backpropagation through time.  ``K`` 1 (binary) stays ``(N, 1)``.  All in float32,
+differentiated by backpropagation through time (``sequence`` "column": the map read column after column,
+the model file's ``sequence_order``).  ``K`` 1 (binary) stays ``(N, 1)``.  All in float32,
 like torch; the first LSTM's input projection and its gradient are single matmuls.
 """
 
@@ -74,9 +75,12 @@ def _lstm_backward(dhs: np.ndarray, w_hh: np.ndarray, gates: np.ndarray, cs: np.
 class HeadGradient:
     """The classifier head after Grad-CAM's layer, in NumPy: logits and d(target logit)/dA."""
 
-    def __init__(self, arch: str, weights: Mapping[str, Any]):
+    def __init__(self, arch: str, weights: Mapping[str, Any], sequence: str = "raster"):
         w = {k: _as_array(v).astype(_F32) for k, v in weights.items() if k.startswith(self.head_keys(arch))}
+        if sequence not in ("raster", "column"):
+            raise ValueError(f"unknown sequence order {sequence!r}")
         self.arch = arch
+        self._column = arch == "resnet50_lstm" and sequence == "column"
         fc = "fc." if arch == "resnet50" else "head.fc."
         self._fc_w, self._fc_b = w[fc + "weight"], w[fc + "bias"]
         self._layers: list[tuple[np.ndarray, ...]] = []
@@ -96,11 +100,11 @@ class HeadGradient:
             self._w0_t = np.ascontiguousarray(self._layers[0][3].T)  # (C, 4H): the input's gradient
 
     @classmethod
-    def from_state_dict(cls, arch: str, state: Mapping[str, Any]) -> HeadGradient | None:
+    def from_state_dict(cls, arch: str, state: Mapping[str, Any], sequence: str = "raster") -> HeadGradient | None:
         """The head of a model's state dict (arrays or tensors); None for an arch without such a head."""
         if arch not in HEAD_ARCHS:
             return None
-        return cls(arch, {k: v for k, v in state.items() if k.startswith(cls.head_keys(arch))})
+        return cls(arch, {k: v for k, v in state.items() if k.startswith(cls.head_keys(arch))}, sequence)
 
     @staticmethod
     def head_keys(arch: str) -> tuple[str, ...]:
@@ -124,14 +128,19 @@ class HeadGradient:
             caches.append((gates, cs))
         return hs[-1] @ self._fc_w.T + self._fc_b, caches
 
+    def _as_sequence(self, features: np.ndarray) -> np.ndarray:
+        """``(N, C, h, w)`` float32 laid out so that a raster reshape gives the head's time steps."""
+        a = np.asarray(features, dtype=_F32)
+        return np.ascontiguousarray(a.transpose(0, 1, 3, 2)) if self._column else a
+
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Class logits ``(N, K)`` float32 for activations ``(N, C, h, w)``."""
-        return self._forward(np.asarray(features, dtype=_F32))[0].astype(_F32)
+        return self._forward(self._as_sequence(features))[0].astype(_F32)
 
     def gradient(self, features: np.ndarray, target: int | None) -> tuple[np.ndarray, np.ndarray]:
         """``(logits (N, K), grads (N, C, h, w))`` float32, ``grads[n] = d logits[n, t] / d features[n]``;
         ``t`` = 0 for ``target`` None (the single logit of a binary model)."""
-        a = np.asarray(features, dtype=_F32)
+        a = self._as_sequence(features)
         logits, caches = self._forward(a)
         t = 0 if target is None else int(target)
         if not 0 <= t < logits.shape[1]:
@@ -146,8 +155,10 @@ class HeadGradient:
             dz = _lstm_backward(dhs, self._layers[k][4], *caches[k])
             if k:
                 dhs = dz @ self._layers[k][3]
-        grads = np.matmul(self._w0_t, dz.transpose(1, 2, 0))  # (C, 4H) @ (N, 4H, T) -> (N, C, T)
-        return logits.astype(_F32), grads.reshape(a.shape)
+        grads = np.matmul(self._w0_t, dz.transpose(1, 2, 0)).reshape(a.shape)  # (C, 4H) @ (N, 4H, T)
+        if self._column:
+            grads = np.ascontiguousarray(grads.transpose(0, 1, 3, 2))
+        return logits.astype(_F32), grads
 
 
 __all__ = ["HeadGradient", "HEAD_ARCHS"]

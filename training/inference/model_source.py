@@ -83,7 +83,8 @@ class ModelSourceMixin:
                 arch = getattr(self._model, "arch", self.info.arch)
             else:  # started from the cached engine: the head's weights were taken from the file's bytes
                 ok, arch, state = True, self.info.arch, getattr(self, "_head_state", None) or {}
-            self._head_gradient = (HeadGradient.from_state_dict(arch, state) if ok and state else None) or False
+            self._head_gradient = (HeadGradient.from_state_dict(arch, state, self.info.sequence_order)
+                                   if ok and state else None) or False
         return self._head_gradient or None
 
     @classmethod

@@ -231,6 +231,7 @@ class ModelInfo(MetaRecord):
     calibration: dict[str, Any] = field(default_factory=dict)  # {"method": "temperature", "temperature": T, ...}
     band: list[float] = field(default_factory=list)  # [lo, hi] borderline band of calibrated P; [] = none
     lesion_head: bool = False  # the model also outputs a lesion probability map (model v2)
+    sequence_order: str = "raster"  # ResNet50-LSTM: how the feature map becomes a sequence (networks.SEQUENCE_ORDERS)
     # three-class models: P(Pneumonia) / (P(Pneumonia) + P(Normal)) at or above this -> "Other pneumonia"
     pneumonia_threshold: float = 0.5
     # the validated int8 fast mode (training.inference.engine_fast): recipe, quantisation ranges, validation
@@ -385,6 +386,8 @@ def _metadata_problem(info: ModelInfo) -> str:
         return f"positive class {info.positive_class!r} is not one of the classes {names}."
     if not (_number(info.dropout) and 0.0 <= info.dropout < 1.0):
         return f"dropout {info.dropout!r} is not a number between 0 and 1."
+    if info.sequence_order not in ("raster", "column"):  # networks.SEQUENCE_ORDERS (this module stays torch-free)
+        return f"sequence order {info.sequence_order!r} is neither 'raster' nor 'column'."
     if not all(_number(v) and 0.0 < v < 1.0 for v in (info.operating_points or {}).values()):
         return "an operating point is not a number between 0 and 1."
     t = (info.calibration or {}).get("temperature", 1.0)
@@ -428,7 +431,7 @@ def load_model(path: str | os.PathLike, device: "torch.device | str" = "cpu") ->
     if not all(all_finite(t) for t in tensors.values() if t.is_floating_point()):
         raise ModelFileError(f"{p.name}: the weights contain invalid numbers (NaN or infinite); the file is damaged.")
     model = build_model(info.arch, "scratch", dropout=float(info.dropout), input_size=int(info.input_size),
-                        classes=len(info.class_names), lesion=bool(info.lesion_head))
+                        classes=len(info.class_names), lesion=bool(info.lesion_head), sequence=info.sequence_order)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:

@@ -40,6 +40,9 @@ from training.model.resnet import ResNet50, resnet50
 
 LSTM_UNITS = (32, 16, 8)
 DEFAULT_DROPOUT = 0.5
+# how ResNet50-LSTM reads its (h, w) feature map as a sequence: "raster" row after row (the paper's reshape),
+# "column" column after column (top to bottom, left to right); model files record it (``sequence_order``)
+SEQUENCE_ORDERS = ("raster", "column")
 
 
 class StackedLSTMHead(nn.Module):
@@ -179,8 +182,12 @@ class LSTMClassifier(nn.Module):
 class ResNet50LSTMClassifier(_LesionMixin, nn.Module):
     arch = "resnet50_lstm"
 
-    def __init__(self, dropout: float = DEFAULT_DROPOUT, outputs: int = 1, lesion: bool = False):
+    def __init__(self, dropout: float = DEFAULT_DROPOUT, outputs: int = 1, lesion: bool = False,
+                 sequence: str = "raster"):
         super().__init__()
+        if sequence not in SEQUENCE_ORDERS:
+            raise XrayError(f"Unknown sequence order '{sequence}'. Known: {', '.join(SEQUENCE_ORDERS)}.", code="arch")
+        self.sequence = sequence
         self.backbone = _resnet50_trunk()
         self.head = StackedLSTMHead(2048, dropout=dropout, outputs=outputs)
         self.lesion = LesionDecoder() if lesion else None
@@ -191,7 +198,9 @@ class ResNet50LSTMClassifier(_LesionMixin, nn.Module):
 
     def _head(self, f: torch.Tensor) -> torch.Tensor:
         # f: (N, 2048, h, w)
-        seq = f.flatten(2).transpose(1, 2)  # (N, h*w, 2048), raster order
+        if self.sequence == "column":
+            f = f.transpose(2, 3)
+        seq = f.flatten(2).transpose(1, 2)  # (N, h*w, 2048), raster order (column order: of the transpose)
         # the LSTM runs in fp32 even under autocast (cuDNN/oneDNN bf16 LSTMs are
         # not universally available and the head is tiny)
         with torch.autocast(device_type=seq.device.type, enabled=False):
@@ -199,7 +208,8 @@ class ResNet50LSTMClassifier(_LesionMixin, nn.Module):
 
 
 def build_model(arch: str, init: str = "scratch", *, dropout: float = DEFAULT_DROPOUT,
-                input_size: int = 224, classes: int = 2, lesion: bool = False) -> nn.Module:
+                input_size: int = 224, classes: int = 2, lesion: bool = False,
+                sequence: str = "raster") -> nn.Module:
     """Build one of ``ARCHITECTURES`` with backbone initialisation ``init``.
 
     ``classes`` 2: one logit per image (sigmoid = P(positive)); 3 or more: one
@@ -213,7 +223,7 @@ def build_model(arch: str, init: str = "scratch", *, dropout: float = DEFAULT_DR
     elif arch == "lstm":
         model = LSTMClassifier(dropout, input_size=input_size)
     elif arch == "resnet50_lstm":
-        model = ResNet50LSTMClassifier(dropout, outputs=outputs, lesion=lesion)
+        model = ResNet50LSTMClassifier(dropout, outputs=outputs, lesion=lesion, sequence=sequence)
     else:
         raise XrayError(f"Unknown model architecture '{arch}'. Known: {', '.join(ARCHITECTURES)}.", code="arch")
     init = init or "scratch"

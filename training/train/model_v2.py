@@ -100,6 +100,7 @@ class V2Config:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     dropout: float = 0.2
+    sequence: str = "raster"  # ResNet50-LSTM: raster | column (training.model.networks.SEQUENCE_ORDERS)
     lesion_weight: float = 1.0
     augment: str = "source"
     outside: str = "keep"  # keep | masked: black outside the widened lung mask (InputSpec.outside)
@@ -283,7 +284,8 @@ def build(cfg: V2Config) -> nn.Module:
     from training.model.networks import build_model
 
     model = build_model(cfg.arch, cfg.init or "scratch", dropout=cfg.dropout, input_size=cfg.input_size,
-                        classes=cfg.classes, lesion=cfg.lesion)
+                        classes=cfg.classes, lesion=cfg.lesion,
+                        sequence=cfg.sequence if cfg.head == "lstm" else "raster")
     warm_start_whole(model, cfg.init)
     return model
 
@@ -535,6 +537,7 @@ def finish(cfg: V2Config, items, cache, log=print) -> Path:
                        "channels": "grey repeated to 3", "normalize": None},
         threshold=fit.threshold, band=list(fit.band), calibration=fit.to_metadata(),
         pneumonia_threshold=fit.pneumonia_threshold, dropout=cfg.dropout, lesion_head=bool(cfg.lesion),
+        sequence_order=cfg.sequence if cfg.head == "lstm" else "raster",
         training={"recipe": "model v2 (training.train.model_v2)", "config": asdict(cfg),
                   "best_epoch": int(best["epoch"]) + 1, "history": history},
         description=("Three classes (Normal, COVID-19, other pneumonia) with a lesion map" if cfg.classes > 2
