@@ -367,3 +367,27 @@ def test_all_finite_reads_the_exponent_bits_right(dtype):
         t[501] = bad  # row 3, column 72 of the 7 x 143 view below: kept by its [:, ::2]
         assert not all_finite(t), (dtype, bad)
         assert not all_finite(t.view(7, 143)[:, ::2].t())  # a non-contiguous view is read right too
+
+
+def test_keras_lstm_init_follows_keras_defaults_and_desaturates_the_first_lstm():
+    from training.model.networks import keras_lstm_init_
+
+    torch.manual_seed(0)
+    model = build_model("resnet50_lstm", "scratch", classes=3)
+    feats = torch.relu(torch.randn(4, 36, 2048)) * 2.0  # ReLU features of ResNet50's size and scale
+
+    def pre_std(lstm):
+        with torch.no_grad():
+            return float((feats @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0).std())
+
+    before = pre_std(model.head.lstms[0])
+    keras_lstm_init_(model.head)
+    first = model.head.lstms[0]
+    assert pre_std(first) < before / 2.5
+    for lstm in model.head.lstms:
+        hid, w_ih, w_hh = lstm.hidden_size, lstm.weight_ih_l0, lstm.weight_hh_l0
+        assert float(w_ih.abs().max()) <= (6.0 / (w_ih.shape[0] + w_ih.shape[1])) ** 0.5
+        assert torch.allclose(w_hh.T @ w_hh, torch.eye(hid), atol=1e-5)  # orthogonal columns
+        assert float(lstm.bias_hh_l0.abs().max()) == 0.0
+        assert torch.equal(lstm.bias_ih_l0[hid:2 * hid], torch.ones(hid))
+        assert float(lstm.bias_ih_l0[:hid].abs().max()) == 0.0 and float(lstm.bias_ih_l0[2 * hid:].abs().max()) == 0.0

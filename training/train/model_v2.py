@@ -101,6 +101,7 @@ class V2Config:
     warmup_steps: int = 50
     dropout: float = 0.2
     sequence: str = "raster"  # ResNet50-LSTM: raster | column (training.model.networks.SEQUENCE_ORDERS)
+    lstm_init: str = "torch"  # a new LSTM head: torch | keras (training.model.networks.keras_lstm_init_)
     lesion_weight: float = 1.0
     augment: str = "source"
     outside: str = "keep"  # keep | masked: black outside the widened lung mask (InputSpec.outside)
@@ -286,6 +287,12 @@ def build(cfg: V2Config) -> nn.Module:
     model = build_model(cfg.arch, cfg.init or "scratch", dropout=cfg.dropout, input_size=cfg.input_size,
                         classes=cfg.classes, lesion=cfg.lesion,
                         sequence=cfg.sequence if cfg.head == "lstm" else "raster")
+    if cfg.head == "lstm" and cfg.lstm_init == "keras":
+        from training.model.networks import keras_lstm_init_
+
+        keras_lstm_init_(model.head)
+    elif cfg.lstm_init != "torch":
+        raise DataError(f"lstm_init {cfg.lstm_init!r}: use torch or keras (keras only for the LSTM head)")
     warm_start_whole(model, cfg.init)
     return model
 
