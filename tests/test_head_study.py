@@ -43,3 +43,20 @@ def test_paired_difference_of_a_model_with_itself_is_exactly_zero_and_a_worse_mo
     assert lo <= result["ref"]["macro_f1"] <= hi
     table = render(result, "ref")
     assert table.count("\n|") == 4 and "paired bootstrap" in table
+
+
+def test_gate_saturation_of_torch_and_keras_initialised_heads():
+    import torch
+
+    from training.model.networks import build_model, keras_lstm_init_
+    from training.release.head_study import gate_saturation
+
+    torch.manual_seed(0)
+    model = build_model("resnet50_lstm", "scratch", classes=3).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    torch_init = gate_saturation(model, images)
+    keras = gate_saturation(keras_lstm_init_(model.head) and model, images)
+    assert torch_init["films"] == keras["films"] == 3
+    assert keras["pre_activation_std"] < torch_init["pre_activation_std"]
+    assert 0.0 <= keras["input_forget_beyond_4"] <= torch_init["input_forget_beyond_4"] <= 1.0
+    assert gate_saturation(build_model("resnet50", "scratch", classes=3).eval(), images) == {}

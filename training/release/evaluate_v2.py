@@ -313,7 +313,8 @@ def render_card(results: Path, model_file: Path, notes: str, segmenter_section: 
         "| | |", "|---|---|",
         f"| file | `{model_file.name}` (SHA-256 `{file_sha256(model_file)[:16]}...`) |",
         f"| architecture | ResNet50-LSTM (`{info.arch}`): ResNet50 trunk, its 2048-channel last map read as a "
-        f"{(info.input_size // 32) ** 2}-step sequence by LSTMs of 32, 16 and 8 units, dropout {info.dropout}, "
+        f"{(info.input_size // 32) ** 2}-step sequence ({info.sequence_order} order) by LSTMs of 32, 16 and 8 units, "
+        f"dropout {info.dropout}, "
         f"dense softmax over three classes; a lesion decoder (FPN on stages 3-5) gives a lesion probability map "
         f"at 1/8 of the input |",
         f"| input | the lungs' box (+10 % margin, lung segmenter), CLAHE; {info.input_size} x {info.input_size} "

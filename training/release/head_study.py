@@ -8,7 +8,7 @@ classifies the **validation** split of ``results/v2/split.csv`` (never a test sp
 from the training views' cache (``DIR/v2_3c_<S>px.npz``, decoded once as the trainer does).  Per model:
 the classification loss and three-class accuracy of the raw logits (as the training history reports them),
 three-class macro-F1 of the arg-max, COVID vs Normal and COVID vs pneumonia ROC AUC of P(COVID), the lesion
-Dice on the validation COVID films; 95 % CIs by a seeded percentile bootstrap over films (2,000 resamples),
+Dice on the validation COVID films, and for LSTM heads how saturated the first LSTM's gates are; 95 % CIs by a seeded percentile bootstrap over films (2,000 resamples),
 and for every model the **paired** bootstrap CI of its difference from ``--reference`` (same resampled
 films for both), which says whether a difference lies beyond the noise of this validation split.
 """
@@ -25,18 +25,45 @@ import numpy as np
 from training.common import atomic
 
 BOOTSTRAP = 2000
+SATURATION_STRIDE = 8  # every 8th validation film for the gate saturation figures
 FIGURES = ("loss", "accuracy", "macro_f1", "auc_covid_normal", "auc_covid_pneumonia", "lesion_dice")
 
 
-def validation_outputs(model_file: Path, images: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw logits ``(N, 3)`` and lesion probabilities of a model file on the cached views ``images[idx]``."""
+def validation_outputs(model_file: Path, images: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Raw logits ``(N, 3)``, lesion probabilities and the first LSTM's gate saturation (empty for a
+    linear head) of a model file on the cached views ``images[idx]``."""
     from training.model.modelfile import load_model
     from training.train.model_v2 import predict_split
 
     loaded = load_model(model_file)
     if len(loaded.info.class_names) != 3:
         raise SystemExit(f"{model_file}: not a three-class model")
-    return predict_split(loaded.model, images, idx)
+    logits, lesion = predict_split(loaded.model, images, idx)
+    return logits, lesion, gate_saturation(loaded.model, images[idx[::SATURATION_STRIDE]])
+
+
+def gate_saturation(model, images_u8: np.ndarray) -> dict[str, float]:
+    """How saturated the first LSTM's gates are on these views: the standard deviation of its gate
+    pre-activations (``W_ih x + b``; the recurrent part left out), the share of input and forget gate
+    pre-activations beyond +-4 (sigmoid slope < 0.018) and of cell candidates beyond +-2 (tanh slope
+    < 0.071).  Empty for a model without an LSTM head."""
+    import torch
+
+    from training.model.networks import _trunk_features
+    from training.train.model_v2 import three_channels, to_input
+
+    if not hasattr(model, "head"):
+        return {}
+    lstm = model.head.lstms[0]
+    hid = lstm.hidden_size
+    with torch.inference_mode():
+        f = _trunk_features(model.backbone, three_channels(to_input(images_u8)))
+        if getattr(model, "sequence", "raster") == "column":
+            f = f.transpose(2, 3)
+        pre = f.flatten(2).transpose(1, 2) @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0
+    return {"films": int(len(images_u8)), "pre_activation_std": round(float(pre.std()), 3),
+            "input_forget_beyond_4": round(float((pre[..., :2 * hid].abs() > 4).float().mean()), 3),
+            "candidate_beyond_2": round(float((pre[..., 2 * hid:3 * hid].abs() > 2).float().mean()), 3)}
 
 
 def film_dice(lesion: np.ndarray | None, masks_u8: np.ndarray, covid_with_mask: np.ndarray) -> np.ndarray:
@@ -142,13 +169,21 @@ def main(argv=None) -> int:
     idx = np.flatnonzero(cache["ok"] & np.array([it.split == "val" for it in items]))
     y = np.array([items[i].label for i in idx])
     covid_mask = np.array([items[i].label == 1 and items[i].lesion is not None for i in idx])
-    outputs = {}
+    outputs, saturation = {}, {}
     for name, path in files.items():
-        logits, lesion = validation_outputs(Path(path), cache["images"], idx)
+        logits, lesion, saturation[name] = validation_outputs(Path(path), cache["images"], idx)
         outputs[name] = (logits.astype(np.float64), film_dice(lesion, cache["masks"][idx], covid_mask))
         print(f"{name}: {len(idx)} validation films classified", file=sys.stderr)
     result = study(outputs, y, a.reference, bootstrap=a.bootstrap)
+    for name, sat in saturation.items():
+        result[name]["first_lstm_saturation"] = sat
     print(render(result, a.reference))
+    print("| model | films | gate pre-activation std | input / forget gates beyond +-4 | cell candidates beyond +-2 |")
+    print("|---|---|---|---|---|")
+    for name, sat in saturation.items():
+        if sat:
+            print(f"| {name} | {sat['films']} | {sat['pre_activation_std']:.2f} | {sat['input_forget_beyond_4']:.0%} "
+                  f"| {sat['candidate_beyond_2']:.0%} |")
     if a.out:
         atomic.write_text(Path(a.out), json.dumps({"reference": a.reference, "files": files, "models": result},
                                                   indent=2))
