@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,22 @@ def test_gate_saturation_of_torch_and_keras_initialised_heads():
     assert keras["pre_activation_std"] < torch_init["pre_activation_std"]
     assert 0.0 <= keras["input_forget_beyond_4"] <= torch_init["input_forget_beyond_4"] <= 1.0
     assert gate_saturation(build_model("resnet50", "scratch", classes=3).eval(), images) == {}
+
+
+STUDY = Path(__file__).resolve().parents[1] / "results" / "v2" / "lstm_head_study"
+STUDIES = sorted(STUDY.glob("*.json")) if STUDY.is_dir() else []
+
+
+@pytest.mark.parametrize("study_file", STUDIES, ids=[p.stem for p in STUDIES])
+def test_committed_study_figures_follow_from_the_committed_per_film_outputs(study_file):
+    import json
+
+    committed = json.loads(study_file.read_text())
+    with np.load(study_file.with_suffix(".npz"), allow_pickle=False) as z:
+        y = z["labels"].astype(int)
+        assert len(z["films"]) == len(y) >= 700 and set(np.unique(y)) == {0, 1, 2}
+        for name, row in committed["models"].items():
+            again = figures(z[f"{name}:logits"], y, z[f"{name}:dice"])
+            for f in FIGURES:
+                assert again[f] == pytest.approx(row[f], abs=1e-9, nan_ok=True), (name, f)
+    assert committed["reference"] in committed["models"]

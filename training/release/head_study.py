@@ -11,6 +11,7 @@ three-class macro-F1 of the arg-max, COVID vs Normal and COVID vs pneumonia ROC 
 Dice on the validation COVID films, and for LSTM heads how saturated the first LSTM's gates are; 95 % CIs by a seeded percentile bootstrap over films (2,000 resamples),
 and for every model the **paired** bootstrap CI of its difference from ``--reference`` (same resampled
 films for both), which says whether a difference lies beyond the noise of this validation split.
+``--out study.json`` also writes ``study.npz``: every film's raw logits and Dice per model.
 """
 
 from __future__ import annotations
@@ -187,7 +188,25 @@ def main(argv=None) -> int:
     if a.out:
         atomic.write_text(Path(a.out), json.dumps({"reference": a.reference, "files": files, "models": result},
                                                   indent=2))
+        write_outputs(Path(a.out).with_suffix(".npz"), [f"{items[i].dataset}/{items[i].file}" for i in idx], y,
+                      outputs)
     return 0
+
+
+
+def write_outputs(path: Path, films: list[str], y: np.ndarray, outputs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """The per-film outputs behind the figures (``tests/test_head_study.py`` recomputes them): the films,
+    their labels, and per model its raw logits ``<name>:logits`` and lesion Dice ``<name>:dice``."""
+    arrays = {"films": np.array(films), "labels": y.astype(np.int8)}
+    for name, (logits, dice) in outputs.items():
+        arrays[f"{name}:logits"] = logits.astype(np.float64)
+        arrays[f"{name}:dice"] = dice.astype(np.float64)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic.write_with(path, save)
 
 
 if __name__ == "__main__":
