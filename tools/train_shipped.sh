@@ -13,6 +13,7 @@
 #   ab_linear_3class   ablation at a small budget (1 epoch x 1,200): three-class data, linear head
 #   ab_linear_lesion   + lesion supervision
 #   ab_lstm_lesion     + ResNet50-LSTM end to end (same small budget)
+#   v2_linear_lesion   the LSTM head study: a linear head at v2_lstm_lesion's budget (6 x 2,400), same seed
 # Then each model file is evaluated through the app's path (python -m training.release.evaluate_v2) into
 # results/v2/<run name>/ (per-file predictions.csv + evaluation.json); v1 into results/v2/v1.
 set -euo pipefail
@@ -88,4 +89,9 @@ evaluate ab_lstm_lesion "+ ResNet50-LSTM end to end, 1 x 1,200 films"
 train v2_lstm_lesion_masked --init "$REPO/resources/models/covid_cxr_v2.safetensors" --outside masked --epochs 6 \
   --samples-per-epoch 2400 --input-size 192 --name "COVID-19 / pneumonia / Normal ResNet50-LSTM" --version 2.1
 evaluate v2_lstm_lesion_masked "+ black outside the widened lung mask (6 more epochs from v2)"
+# the LSTM head study's equal-budget comparison: ResNet50 with a linear head, same data, schedule and seed as
+# v2_lstm_lesion (results/v2/lstm_head_study; the 1 x 1,200 variants are in its README)
+train v2_linear_lesion --head linear --epochs 6 --samples-per-epoch 2400 --input-size 192 \
+  --name "COVID-19 / pneumonia / Normal ResNet50 (linear head)" --version 2-linear
+evaluate v2_linear_lesion "ResNet50 with a linear head instead of the LSTM, 6 x 2,400 films (compare v2_lstm_lesion)"
 echo "all runs finished: $OUT"

@@ -288,8 +288,8 @@ def render_goals(summary: dict) -> str:
     return "\n".join(L)
 
 
-ROW_ORDER = ("v1", "ab_linear_3class", "ab_linear_lesion", "ab_lstm_lesion", "v2_lstm_lesion", "v2_lstm_lesion_16",
-             "v2_lstm_lesion_masked")
+ROW_ORDER = ("v1", "ab_linear_3class", "ab_linear_lesion", "ab_lstm_lesion", "v2_linear_lesion", "v2_lstm_lesion",
+             "v2_lstm_lesion_16", "v2_lstm_lesion_masked")
 SHIPPED_ROW = "v2_lstm_lesion_16"
 
 
